@@ -33,7 +33,9 @@ pub struct DateError {
 /// Parses any of Kareo's date forms. Forms without an offset are read in `tz`.
 pub fn parse(s: &str, tz: Tz) -> Result<DateTime<Utc>, DateError> {
     let t = s.trim();
-    let err = || DateError { len: s.chars().count() };
+    let err = || DateError {
+        len: s.chars().count(),
+    };
     if t.is_empty() {
         return Err(err());
     }
@@ -109,7 +111,9 @@ pub fn format_datetime(t: DateTime<Utc>) -> String {
 /// Formats an instant the way Kareo's list responses show dates: practice-local
 /// `M/d/yyyy h:mm:ss AM` (used by the simulator).
 pub fn format_response(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).format("%-m/%-d/%Y %-I:%M:%S %p").to_string()
+    t.with_timezone(&tz)
+        .format("%-m/%-d/%Y %-I:%M:%S %p")
+        .to_string()
 }
 
 /// Is this a valid `xs:dateTime` lexical form (ISO 8601, optional fraction and offset)?
@@ -152,7 +156,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_that_hides_the_value() {
-        for bad in ["", "yesterday", "13/45/2026", "2026-02-30", "9/23/2026 25:00:00"] {
+        for bad in [
+            "",
+            "yesterday",
+            "13/45/2026",
+            "2026-02-30",
+            "9/23/2026 25:00:00",
+        ] {
             let e = parse(bad, NY).unwrap_err();
             assert!(!e.to_string().contains(bad) || bad.is_empty());
         }
@@ -161,15 +171,27 @@ mod tests {
     #[test]
     fn fall_back_hour_reads_as_the_earlier_instant() {
         // 2026-11-01 01:30 happens twice in New York: EDT (05:30Z) then EST (06:30Z).
-        assert_eq!(parse("11/1/2026 1:30:00 AM", NY).unwrap(), utc("2026-11-01T05:30:00Z"));
+        assert_eq!(
+            parse("11/1/2026 1:30:00 AM", NY).unwrap(),
+            utc("2026-11-01T05:30:00Z")
+        );
     }
 
     #[test]
     fn spring_forward_gap_reads_with_the_offset_before_it() {
         // 2026-03-08 02:30 never happens in New York: clocks jump from 02:00 EST to 03:00 EDT.
-        assert_eq!(parse("3/8/2026 2:30:00 AM", NY).unwrap(), utc("2026-03-08T07:30:00Z"));
-        assert_eq!(parse("3/8/2026 3:00:00 AM", NY).unwrap(), utc("2026-03-08T07:00:00Z"));
-        assert_eq!(parse("3/8/2026 1:59:59 AM", NY).unwrap(), utc("2026-03-08T06:59:59Z"));
+        assert_eq!(
+            parse("3/8/2026 2:30:00 AM", NY).unwrap(),
+            utc("2026-03-08T07:30:00Z")
+        );
+        assert_eq!(
+            parse("3/8/2026 3:00:00 AM", NY).unwrap(),
+            utc("2026-03-08T07:00:00Z")
+        );
+        assert_eq!(
+            parse("3/8/2026 1:59:59 AM", NY).unwrap(),
+            utc("2026-03-08T06:59:59Z")
+        );
     }
 
     #[test]

@@ -8,5 +8,14 @@
 //! - [`throttle`]: per (account, operation) spacing, retry with backoff.
 //! - [`client`]: the HTTP client tying them together.
 
-pub mod schema;
 pub mod dates;
+pub mod envelope;
+pub mod error;
+pub mod reader;
+pub mod record;
+pub mod schema;
+
+pub use envelope::Credentials;
+pub use error::KareoError;
+pub use reader::ResponseReader;
+pub use record::{Record, RecordKind, Value};

@@ -285,7 +285,11 @@ mod tests {
         let names: Vec<_> = req.members.iter().map(|m| (m.name, m.ns)).collect();
         assert_eq!(
             names,
-            vec![("RequestHeader", Ns::K), ("Fields", Ns::K7), ("Filter", Ns::K7)]
+            vec![
+                ("RequestHeader", Ns::K),
+                ("Fields", Ns::K7),
+                ("Filter", Ns::K7)
+            ]
         );
     }
 
@@ -301,7 +305,10 @@ mod tests {
         let (m, item, _) = op("GetPatients").unwrap().list_member().unwrap();
         assert_eq!((m.name, item.name), ("Patients", "PatientData"));
         let (m, item, _) = op("GetServiceLocations").unwrap().list_member().unwrap();
-        assert_eq!((m.name, item.name, item.ns), ("ServiceLocations", "ServiceLocationData", Ns::K7));
+        assert_eq!(
+            (m.name, item.name, item.ns),
+            ("ServiceLocations", "ServiceLocationData", Ns::K7)
+        );
         assert!(op("GetAppointment").unwrap().list_member().is_none());
         let d = op("GetThrottles").unwrap().list_member().unwrap();
         assert_eq!(d.1.name, "ThrottleDetail");
