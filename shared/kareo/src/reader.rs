@@ -148,7 +148,8 @@ enum Step {
 enum Frame {
     Envelope,
     Body,
-    Skip(u32),
+    /// An element (and so its subtree) that is ignored.
+    Skip,
     Fault,
     FaultText(bool),
     Response,
@@ -292,9 +293,9 @@ impl Machine {
                 }
                 Frame::Envelope
             }
-            Some(Frame::Skip(n)) => Frame::Skip(n + 1),
+            Some(Frame::Skip) => Frame::Skip,
             Some(Frame::Envelope) => match name {
-                b"Header" => Frame::Skip(0),
+                b"Header" => Frame::Skip,
                 b"Body" => Frame::Body,
                 _ => return Err(self.schema_err(name, "<Body>")),
             },
@@ -311,9 +312,9 @@ impl Machine {
             Some(Frame::Fault) => match name {
                 b"faultcode" => Frame::FaultText(true),
                 b"faultstring" => Frame::FaultText(false),
-                _ => Frame::Skip(0),
+                _ => Frame::Skip,
             },
-            Some(Frame::FaultText(_)) => Frame::Skip(0),
+            Some(Frame::FaultText(_)) => Frame::Skip,
             Some(Frame::Response) => {
                 if name == self.op.result.as_bytes() {
                     Frame::Result(Record::new(self.op.response))
@@ -331,18 +332,15 @@ impl Machine {
             Some(Frame::Result(rec)) => {
                 if let Some((list, _, _)) = self.list {
                     if name == list.as_bytes() {
-                        self.stack.push(if is_nil(e) {
-                            Frame::Skip(0)
-                        } else {
-                            Frame::List
-                        });
+                        self.stack
+                            .push(if is_nil(e) { Frame::Skip } else { Frame::List });
                         return Ok(());
                     }
                 }
                 member_frame(rec, name, e)
             }
             Some(Frame::Rec(_, rec)) => member_frame(rec, name, e),
-            Some(Frame::Leaf(..)) => Frame::Skip(0),
+            Some(Frame::Leaf(..)) => Frame::Skip,
         };
         self.stack.push(frame);
         Ok(())
@@ -353,8 +351,7 @@ impl Machine {
             return Ok(Step::Continue);
         };
         match frame {
-            Frame::Skip(0) => {}
-            Frame::Skip(n) => self.stack.push(Frame::Skip(n - 1)),
+            Frame::Skip => {}
             Frame::Leaf(idx, text) => self.attach(idx, Value::Text(text))?,
             Frame::Rec(None, rec) => {
                 if rec.is_empty() || (rec.kind().id.is_some() && rec.id().is_none()) {
@@ -445,10 +442,10 @@ fn is_nil(e: &BytesStart<'_>) -> bool {
 fn member_frame(rec: &Record, name: &[u8], e: &BytesStart<'_>) -> Frame {
     let def = rec.type_def();
     let Some(idx) = def.index_of(name) else {
-        return Frame::Skip(0);
+        return Frame::Skip;
     };
     if is_nil(e) {
-        return Frame::Skip(0);
+        return Frame::Skip;
     }
     match def.members[idx].ty {
         Ty::Complex(t) => Frame::Rec(Some(idx as u16), Record::new(t)),
@@ -516,4 +513,250 @@ fn single_payload(rec: Record) -> Record {
         }
     }
     Record::from_parts(ty, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema;
+    use proptest::prelude::*;
+
+    const ENV_OPEN: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">"#;
+    const OK_HEAD: &str = r#"<ErrorResponse><ErrorMessage i:nil="true"/><IsError>false</IsError><StackTrace i:nil="true"/></ErrorResponse><SecurityResponse><Authenticated>true</Authenticated><Authorized>true</Authorized><CustomerId>77</CustomerId><CustomerKeyValid>true</CustomerKeyValid><PermissionsMissing i:nil="true"/><PracticesAuthorized><PracticeID xmlns:a="http://schemas.microsoft.com/2003/10/Serialization/Arrays"><a:int>1</a:int></PracticeID></PracticesAuthorized><SecurityResult>Success</SecurityResult><SecurityResultSuccess>true</SecurityResultSuccess></SecurityResponse>"#;
+
+    fn response(op: &str, inner: &str) -> String {
+        format!(
+            r#"<?xml version="1.0"?>{ENV_OPEN}<s:Body><{op}Response xmlns="http://www.kareo.com/api/schemas/"><{op}Result xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</{op}Result></{op}Response></s:Body></s:Envelope>"#
+        )
+    }
+
+    fn read(op: &str, body: &str) -> Result<Vec<Record>, KareoError> {
+        ResponseReader::new(schema::op(op).unwrap(), body.as_bytes()).collect_all()
+    }
+
+    #[test]
+    fn list_items_stream_with_escapes_nil_and_unknown_members() {
+        let body = response(
+            "GetPatients",
+            &format!(
+                "{OK_HEAD}<Patients><PatientData><CreatedDate>9/1/2026 8:00:00 AM</CreatedDate><FirstName>Zo&#235;</FirstName><ID>11</ID><LastModifiedDate>9/23/2026 1:00:00 PM</LastModifiedDate><LastName>O&apos;Brien &amp; S&#248;n</LastName><MiddleName i:nil=\"true\"/><NewMember2027>x</NewMember2027><Notes><![CDATA[a<b]]></Notes><PracticeId>1</PracticeId></PatientData><PatientData><ID>12</ID><LastName></LastName></PatientData></Patients>"
+            ),
+        );
+        let recs = read("GetPatients", &body).unwrap();
+        assert_eq!(recs.len(), 2);
+        let r = &recs[0];
+        assert_eq!(r.type_name(), "PatientData");
+        assert_eq!(r.id(), Some("11"));
+        assert_eq!(r.get("FirstName"), Some("Zoë"));
+        assert_eq!(r.get("LastName"), Some("O'Brien & Søn"));
+        assert_eq!(r.get("MiddleName"), None, "nil is absent");
+        assert_eq!(
+            r.get("Notes"),
+            None,
+            "Notes is not a PatientData member: skipped"
+        );
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            r.version(ny).unwrap().unwrap().to_rfc3339(),
+            "2026-09-23T17:00:00+00:00"
+        );
+        assert_eq!(recs[1].get("LastName"), Some(""), "empty is not absent");
+        assert_eq!(recs[1].get("FirstName"), None);
+    }
+
+    #[test]
+    fn prefixed_pretty_printed_with_header_and_k7() {
+        let body = format!(
+            r#"{ENV_OPEN}
+  <s:Header><ActivityId xmlns="http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics">x</ActivityId></s:Header>
+  <s:Body>
+    <k:GetServiceLocationsResponse xmlns:k="http://www.kareo.com/api/schemas/">
+      <k:GetServiceLocationsResult xmlns:a="http://www.kareo.com/api/schemas">
+        {OK_HEAD}
+        <a:ServiceLocations>
+          <a:ServiceLocationData>
+            <a:ID>3</a:ID>
+            <a:ModifiedDate>2026-09-23T13:00:00</a:ModifiedDate>
+            <a:Name>Main &amp; 5th</a:Name>
+          </a:ServiceLocationData>
+        </a:ServiceLocations>
+      </k:GetServiceLocationsResult>
+    </k:GetServiceLocationsResponse>
+  </s:Body>
+</s:Envelope>"#
+        );
+        let recs = read("GetServiceLocations", &body).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].get("Name"), Some("Main & 5th"));
+        assert_eq!(recs[0].kind().version, Some("ModifiedDate"));
+        assert!(recs[0].version(chrono_tz::UTC).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_placeholder_item_of_an_empty_list_is_skipped() {
+        for items in [
+            "<AppointmentData/>",
+            "<AppointmentData><ID></ID></AppointmentData>",
+            "",
+        ] {
+            let body = response(
+                "GetAppointments",
+                &format!("{OK_HEAD}<Appointments>{items}</Appointments>"),
+            );
+            assert!(
+                read("GetAppointments", &body).unwrap().is_empty(),
+                "{items}"
+            );
+        }
+        let body = response(
+            "GetAppointments",
+            &format!("{OK_HEAD}<Appointments i:nil=\"true\"/>"),
+        );
+        assert!(read("GetAppointments", &body).unwrap().is_empty());
+    }
+
+    #[test]
+    fn throttle_in_error_response() {
+        let body = response("GetPatients", "<ErrorResponse><ErrorMessage>429: GetPatients endpoint requested more than allowed over time interval 1000 milliseconds. Please wait to try again.</ErrorMessage><IsError>true</IsError></ErrorResponse><Patients><PatientData><ID>1</ID></PatientData></Patients>");
+        match read("GetPatients", &body) {
+            Err(KareoError::Throttled { interval, .. }) => assert_eq!(interval.as_millis(), 1000),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn api_error_keeps_text_out_of_display() {
+        let body = response("GetPatients", "<ErrorResponse><ErrorMessage>Patient Jane Roe not found</ErrorMessage><IsError>true</IsError></ErrorResponse>");
+        let e = read("GetPatients", &body).unwrap_err();
+        assert_eq!(e.class(), "api");
+        assert!(!e.to_string().contains("Jane"));
+        assert_eq!(e.kareo_text(), Some("Patient Jane Roe not found"));
+    }
+
+    #[test]
+    fn every_security_flag_is_checked() {
+        for (flag, shown) in [
+            ("Authenticated", "Authenticated=false"),
+            ("Authorized", "Authorized=false"),
+            ("CustomerKeyValid", "CustomerKeyValid=false"),
+            ("SecurityResultSuccess", "SecurityResultSuccess=false"),
+        ] {
+            let head = OK_HEAD.replace(
+                &format!("<{flag}>true</{flag}>"),
+                &format!("<{flag}>false</{flag}>"),
+            );
+            let body = response(
+                "GetPatients",
+                &format!("{head}<Patients><PatientData><ID>1</ID></PatientData></Patients>"),
+            );
+            let e = read("GetPatients", &body).unwrap_err();
+            assert_eq!(e.class(), "security");
+            assert!(e.to_string().contains(shown), "{e}");
+        }
+        let head = OK_HEAD.replace(r#"<PermissionsMissing i:nil="true"/>"#, r#"<PermissionsMissing><Permission xmlns:a="http://schemas.microsoft.com/2003/10/Serialization/Arrays"><a:string>ViewPatient</a:string></Permission></PermissionsMissing>"#);
+        let e = read("GetPatients", &response("GetPatients", &head)).unwrap_err();
+        assert!(
+            e.to_string().contains("PermissionsMissing=[ViewPatient]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn soap_fault() {
+        let body = format!(
+            r#"{ENV_OPEN}<s:Body><s:Fault><faultcode xmlns:a="http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher">a:InternalServiceFault</faultcode><faultstring xml:lang="en-US">The server was unable to process the request due to an internal error.</faultstring></s:Fault></s:Body></s:Envelope>"#
+        );
+        match read("GetCharges", &body) {
+            Err(KareoError::Fault { code, text, .. }) => {
+                assert_eq!(code, "a:InternalServiceFault");
+                assert!(text.starts_with("The server was unable"));
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn schema_mismatch_names_what_and_where() {
+        let body = response("GetPayments", OK_HEAD);
+        let e = read("GetPatients", &body).unwrap_err();
+        assert_eq!(e.to_string(), "GetPatients: response does not match the schema: <GetPaymentsResponse> where <GetPatientsResponse> or <Fault> belongs");
+        let body = response(
+            "GetPatients",
+            &format!("{OK_HEAD}<Patients><Patient><ID>1</ID></Patient></Patients>"),
+        );
+        assert!(read("GetPatients", &body)
+            .unwrap_err()
+            .to_string()
+            .contains("<Patient> where <PatientData> belongs"));
+    }
+
+    #[test]
+    fn truncated_and_malformed_bodies_are_xml_errors() {
+        let full = response("GetPatients", &format!("{OK_HEAD}<Patients><PatientData><ID>1</ID><LastName>Doe</LastName></PatientData></Patients>"));
+        let cut = &full[..full.find("Doe").unwrap()];
+        let e = read("GetPatients", cut).unwrap_err();
+        assert_eq!(e.class(), "xml");
+        assert!(!e.to_string().contains("Doe"));
+        let bad = full.replace("</LastName>", "</FirstName>");
+        assert_eq!(read("GetPatients", &bad).unwrap_err().class(), "xml");
+        assert_eq!(read("GetPatients", "").unwrap_err().class(), "schema");
+    }
+
+    #[test]
+    fn single_record_operations() {
+        let body = response("GetAppointment", &format!("{OK_HEAD}<Appointment><AppointmentId>42</AppointmentId><AppointmentStatus>Cancelled</AppointmentStatus><IsDeleted>true</IsDeleted><PatientSummary><FirstName>A</FirstName><PatientId>9</PatientId></PatientSummary><ResourceIds xmlns:a=\"http://schemas.microsoft.com/2003/10/Serialization/Arrays\"><a:long>7</a:long><a:long>8</a:long></ResourceIds></Appointment>"));
+        let recs = read("GetAppointment", &body).unwrap();
+        assert_eq!(recs.len(), 1);
+        let a = &recs[0];
+        assert_eq!(a.type_name(), "AppointmentCreate");
+        assert_eq!(a.id(), Some("42"));
+        assert_eq!(a.bool("IsDeleted").unwrap(), Some(true));
+        let j = a.to_json();
+        assert_eq!(j["PatientSummary"]["PatientId"], "9");
+        assert_eq!(j["ResourceIds"], serde_json::json!(["7", "8"]));
+
+        let body = response("CreatePatient", &format!("{OK_HEAD}<PatientID>1000123</PatientID><PracticeID>1</PracticeID><PracticeName>X</PracticeName>"));
+        let recs = read("CreatePatient", &body).unwrap();
+        assert_eq!(recs[0].i64("PatientID").unwrap(), Some(1_000_123));
+        assert!(recs[0].get("ErrorResponse").is_none());
+    }
+
+    #[test]
+    fn paging_key_is_known_before_the_records() {
+        let body = response("GetAllPatients", &format!("{OK_HEAD}<Key><nextStartKey>501</nextStartKey></Key><Patients><PatientBatchData><ID>1</ID></PatientBatchData></Patients>"));
+        let mut r = ResponseReader::new(schema::op("GetAllPatients").unwrap(), body.as_bytes());
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!(first.id(), Some("1"));
+        assert_eq!(r.next_start_key(), Some(501));
+        assert!(r.next_record().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn async_driver_reads_the_same() {
+        let body = response("GetPayments", &format!("{OK_HEAD}<Payments><PaymentData><ID>5</ID><ReferenceNumber>CHK-1</ReferenceNumber></PaymentData></Payments>"));
+        let mut r = ResponseReader::new(
+            schema::op("GetPayments").unwrap(),
+            tokio::io::BufReader::new(body.as_bytes()),
+        );
+        let rec = r.next_record_async().await.unwrap().unwrap();
+        assert_eq!(rec.get("ReferenceNumber"), Some("CHK-1"));
+        assert!(r.next_record_async().await.unwrap().is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = ResponseReader::new(schema::op("GetPatients").unwrap(), &bytes[..]).collect_all();
+        }
+
+        #[test]
+        fn never_panics_on_mutated_responses(cut in 0usize..600, flip in 0usize..600, byte in any::<u8>()) {
+            let full = response("GetPatients", &format!("{OK_HEAD}<Patients><PatientData><ID>1</ID><LastName>D&amp;e</LastName></PatientData></Patients>"));
+            let mut b = full.into_bytes();
+            let n = b.len();
+            b[flip % n] = byte;
+            b.truncate(cut.max(1) * n / 600 + 1);
+            let _ = ResponseReader::new(schema::op("GetPatients").unwrap(), &b[..]).collect_all();
+        }
+    }
 }

@@ -7,13 +7,25 @@
 //! them for each record type (`ID` vs `EncounterID`, `LastModifiedDate` vs `ModifiedDate`,
 //! `PracticeID` vs `PracticeId`).
 //!
-//! `Record` has no `Debug`: it holds PHI. Log ids, never records.
+//! A record holds PHI: its `Debug` shows the type and the number of members, never a value.
+//! Log ids, never records.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
 use crate::schema::{TypeDef, TypeId};
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Record({}, {} members)",
+            self.type_name(),
+            self.fields.len()
+        )
+    }
+}
 
 /// A member's value.
 #[derive(Clone, PartialEq)]

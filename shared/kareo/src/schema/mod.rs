@@ -223,10 +223,13 @@ impl OpDef {
             .any(|p| self.name.starts_with(p))
     }
 
-    /// The member of the result type that carries records, if the result is a list: the
-    /// first member after ErrorResponse/SecurityResponse whose type is a WCF array of a
-    /// complex type.
+    /// For a list read (a `Get…` whose result holds a WCF array of a complex type), the
+    /// collection member, its item member and the item type. Writes answer one record even
+    /// when it contains arrays (CreatePatient's `Cases`).
     pub fn list_member(&self) -> Option<(&'static Member, &'static Member, TypeId)> {
+        if !self.name.starts_with("Get") {
+            return None;
+        }
         self.response.def().members.iter().find_map(|m| match m.ty {
             Ty::Complex(t) => {
                 let item = t.def().array_item()?;
@@ -310,6 +313,7 @@ mod tests {
             ("ServiceLocations", "ServiceLocationData", Ns::K7)
         );
         assert!(op("GetAppointment").unwrap().list_member().is_none());
+        assert!(op("CreatePatient").unwrap().list_member().is_none());
         let d = op("GetThrottles").unwrap().list_member().unwrap();
         assert_eq!(d.1.name, "ThrottleDetail");
     }
