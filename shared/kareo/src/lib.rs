@@ -19,3 +19,8 @@ pub use envelope::Credentials;
 pub use error::KareoError;
 pub use reader::ResponseReader;
 pub use record::{Record, RecordKind, Value};
+pub mod client;
+pub mod throttle;
+
+pub use client::{ClientConfig, KareoClient, RecordStream, Response};
+pub use schema::op;

@@ -1,0 +1,361 @@
+//! The Kareo HTTP client: envelope → throttle → POST → streaming reader, with retries.
+//!
+//! One [`KareoClient`] serves every account of a process (credentials are passed per call);
+//! build it once and share it. Reads are retried on throttles and transient failures with
+//! jittered backoff; a write is retried only when Kareo certainly did not apply it (a throttle
+//! answer, a refused connection) — an ambiguous write error is returned to the caller, who
+//! must reconcile.
+//!
+//! Responses are streamed: [`KareoClient::stream`] hands back a [`RecordStream`] that parses
+//! the HTTP body as it arrives, so memory stays flat whatever the response size.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use tokio_util::io::StreamReader;
+
+use crate::envelope::{self, Credentials};
+use crate::error::{KareoError, TransportKind};
+use crate::reader::ResponseReader;
+use crate::record::Record;
+use crate::schema::{self, OpDef};
+use crate::throttle::{RetryPolicy, Throttle};
+
+/// Kareo's production endpoint.
+pub const DEFAULT_ENDPOINT: &str =
+    "https://webservice.kareo.com/services/soap/2.1/KareoServices.svc";
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// SOAP endpoint (`KAREO_ENDPOINT`).
+    pub endpoint: String,
+    /// `RequestHeader/ClientVersion`.
+    pub client_version: String,
+    /// Connection set-up limit.
+    pub connect_timeout: Duration,
+    /// Limit for the whole exchange, body included.
+    pub timeout: Duration,
+    /// Limit between two reads of the body.
+    pub read_timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Added to every documented or live interval.
+    pub throttle_margin: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            client_version: concat!("kareo-dock/", env!("CARGO_PKG_VERSION")).into(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            throttle_margin: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Defaults, with the endpoint from `KAREO_ENDPOINT` when set.
+    pub fn from_env() -> Self {
+        let mut c = ClientConfig::default();
+        if let Ok(e) = std::env::var("KAREO_ENDPOINT") {
+            if !e.trim().is_empty() {
+                c.endpoint = e.trim().to_string();
+            }
+        }
+        c
+    }
+}
+
+/// The Kareo client.
+#[derive(Clone)]
+pub struct KareoClient {
+    http: reqwest::Client,
+    cfg: Arc<ClientConfig>,
+    throttle: Arc<Throttle>,
+}
+
+impl std::fmt::Debug for KareoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KareoClient")
+            .field("endpoint", &self.cfg.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every record of a call, collected.
+pub struct Response {
+    /// The records.
+    pub records: Vec<Record>,
+    /// GetAllPatients: the key of the next page, `None` on the last.
+    pub next_start_key: Option<i64>,
+}
+
+type Body = StreamReader<BoxStream<'static, io::Result<Bytes>>, Bytes>;
+
+/// The records of one response, parsed as the body arrives.
+pub struct RecordStream {
+    reader: ResponseReader<Body>,
+    peeked: Option<Record>,
+    done: bool,
+}
+
+impl RecordStream {
+    /// The next record; `Ok(None)` at the end.
+    pub async fn next(&mut self) -> Result<Option<Record>, KareoError> {
+        if let Some(r) = self.peeked.take() {
+            return Ok(Some(r));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.reader.next_record_async().await?;
+        self.done = r.is_none();
+        Ok(r)
+    }
+
+    /// GetAllPatients: the key of the next page (known before the first record).
+    pub fn next_start_key(&self) -> Option<i64> {
+        self.reader.next_start_key()
+    }
+}
+
+impl KareoClient {
+    /// A client with its own HTTP connection pool and throttle.
+    pub fn new(cfg: ClientConfig) -> Result<KareoClient, KareoError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .read_timeout(cfg.read_timeout)
+            .build()
+            .map_err(|_| KareoError::Transport {
+                op: "client",
+                kind: TransportKind::Connect,
+                sent: false,
+            })?;
+        let throttle = Arc::new(Throttle::new(cfg.throttle_margin));
+        Ok(KareoClient::with_parts(http, cfg, throttle))
+    }
+
+    /// A client from a shared HTTP client and throttle.
+    pub fn with_parts(http: reqwest::Client, cfg: ClientConfig, throttle: Arc<Throttle>) -> Self {
+        KareoClient {
+            http,
+            cfg: Arc::new(cfg),
+            throttle,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// The throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Calls `op` and returns its records as a stream. Throttles, transient failures and
+    /// errors Kareo reports before the first record are retried per the policy (writes only
+    /// when certainly not applied). An error in the middle of the body is returned by
+    /// [`RecordStream::next`]: the caller must not treat the records it got as the whole answer.
+    pub async fn stream(
+        &self,
+        creds: &Credentials,
+        op: &'static OpDef,
+        body: &Value,
+    ) -> Result<RecordStream, KareoError> {
+        let xml: Bytes = envelope::write(op, creds, &self.cfg.client_version, body)?.into();
+        let attempt = || self.attempt(creds, op, xml.clone());
+        attempt
+            .retry(self.cfg.retry.backoff())
+            .when(|e: &KareoError| e.is_retryable() && !(op.is_write() && e.is_ambiguous()))
+            .adjust(
+                |e: &KareoError, d: Option<Duration>| match (e.retry_after(), d) {
+                    (Some(wait), Some(d)) => Some(d.max(wait)),
+                    (_, d) => d,
+                },
+            )
+            .notify(|e: &KareoError, d: Duration| {
+                tracing::info!(
+                    op = op.name,
+                    class = e.class(),
+                    retry_in_ms = d.as_millis() as u64,
+                    "kareo call retried"
+                );
+            })
+            .await
+    }
+
+    /// Calls `op` and collects every record.
+    pub async fn call(
+        &self,
+        creds: &Credentials,
+        op: &'static OpDef,
+        body: &Value,
+    ) -> Result<Response, KareoError> {
+        let mut s = self.stream(creds, op, body).await?;
+        let mut records = Vec::new();
+        while let Some(r) = s.next().await? {
+            records.push(r);
+        }
+        Ok(Response {
+            next_start_key: s.next_start_key(),
+            records,
+        })
+    }
+
+    /// Calls an operation by name (see [`Self::call`]).
+    pub async fn call_named(
+        &self,
+        creds: &Credentials,
+        op: &str,
+        body: &Value,
+    ) -> Result<Response, KareoError> {
+        self.call(creds, envelope::operation(op)?, body).await
+    }
+
+    /// Reads GetThrottles and uses its intervals for this account from now on. Returns how
+    /// many intervals were read.
+    pub async fn refresh_throttles(&self, creds: &Credentials) -> Result<usize, KareoError> {
+        let op = schema::op("GetThrottles").expect("GetThrottles is in the schema");
+        let resp = self.call(creds, op, &Value::Null).await?;
+        let live: Vec<(String, Duration)> = resp
+            .records
+            .iter()
+            .filter_map(|r| {
+                let endpoint = r.get("Endpoint")?.trim().to_string();
+                let ms: f64 = r.get("ThrottleTimeMs")?.trim().parse().ok()?;
+                Some((endpoint, Duration::from_millis(ms.max(0.0) as u64)))
+            })
+            .collect();
+        let n = live.len();
+        self.throttle.set_live(&creds.customer_key, live);
+        Ok(n)
+    }
+
+    /// Checks the credentials with GetCustomerIdFromKey; returns the customer id.
+    pub async fn customer_id(&self, creds: &Credentials) -> Result<Option<i64>, KareoError> {
+        let op = schema::op("GetCustomerIdFromKey").expect("in the schema");
+        let resp = self.call(creds, op, &Value::Null).await?;
+        let Some(r) = resp.records.first() else {
+            return Ok(None);
+        };
+        if r.bool("IsAuthorized").ok().flatten() == Some(false) {
+            return Err(KareoError::Security {
+                op: op.name,
+                flags: crate::error::SecurityFlags {
+                    not_authorized: true,
+                    ..Default::default()
+                },
+                text: String::new(),
+            });
+        }
+        Ok(r.i64("CustomerId").ok().flatten())
+    }
+
+    async fn attempt(
+        &self,
+        creds: &Credentials,
+        op: &'static OpDef,
+        xml: Bytes,
+    ) -> Result<RecordStream, KareoError> {
+        self.throttle.wait(&creds.customer_key, op).await;
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(&self.cfg.endpoint)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", envelope::soap_action(op.name))
+            .body(xml)
+            .send()
+            .await
+            .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            let interval = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| self.throttle.interval(&creds.customer_key, op));
+            return Err(KareoError::Throttled {
+                op: op.name,
+                interval,
+            });
+        }
+        let body: BoxStream<'static, io::Result<Bytes>> = resp
+            .bytes_stream()
+            .map_err(move |e| {
+                let kind = if e.is_timeout() {
+                    io::ErrorKind::TimedOut
+                } else {
+                    io::ErrorKind::ConnectionAborted
+                };
+                io::Error::new(kind, "response body failed")
+            })
+            .boxed();
+        let mut reader = ResponseReader::new(op, StreamReader::new(body));
+        // Read up to the first record: ErrorResponse, SecurityResponse and faults come first.
+        let first = reader.next_record_async().await;
+        let outcome = match (&first, status) {
+            (Ok(_), 200) => "ok",
+            (Err(e), _) => e.class(),
+            (Ok(_), _) => "http",
+        };
+        tracing::debug!(
+            op = op.name,
+            status,
+            outcome,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "kareo call"
+        );
+        match first {
+            Ok(first) if status == 200 => Ok(RecordStream {
+                done: first.is_none(),
+                peeked: first,
+                reader,
+            }),
+            Err(e @ (KareoError::Fault { .. } | KareoError::Throttled { .. })) => Err(e),
+            Err(e) if status == 200 => Err(e),
+            _ => Err(KareoError::Http {
+                op: op.name,
+                status,
+            }),
+        }
+    }
+}
+
+fn request_error(op: &'static str, e: &reqwest::Error, after: Duration) -> KareoError {
+    if e.is_connect() {
+        return KareoError::Transport {
+            op,
+            kind: TransportKind::Connect,
+            sent: false,
+        };
+    }
+    if e.is_timeout() {
+        return KareoError::Timeout {
+            op,
+            after,
+            sent: true,
+        };
+    }
+    KareoError::Transport {
+        op,
+        kind: TransportKind::Broken,
+        sent: true,
+    }
+}
