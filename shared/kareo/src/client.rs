@@ -216,6 +216,24 @@ impl KareoClient {
         })
     }
 
+    /// Sends a typed request (see [`crate::request`]) and collects every record.
+    pub async fn send<R: crate::request::KareoRequest>(
+        &self,
+        creds: &Credentials,
+        req: &R,
+    ) -> Result<Response, KareoError> {
+        self.call(creds, R::op(), &req.to_body()?).await
+    }
+
+    /// Sends a typed request and streams its records.
+    pub async fn send_streaming<R: crate::request::KareoRequest>(
+        &self,
+        creds: &Credentials,
+        req: &R,
+    ) -> Result<RecordStream, KareoError> {
+        self.stream(creds, R::op(), &req.to_body()?).await
+    }
+
     /// Calls an operation by name (see [`Self::call`]).
     pub async fn call_named(
         &self,

@@ -24,3 +24,4 @@ pub mod throttle;
 
 pub use client::{ClientConfig, KareoClient, RecordStream, Response};
 pub use schema::op;
+pub mod request;

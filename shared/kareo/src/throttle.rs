@@ -14,10 +14,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::schema::OpDef;
 
+/// One limiter per (account, operation), with the spacing it was built for.
+type Limiters = HashMap<(String, &'static str), (Duration, Arc<DefaultDirectRateLimiter>)>;
+
 /// Spaces calls per (account, operation). Share one per process (clients hold an `Arc`).
 pub struct Throttle {
     margin: Duration,
-    limiters: Mutex<HashMap<(String, &'static str), (Duration, Arc<DefaultDirectRateLimiter>)>>,
+    limiters: Mutex<Limiters>,
     live: Mutex<HashMap<(String, String), Duration>>,
 }
 

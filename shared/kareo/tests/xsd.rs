@@ -27,11 +27,7 @@ fn hostile_strings(ty: &'static TypeDef, v: &mut Value) {
     for (k, val) in map.iter_mut() {
         let m = ty.member(k).expect("fixture members exist");
         match m.ty {
-            Ty::Str => {
-                if val.is_string() {
-                    *val = json!(HOSTILE)
-                }
-            }
+            Ty::Str if val.is_string() => *val = json!(HOSTILE),
             Ty::Complex(t) => {
                 let def = t.def();
                 match (val, def.array_item()) {
