@@ -93,12 +93,21 @@ impl std::fmt::Debug for KareoClient {
     }
 }
 
-/// Every record of a call, collected.
+/// Every record of a call, collected. `Debug` shows counts, never values.
 pub struct Response {
     /// The records.
     pub records: Vec<Record>,
     /// GetAllPatients: the key of the next page, `None` on the last.
     pub next_start_key: Option<i64>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("records", &self.records.len())
+            .field("next_start_key", &self.next_start_key)
+            .finish()
+    }
 }
 
 type Body = StreamReader<BoxStream<'static, io::Result<Bytes>>, Bytes>;
@@ -177,9 +186,41 @@ impl KareoClient {
         body: &Value,
     ) -> Result<RecordStream, KareoError> {
         let xml: Bytes = envelope::write(op, creds, &self.cfg.client_version, body)?.into();
-        let attempt = || self.attempt(creds, op, xml.clone());
-        attempt
-            .retry(self.cfg.retry.backoff())
+        self.retrying(op, || self.attempt(creds, op, xml.clone()))
+            .await
+    }
+
+    /// Calls `op` and collects every record. Unlike [`Self::stream`], a failure in the middle
+    /// of the body is retried too (the whole call again) when the policy allows it.
+    pub async fn call(
+        &self,
+        creds: &Credentials,
+        op: &'static OpDef,
+        body: &Value,
+    ) -> Result<Response, KareoError> {
+        let xml: Bytes = envelope::write(op, creds, &self.cfg.client_version, body)?.into();
+        self.retrying(op, || async {
+            let mut s = self.attempt(creds, op, xml.clone()).await?;
+            let mut records = Vec::new();
+            while let Some(r) = s.next().await? {
+                records.push(r);
+            }
+            Ok(Response {
+                next_start_key: s.next_start_key(),
+                records,
+            })
+        })
+        .await
+    }
+
+    /// Runs `f` under the retry policy: retryable errors are retried with jittered backoff
+    /// (at least the interval a throttle names), except a write whose outcome is ambiguous.
+    async fn retrying<T, F, Fut>(&self, op: &'static OpDef, f: F) -> Result<T, KareoError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, KareoError>>,
+    {
+        f.retry(self.cfg.retry.backoff())
             .when(|e: &KareoError| e.is_retryable() && !(op.is_write() && e.is_ambiguous()))
             .adjust(
                 |e: &KareoError, d: Option<Duration>| match (e.retry_after(), d) {
@@ -196,24 +237,6 @@ impl KareoClient {
                 );
             })
             .await
-    }
-
-    /// Calls `op` and collects every record.
-    pub async fn call(
-        &self,
-        creds: &Credentials,
-        op: &'static OpDef,
-        body: &Value,
-    ) -> Result<Response, KareoError> {
-        let mut s = self.stream(creds, op, body).await?;
-        let mut records = Vec::new();
-        while let Some(r) = s.next().await? {
-            records.push(r);
-        }
-        Ok(Response {
-            next_start_key: s.next_start_key(),
-            records,
-        })
     }
 
     /// Sends a typed request (see [`crate::request`]) and collects every record.
