@@ -1,0 +1,644 @@
+//! A Kareo (Tebra) SOAP 2.1 simulator: a real HTTP/1.1 server on loopback that speaks Kareo's
+//! wire format as strictly as the real WCF service, for tests, demos and benchmarks.
+//!
+//! # What is simulated
+//!
+//! - **Transport**: `POST /services/soap/2.1/KareoServices.svc` only (other paths 404, other
+//!   methods 405); `Content-Type` must be `text/xml` with no charset or `charset=utf-8` (else 415
+//!   with WCF's text); `SOAPAction` (quoted or not) must be
+//!   `http://www.kareo.com/api/schemas/KareoServices/<Op>` for a known operation and name the
+//!   body's operation element, else HTTP 500 `a:ActionNotSupported` "… ContractFilter mismatch at
+//!   the EndpointDispatcher …". A request that is not well-formed XML (or not UTF-8, or has a
+//!   DTD) gets a bare HTTP 400, as WCF answers unreadable messages. A SOAP 1.2 envelope gets a
+//!   `s:VersionMismatch` fault.
+//! - **Deserialization like WCF's DataContractSerializer** ([`kareo::schema`] drives it; no
+//!   element name or order is typed here): members are read with a cursor over the type's
+//!   `xs:sequence`; an element matching a member at or after the cursor (exact name, exact
+//!   namespace) is read and the cursor moves past it; anything else (out of order, unknown,
+//!   mis-cased, wrong namespace, duplicate) is silently skipped with its subtree. Skipping over,
+//!   or ending without, a `required` member is a 500 `a:DeserializationFailed` fault whose text
+//!   has WCF's `Expecting element '<Name>'`. Typed values (bool, int, long, double, decimal,
+//!   xs:dateTime, guid, enum values) that do not parse are the same fault (the fault text never
+//!   repeats the value). `i:nil="true"` reads as absent. Text is fully unescaped (entities,
+//!   character references, CDATA). A missing or nil `request` wrapper, or a missing `Filter` on a
+//!   list Get, is a 500 `a:InternalServiceFault` (the real service NullReferences).
+//! - **Security**: `RequestHeader` `CustomerKey`/`User`/`Password` compared exactly (bare members
+//!   for GetCustomerIdFromKey). Failure is HTTP 200 with `SecurityResponse`
+//!   `Authenticated=false Authorized=false CustomerKeyValid=true SecurityResultSuccess=false`
+//!   `SecurityResult="Invalid user name and/or password"` (`CustomerKeyValid=false` and
+//!   "Invalid customer key" for a wrong key) and no records.
+//! - **Throttling** (`enforce_throttle`): a call of an operation sooner than
+//!   [`kareo::schema::OpDef::documented_interval_ms`] after the previous *accepted* call of that
+//!   operation (real time, not the simulated clock) is answered HTTP 200 with `IsError=true` and
+//!   Kareo's text "429: <Op> endpoint requested more than allowed over time interval <ms>
+//!   milliseconds. Please wait to try again.". Throttling is checked after authentication (it is
+//!   per account); throttled calls do not move the window.
+//! - **Responses** written like WCF: `<OpResponse xmlns="k"><OpResult xmlns:i=…>`,
+//!   `ErrorResponse` and `SecurityResponse` with every member (nulls as `i:nil="true"`), payload
+//!   members in schema order, absent record members omitted (`EmitDefaultValue=false`), `k7`
+//!   payloads (service locations, procedure codes) under the prefix `a` declared on the result
+//!   element, primitive arrays in the WCF Arrays namespace with a prefix declared locally, all
+//!   text escaped. A seeded RNG sometimes (about one response in four each) adds an `s:Header`
+//!   with a WCF `ActivityId` and/or pretty-prints the document (whitespace only between
+//!   elements); the choice is deterministic for a seed and a sequence of calls.
+//! - **Data**: a seeded data set (see [`SimConfig`]) of one practice, providers, service
+//!   locations, procedure codes, patients, appointments, encounters with charges, payments and
+//!   transactions; created/modified stamps spread over the 30 days before the initial
+//!   [`KareoSim::now`]. Writes (CreatePatient, UpdatePatient, CreateAppointment,
+//!   DeleteAppointment, CreateEncounter, CreatePayment) change the data set and are visible in
+//!   later reads.
+//! - **Fault injection** ([`FaultRule`], [`Fault`]), added latency, a call log without bodies,
+//!   values or credentials ([`Call`]), and a bulk mode in which GetPatients streams N synthetic
+//!   patients generated chunk by chunk ([`KareoSim::set_bulk_patients`]).
+//!
+//! # Assumptions (what Kareo does not document, `kareo-api.md` §10, decided here)
+//!
+//! - **Response dates**: list-response date members (`CreatedDate`, `LastModifiedDate`,
+//!   `ModifiedDate`, `StartDate`, `DOB`, `PostingDate`, …) are practice-local
+//!   `M/d/yyyy h:mm:ss AM` ([`kareo::dates::format_response`]) with whole seconds; `xs:dateTime`
+//!   members (GetAppointment's `StartTime`, `CreatedAt`, …) are ISO 8601 UTC.
+//! - **Date filters** are parsed with [`kareo::dates::parse`] in the practice time zone and are
+//!   **inclusive at both ends**; a date-only bound means local midnight. A lone half of a
+//!   From/To pair defaults the other to ±7 days. `ToDateOfBirth` is exclusive (reported). A
+//!   filter date that does not parse gives `IsError=true` "String was not recognized as a valid
+//!   DateTime.". `LastModifiedDate` bounds compare `ModifiedDate` for service locations and
+//!   procedure codes.
+//! - **Other filter members**: `PracticeName` (case-insensitive) and `PracticeID` must match the
+//!   practice when given, else nothing matches; a non-numeric ID gives `IsError=true` "Input
+//!   string was not in a correct format.". Any other filter member whose name is also a member
+//!   of the record type is an exact, case-insensitive match (e.g. `ConfirmationStatus`,
+//!   `PatientID`, `ID`, `Type`, `PayerType`); filter members with no such record member are
+//!   ignored. GetAppointments: `StartDate`/`EndDate` window on the appointment's `StartDate` with
+//!   the guide's defaults (7 days before today without StartDate, 3 days with neither, EndDate =
+//!   StartDate + 7 days), not applied when a Created/LastModified bound is given; a window over
+//!   60 days is an InternalServiceFault (reported). GetCharges: charges of encounters that are
+//!   not `Approved` are returned only with `IncludeUnapprovedCharges=T` (guide); a posting-date
+//!   window over 60 days returns nothing (reported).
+//! - **Fields**: an empty `<Fields/>`, or one with no flag `true`, returns every member;
+//!   otherwise exactly the members whose flag is `true` (the reported "explicit true returns an
+//!   empty placeholder" behaviour is not simulated).
+//! - **Empty lists** carry one empty placeholder item (`<Patients><PatientData/></Patients>`).
+//!   Records are ordered by ID, not by modification time. More than `max_records` rows in one
+//!   response is an InternalServiceFault.
+//! - **GetAllPatients**: records with `ID >= StartKey`, `BatchSize` 1–1000 (else
+//!   `IsError=true`), `Key/nextStartKey` = the ID of the first record of the next page, and no
+//!   `Key` on the last page.
+//! - **UpdatePatient** changes only the members present in the request; absent (or nil) members
+//!   stay unchanged; an empty element sets the member to the empty string. The patient is found
+//!   by `PatientID` only (required here). Nested `Cases` in CreatePatient/UpdatePatient are
+//!   accepted and ignored.
+//! - **Deleted appointments** vanish from GetAppointments and [`KareoSim::rows`]; GetAppointment
+//!   still returns them with `IsDeleted=true`.
+//! - **GetEncounterDetails** `EncounterStatus` is numeric: Draft 1, Submitted 2, Approved 3
+//!   (reported), Rejected 4, Unpayable 5. CreateEncounter defaults to Draft.
+//! - **Validation errors** of writes (unknown patient, provider, location, practice, missing
+//!   guide-required members) are HTTP 200 `IsError=true` with a message; the write is not applied.
+//! - A `Throttle`/`AuthFailure` response carries no payload. A 500 fault has no
+//!   `ErrorResponse`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let sim = kareo_sim::KareoSim::start(kareo_sim::SimConfig::default()).await;
+//! let url = sim.url(); // http://127.0.0.1:PORT/services/soap/2.1/KareoServices.svc
+//! sim.advance(chrono::Duration::minutes(5));
+//! sim.update(kareo_sim::Family::Patients, "1", &[("FirstName", "Zoë")]);
+//! # let _ = url;
+//! # }
+//! ```
+
+mod data;
+mod ops;
+mod server;
+mod xmlin;
+mod xmlout;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+pub use data::synthetic_patient;
+pub use xmlout::render_list_response;
+
+/// A record: member name (exact Kareo spelling of the family's `*Data` type) → value, as the
+/// wire carries it (dates already in the response form).
+///
+/// Two conventions for members that are not strings in the schema: an encounter's
+/// `ServiceLines` holds comma-separated service line IDs (rendered as `ServiceLineRes` items).
+pub type Row = BTreeMap<String, String>;
+
+/// The simulator's configuration.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// `RequestHeader/CustomerKey` the simulator accepts.
+    pub customer_key: String,
+    /// `RequestHeader/User` the simulator accepts.
+    pub user: String,
+    /// `RequestHeader/Password` the simulator accepts (compared after XML unescaping).
+    pub password: String,
+    /// The one practice's name.
+    pub practice_name: String,
+    /// The one practice's ID.
+    pub practice_id: i64,
+    /// `SecurityResponse/CustomerId` and GetCustomerIdFromKey's answer.
+    pub customer_id: i64,
+    /// The practice's time zone: response dates are written in it, filter dates read in it.
+    pub timezone: Tz,
+    /// Seed of the data set, the fault rates and the response variations.
+    pub seed: u64,
+    /// The initial simulated clock.
+    pub start: DateTime<Utc>,
+    /// Number of providers generated.
+    pub providers: usize,
+    /// Number of service locations generated.
+    pub service_locations: usize,
+    /// Number of procedure codes generated (at most the built-in list's length, 12).
+    pub procedure_codes: usize,
+    /// Number of patients generated.
+    pub patients: usize,
+    /// Number of appointments generated.
+    pub appointments: usize,
+    /// Number of encounters generated (each with 1–3 charges and a transaction per charge).
+    pub encounters: usize,
+    /// Number of payments generated.
+    pub payments: usize,
+    /// Answer calls that come sooner than the documented interval with Kareo's 429 text.
+    pub enforce_throttle: bool,
+    /// More rows than this in one list response → InternalServiceFault.
+    pub max_records: Option<usize>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            customer_key: "sim-customer-key-0001".into(),
+            user: "api.user@sim.example".into(),
+            password: "p&ss<w>rd\"'".into(),
+            practice_name: "Sim Family Practice & Associates".into(),
+            practice_id: 1,
+            customer_id: 4242,
+            timezone: chrono_tz::America::New_York,
+            seed: 7,
+            start: default_now(),
+            providers: 4,
+            service_locations: 2,
+            procedure_codes: 8,
+            patients: 25,
+            appointments: 40,
+            encounters: 12,
+            payments: 15,
+            enforce_throttle: true,
+            max_records: None,
+        }
+    }
+}
+
+/// The default initial simulated clock: 2026-10-01T15:00:00Z.
+pub fn default_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 1, 15, 0, 0)
+        .single()
+        .expect("valid instant")
+}
+
+/// A record family, one per list operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// GetPractices / `PracticeData`.
+    Practices,
+    /// GetProviders / `ProviderData`.
+    Providers,
+    /// GetServiceLocations / `ServiceLocationData` (k7, `ModifiedDate`).
+    ServiceLocations,
+    /// GetProcedureCodes / `ProcedureCodeData` (k7, `ModifiedDate`).
+    ProcedureCodes,
+    /// GetPatients, GetPatient, GetAllPatients / `PatientData`.
+    Patients,
+    /// GetAppointments / `AppointmentData` (GetAppointment derives `AppointmentCreate`).
+    Appointments,
+    /// GetCharges / `ChargeData`.
+    Charges,
+    /// GetEncounterDetails / `EncounterDetailsData` (ID member `EncounterID`).
+    Encounters,
+    /// GetPayments / `PaymentData`.
+    Payments,
+    /// GetTransactions / `TransactionData` (no `CreatedDate`).
+    Transactions,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 10] = [
+        Family::Practices,
+        Family::Providers,
+        Family::ServiceLocations,
+        Family::ProcedureCodes,
+        Family::Patients,
+        Family::Appointments,
+        Family::Charges,
+        Family::Encounters,
+        Family::Payments,
+        Family::Transactions,
+    ];
+
+    /// The list operation that reads this family.
+    pub fn op(self) -> &'static str {
+        match self {
+            Family::Practices => "GetPractices",
+            Family::Providers => "GetProviders",
+            Family::ServiceLocations => "GetServiceLocations",
+            Family::ProcedureCodes => "GetProcedureCodes",
+            Family::Patients => "GetPatients",
+            Family::Appointments => "GetAppointments",
+            Family::Charges => "GetCharges",
+            Family::Encounters => "GetEncounterDetails",
+            Family::Payments => "GetPayments",
+            Family::Transactions => "GetTransactions",
+        }
+    }
+
+    /// The member holding the record's ID.
+    pub fn id_member(self) -> &'static str {
+        match self {
+            Family::Encounters => "EncounterID",
+            _ => "ID",
+        }
+    }
+
+    /// The member holding the record's last-modified stamp.
+    pub fn version_member(self) -> &'static str {
+        match self {
+            Family::ServiceLocations | Family::ProcedureCodes => "ModifiedDate",
+            _ => "LastModifiedDate",
+        }
+    }
+
+    /// The record type (`*Data`) of this family.
+    pub fn data_type(self) -> &'static kareo::schema::TypeDef {
+        let op = kareo::schema::op(self.op()).expect("family op in schema");
+        op.list_member().expect("list op").2.def()
+    }
+
+    /// Does the record type have a `CreatedDate` member?
+    pub fn has_created(self) -> bool {
+        self.data_type().member("CreatedDate").is_some()
+    }
+}
+
+/// A fault to inject.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// HTTP 500 with an `s:Fault` `a:InternalServiceFault`.
+    Http500Fault,
+    /// A bare HTTP status (e.g. 429, 503) with a tiny text body.
+    HttpStatus(u16),
+    /// Sleep this long, then answer: normally for reads; for writes the write is **not**
+    /// applied and the late answer is an InternalServiceFault (use [`Fault::TimeoutAfterApply`]
+    /// for "applied, but the answer never came").
+    Timeout(std::time::Duration),
+    /// Drop the connection: without a response, or (chosen by the seeded RNG) after sending
+    /// the headers and part of the body.
+    Reset,
+    /// HTTP 200 with XML that is not well-formed.
+    Malformed,
+    /// HTTP 200 with the real response cut in the middle of a record (`Content-Length` matches
+    /// the cut body).
+    Truncated,
+    /// HTTP 200 with `ErrorResponse IsError=true` and Kareo's 429 throttle text.
+    Throttle,
+    /// HTTP 200 with the SecurityResponse of a wrong user name/password.
+    AuthFailure,
+    /// HTTP 200 with a well-formed response whose result element is the wrong one
+    /// (`GetFooResponse/GetFooResult`).
+    SchemaMismatch,
+    /// Handle the call normally (apply a write), then sleep this long before answering.
+    TimeoutAfterApply(std::time::Duration),
+}
+
+impl Fault {
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Http500Fault => "Http500Fault",
+            Fault::HttpStatus(_) => "HttpStatus",
+            Fault::Timeout(_) => "Timeout",
+            Fault::Reset => "Reset",
+            Fault::Malformed => "Malformed",
+            Fault::Truncated => "Truncated",
+            Fault::Throttle => "Throttle",
+            Fault::AuthFailure => "AuthFailure",
+            Fault::SchemaMismatch => "SchemaMismatch",
+            Fault::TimeoutAfterApply(_) => "TimeoutAfterApply",
+        }
+    }
+}
+
+/// When to inject a fault. Rules are tried in the order they were added; the first that
+/// matches a call is used (and its `times` counted down).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultRule {
+    /// The operation it applies to; `None` = any operation.
+    pub op: Option<String>,
+    /// The fault.
+    pub fault: Fault,
+    /// How many calls it applies to; `None` = every matching call.
+    pub times: Option<usize>,
+    /// Probability per matching call (seeded RNG); `None` = always.
+    pub rate: Option<f64>,
+}
+
+impl FaultRule {
+    /// `fault` on the next `times` calls of `op`.
+    pub fn once(op: &str, fault: Fault) -> FaultRule {
+        FaultRule {
+            op: Some(op.to_string()),
+            fault,
+            times: Some(1),
+            rate: None,
+        }
+    }
+}
+
+/// What became of a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A normal response (`IsError=false`).
+    Ok,
+    /// HTTP 200 with `IsError=true` (validation error, bad filter value, …).
+    AppError,
+    /// The throttle answered (real or injected).
+    Throttled,
+    /// Credentials did not match (real or injected).
+    AuthFailed,
+    /// HTTP 500 SOAP fault; the fault code (`InternalServiceFault`, `DeserializationFailed`,
+    /// `ActionNotSupported`, `VersionMismatch`).
+    SoapFault(&'static str),
+    /// A bare HTTP status (400, 404, 405, 415).
+    HttpStatus(u16),
+    /// An injected fault other than Throttle/AuthFailure (see [`Fault`] for the names).
+    Injected(&'static str),
+}
+
+/// One entry of the call log. Holds no request body, record value or credential.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// Operation name (from the SOAPAction; empty if there was none).
+    pub op: String,
+    /// Wall-clock time the call arrived.
+    pub at: DateTime<Utc>,
+    /// Simulated clock at that time.
+    pub sim_now: DateTime<Utc>,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// Did the request carry the configured credentials?
+    pub credentials_valid: bool,
+    /// Number of records in the response (list and single reads).
+    pub records: usize,
+}
+
+pub(crate) struct Store {
+    pub rows: BTreeMap<Family, BTreeMap<i64, Row>>,
+    pub deleted_appointments: BTreeMap<i64, Row>,
+    pub next_id: HashMap<Family, i64>,
+    pub next_service_line: i64,
+}
+
+pub(crate) struct State {
+    pub now: DateTime<Utc>,
+    pub store: Store,
+    pub faults: Vec<FaultRule>,
+    pub rng: StdRng,
+    pub latency: std::time::Duration,
+    pub calls: Vec<Call>,
+    pub last_accepted: HashMap<&'static str, Instant>,
+    pub bulk_patients: Option<u64>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: SimConfig,
+    pub state: Mutex<State>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running simulator. Cheap to clone; the server runs on the Tokio runtime it was started on
+/// until that runtime shuts down.
+#[derive(Clone)]
+pub struct KareoSim {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KareoSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KareoSim")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+/// The endpoint path.
+pub const PATH: &str = "/services/soap/2.1/KareoServices.svc";
+
+impl KareoSim {
+    /// Generates the data set and starts serving on `127.0.0.1:0`.
+    pub async fn start(cfg: SimConfig) -> KareoSim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let store = data::generate(&cfg);
+        let state = State {
+            now: cfg.start,
+            store,
+            faults: Vec::new(),
+            rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_fa17),
+            latency: std::time::Duration::ZERO,
+            calls: Vec::new(),
+            last_accepted: HashMap::new(),
+            bulk_patients: None,
+        };
+        let inner = Arc::new(Inner {
+            cfg,
+            state: Mutex::new(state),
+            addr,
+        });
+        server::spawn(listener, inner.clone());
+        tracing::debug!(%addr, "kareo simulator listening");
+        KareoSim { inner }
+    }
+
+    /// The full endpoint URL, `http://127.0.0.1:PORT/services/soap/2.1/KareoServices.svc`.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.inner.addr, PATH)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+
+    /// The simulated clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.lock().now
+    }
+
+    /// Moves the simulated clock forward (or back, with a negative duration).
+    pub fn advance(&self, d: chrono::Duration) {
+        let mut st = self.inner.lock();
+        st.now += d;
+    }
+
+    /// Sets the simulated clock.
+    pub fn set_now(&self, t: DateTime<Utc>) {
+        self.inner.lock().now = t;
+    }
+
+    /// Changes members of a record and stamps its `LastModifiedDate` (`ModifiedDate`) with the
+    /// simulated clock. Panics if there is no such record (a test bug).
+    pub fn update(&self, family: Family, id: &str, changes: &[(&str, &str)]) {
+        let mut st = self.inner.lock();
+        let now = st.now;
+        let id = parse_id(id);
+        let row = st
+            .store
+            .rows
+            .get_mut(&family)
+            .and_then(|m| m.get_mut(&id))
+            .unwrap_or_else(|| panic!("no {family:?} record with ID {id}"));
+        for (k, v) in changes {
+            row.insert((*k).to_string(), (*v).to_string());
+        }
+        row.insert(
+            family.version_member().to_string(),
+            kareo::dates::format_response(now, self.inner.cfg.timezone),
+        );
+    }
+
+    /// Adds a record stamped `CreatedDate = LastModifiedDate = now` and returns its ID (a new
+    /// one unless the row carries its ID member).
+    pub fn insert(&self, family: Family, mut row: Row) -> String {
+        let mut st = self.inner.lock();
+        let now = kareo::dates::format_response(st.now, self.inner.cfg.timezone);
+        let id = match row.get(family.id_member()).map(|s| s.trim().parse::<i64>()) {
+            Some(Ok(id)) => {
+                let next = st.store.next_id.entry(family).or_insert(1);
+                *next = (*next).max(id + 1);
+                id
+            }
+            _ => st.store.new_id(family),
+        };
+        row.insert(family.id_member().to_string(), id.to_string());
+        if family.has_created() {
+            row.insert("CreatedDate".into(), now.clone());
+        }
+        row.insert(family.version_member().to_string(), now);
+        st.store.rows.entry(family).or_default().insert(id, row);
+        id.to_string()
+    }
+
+    /// Deletes an appointment as DeleteAppointment does.
+    pub fn delete_appointment(&self, id: &str) {
+        let mut st = self.inner.lock();
+        let id = parse_id(id);
+        st.store.delete_appointment(id);
+    }
+
+    /// Every record of a family held now (deleted appointments excluded), ordered by ID.
+    pub fn rows(&self, family: Family) -> Vec<Row> {
+        let st = self.inner.lock();
+        st.store
+            .rows
+            .get(&family)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, rule: FaultRule) {
+        self.inner.lock().faults.push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.inner.lock().faults.clear();
+    }
+
+    /// Latency added to every response.
+    pub fn set_latency(&self, d: std::time::Duration) {
+        self.inner.lock().latency = d;
+    }
+
+    /// Bulk mode: GetPatients answers (after authentication and throttling) with `n`
+    /// [`synthetic_patient`]s streamed chunk by chunk, ignoring the filter but honouring
+    /// `Fields`. With every flag (empty `Fields`) and the default `customer_id`/`practice_id`,
+    /// the body is byte for byte what [`render_list_response`] writes for
+    /// `(0..n).map(|i| synthetic_patient(i, tz))`. No `Content-Length`: chunked, generated about
+    /// 64 KiB at a time as the client reads. `None` ends bulk mode.
+    pub fn set_bulk_patients(&self, n: Option<u64>) {
+        self.inner.lock().bulk_patients = n;
+    }
+
+    /// The call log.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().calls.clone()
+    }
+
+    /// Number of calls of `op` (every outcome).
+    pub fn call_count(&self, op: &str) -> usize {
+        self.inner
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.op == op)
+            .count()
+    }
+
+    /// Forgets the call log and the throttle's memory of previous calls.
+    pub fn reset_calls(&self) {
+        let mut st = self.inner.lock();
+        st.calls.clear();
+        st.last_accepted.clear();
+    }
+}
+
+fn parse_id(id: &str) -> i64 {
+    id.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("record IDs are integers, got {id:?}"))
+}
+
+impl Store {
+    pub(crate) fn new_id(&mut self, family: Family) -> i64 {
+        let next = self.next_id.entry(family).or_insert(1);
+        let id = *next;
+        *next += 1;
+        id
+    }
+
+    pub(crate) fn get(&self, family: Family, id: i64) -> Option<&Row> {
+        self.rows.get(&family).and_then(|m| m.get(&id))
+    }
+
+    pub(crate) fn delete_appointment(&mut self, id: i64) -> bool {
+        match self
+            .rows
+            .get_mut(&Family::Appointments)
+            .and_then(|m| m.remove(&id))
+        {
+            Some(row) => {
+                self.deleted_appointments.insert(id, row);
+                true
+            }
+            None => false,
+        }
+    }
+}
