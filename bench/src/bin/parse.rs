@@ -73,6 +73,11 @@ fn main() {
         w.flush().unwrap();
     }
     let bytes = std::fs::metadata(&path).unwrap().len();
+    if let Some(keep) = arg(&args, "--write-only") {
+        std::fs::rename(&path, &keep).unwrap();
+        println!("wrote {keep}: {bytes} bytes, {n} records");
+        return;
+    }
     let file = path.to_str().unwrap().to_string();
 
     let rt = tokio::runtime::Builder::new_multi_thread()

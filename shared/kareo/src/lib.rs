@@ -18,7 +18,7 @@ pub mod schema;
 pub use envelope::Credentials;
 pub use error::KareoError;
 pub use reader::ResponseReader;
-pub use record::{Record, RecordKind, Value};
+pub use record::{Nested, Record, RecordKind, Value};
 pub mod client;
 pub mod throttle;
 

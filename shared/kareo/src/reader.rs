@@ -18,8 +18,8 @@ use quick_xml::Reader;
 use tokio::io::AsyncBufRead;
 
 use crate::error::{parse_throttle_message, KareoError, SecurityFlags, TransportKind};
-use crate::record::{Record, Value};
-use crate::schema::{OpDef, Ty, TypeId};
+use crate::record::{Nested, Record};
+use crate::schema::{OpDef, Ty, TypeDef, TypeId};
 
 /// Reads one response of one operation.
 pub struct ResponseReader<R> {
@@ -70,9 +70,9 @@ impl<R: BufRead> ResponseReader<R> {
                 Ok(ev) => ev,
                 Err(e) => return Err(self.xml_error(e)),
             };
-            match self.machine.feed(ev)? {
+            match self.machine.feed(ev).map_err(|e| *e)? {
                 Step::Continue => {}
-                Step::Record(r) => return Ok(Some(r)),
+                Step::Record => return Ok(self.machine.ready.take()),
                 Step::End => return Ok(None),
             }
         }
@@ -97,9 +97,9 @@ impl<R: AsyncBufRead + Unpin> ResponseReader<R> {
                 Ok(ev) => ev,
                 Err(e) => return Err(self.xml_error(e)),
             };
-            match self.machine.feed(ev)? {
+            match self.machine.feed(ev).map_err(|e| *e)? {
                 Step::Continue => {}
-                Step::Record(r) => return Ok(Some(r)),
+                Step::Record => return Ok(self.machine.ready.take()),
                 Step::End => return Ok(None),
             }
         }
@@ -139,11 +139,16 @@ fn syntax_reason(e: &quick_xml::Error) -> String {
     }
 }
 
+/// What one event did. A finished record waits in `Machine::ready`; errors are boxed: this
+/// keeps the per-event return value a few bytes wide.
 enum Step {
     Continue,
-    Record(Record),
+    Record,
     End,
 }
+
+type Res<T> = Result<T, Box<KareoError>>;
+type Fed = Res<Step>;
 
 enum Frame {
     Envelope,
@@ -153,22 +158,56 @@ enum Frame {
     Fault,
     FaultText(bool),
     Response,
-    Result(Record),
+    /// A record being read: the top of `Machine::recs`.
+    Rec,
+    /// The collection member of a list read.
     List,
-    /// A nested record: the member index in its parent (`None` for a list item), the record.
-    Rec(Option<u16>, Record),
-    Leaf(u16, String),
+    /// A simple member: its index, and where its text starts in the record below.
+    Leaf {
+        idx: u16,
+        start: u32,
+    },
+}
+
+/// A record being read: its member index in the parent (`None` for a list item or the result
+/// itself), the record, and the schema position after the last member read. Kept apart from
+/// the (small) frames so that pushing a frame per element copies a few bytes, not a record.
+struct Open {
+    idx: Option<u16>,
+    rec: Record,
+    cursor: u16,
+    /// The record's text, as bytes; checked as UTF-8 once, when the record closes.
+    text: Vec<u8>,
+}
+
+impl Open {
+    fn new(idx: Option<u16>, rec: Record, text_capacity: usize) -> Open {
+        Open {
+            idx,
+            rec,
+            cursor: 0,
+            text: Vec::with_capacity(text_capacity),
+        }
+    }
 }
 
 struct Machine {
     op: &'static OpDef,
     stack: Vec<Frame>,
+    recs: Vec<Open>,
     list: Option<(&'static str, &'static str, TypeId)>,
     response_name: String,
-    fault_code: String,
-    fault_text: String,
+    fault_code: Vec<u8>,
+    fault_text: Vec<u8>,
     next_start_key: Option<i64>,
     finished: bool,
+    /// The record the last event completed.
+    ready: Option<Record>,
+    /// The simple member being read (index, text start), kept out of `stack`: most elements
+    /// are simple members, and this spares them a frame push and pop.
+    leaf: Option<(u16, u32)>,
+    /// Size of the last list item (text bytes, members): the next one is allocated at once.
+    hint: (usize, usize),
 }
 
 const RESPONSE_BASE: [&str; 2] = ["ErrorResponse", "SecurityResponse"];
@@ -177,13 +216,17 @@ impl Machine {
     fn new(op: &'static OpDef) -> Machine {
         Machine {
             op,
-            stack: Vec::with_capacity(8),
+            stack: Vec::with_capacity(16),
+            recs: Vec::with_capacity(4),
             list: op.list_member().map(|(m, item, t)| (m.name, item.name, t)),
             response_name: format!("{}Response", op.name),
-            fault_code: String::new(),
-            fault_text: String::new(),
+            fault_code: Vec::new(),
+            fault_text: Vec::new(),
             next_start_key: None,
             finished: false,
+            hint: (0, 0),
+            ready: None,
+            leaf: None,
         }
     }
 
@@ -195,7 +238,7 @@ impl Machine {
         }
     }
 
-    fn feed(&mut self, ev: Event<'_>) -> Result<Step, KareoError> {
+    fn feed(&mut self, ev: Event<'_>) -> Fed {
         match ev {
             Event::Start(e) => {
                 self.start(&e)?;
@@ -207,18 +250,14 @@ impl Machine {
             }
             Event::End(_) => self.end(),
             Event::Text(t) => {
-                let op = self.op.name;
                 if let Some(buf) = self.text_target() {
-                    let s = t.xml_content().map_err(|_| bad_text(op))?;
-                    buf.push_str(&s);
+                    push_normalized(buf, &t);
                 }
                 Ok(Step::Continue)
             }
             Event::CData(c) => {
-                let op = self.op.name;
                 if let Some(buf) = self.text_target() {
-                    let s = std::str::from_utf8(&c).map_err(|_| bad_text(op))?;
-                    buf.push_str(s);
+                    buf.extend_from_slice(&c);
                 }
                 Ok(Step::Continue)
             }
@@ -238,13 +277,13 @@ impl Machine {
                         }
                     };
                     match c {
-                        Some(c) => buf.push(c),
+                        Some(c) => buf.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
                         None => {
-                            return Err(KareoError::Xml {
+                            return Err(Box::new(KareoError::Xml {
                                 op,
                                 position: 0,
                                 reason: "unknown entity reference".into(),
-                            })
+                            }))
                         }
                     }
                 }
@@ -254,18 +293,18 @@ impl Machine {
                 if self.finished {
                     Ok(Step::End)
                 } else if self.stack.is_empty() {
-                    Err(KareoError::Schema {
+                    Err(Box::new(KareoError::Schema {
                         op: self.op.name,
                         found: "end of document".into(),
                         expected: "<Envelope>".into(),
-                    })
+                    }))
                 } else {
-                    Err(KareoError::Xml {
+                    Err(Box::new(KareoError::Xml {
                         op: self.op.name,
                         position: 0,
                         reason: "the document ends before its elements are closed (truncated)"
                             .into(),
-                    })
+                    }))
                 }
             }
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {
@@ -274,30 +313,43 @@ impl Machine {
         }
     }
 
-    fn text_target(&mut self) -> Option<&mut String> {
-        match self.stack.last_mut() {
-            Some(Frame::Leaf(_, s)) => Some(s),
-            Some(Frame::FaultText(true)) => Some(&mut self.fault_code),
-            Some(Frame::FaultText(false)) => Some(&mut self.fault_text),
+    /// Where text goes: the record below a simple member, or the fault's strings.
+    fn text_target(&mut self) -> Option<&mut Vec<u8>> {
+        if self.leaf.is_some() {
+            return self.recs.last_mut().map(|o| &mut o.text);
+        }
+        match self.stack.last()? {
+            Frame::Leaf { .. } => self.recs.last_mut().map(|o| &mut o.text),
+            Frame::FaultText(true) => Some(&mut self.fault_code),
+            Frame::FaultText(false) => Some(&mut self.fault_text),
             _ => None,
         }
     }
 
-    fn start(&mut self, e: &BytesStart<'_>) -> Result<(), KareoError> {
-        let name = e.local_name();
-        let name = name.as_ref();
-        let frame = match self.stack.last() {
+    fn start(&mut self, e: &BytesStart<'_>) -> Res<()> {
+        if let Some((idx, start)) = self.leaf.take() {
+            // An element inside a simple member: not Kareo's shape; the member keeps its text
+            // and the element is skipped.
+            self.stack.push(Frame::Leaf { idx, start });
+            self.stack.push(Frame::Skip);
+            return Ok(());
+        }
+        if let Some(Frame::Rec) = self.stack.last() {
+            return self.start_member(e);
+        }
+        let name = local_name(e);
+        let frame = match self.stack.last_mut() {
             None => {
                 if self.finished || name != b"Envelope" {
-                    return Err(self.schema_err(name, "<Envelope>"));
+                    return Err(Box::new(self.schema_err(name, "<Envelope>")));
                 }
                 Frame::Envelope
             }
-            Some(Frame::Skip) => Frame::Skip,
+            Some(Frame::Skip) | Some(Frame::Leaf { .. }) | Some(Frame::FaultText(_)) => Frame::Skip,
             Some(Frame::Envelope) => match name {
                 b"Header" => Frame::Skip,
                 b"Body" => Frame::Body,
-                _ => return Err(self.schema_err(name, "<Body>")),
+                _ => return Err(Box::new(self.schema_err(name, "<Body>"))),
             },
             Some(Frame::Body) => {
                 if name == b"Fault" {
@@ -306,7 +358,7 @@ impl Machine {
                     Frame::Response
                 } else {
                     let want = format!("<{}> or <Fault>", self.response_name);
-                    return Err(self.schema_err(name, &want));
+                    return Err(Box::new(self.schema_err(name, &want)));
                 }
             }
             Some(Frame::Fault) => match name {
@@ -314,109 +366,194 @@ impl Machine {
                 b"faultstring" => Frame::FaultText(false),
                 _ => Frame::Skip,
             },
-            Some(Frame::FaultText(_)) => Frame::Skip,
             Some(Frame::Response) => {
                 if name == self.op.result.as_bytes() {
-                    Frame::Result(Record::new(self.op.response))
+                    self.recs
+                        .push(Open::new(None, Record::new(self.op.response), 0));
+                    Frame::Rec
                 } else {
-                    return Err(self.schema_err(name, &format!("<{}>", self.op.result)));
+                    return Err(Box::new(
+                        self.schema_err(name, &format!("<{}>", self.op.result)),
+                    ));
                 }
             }
             Some(Frame::List) => {
                 let (_, item, ty) = self.list.expect("list frame only for list ops");
                 if name != item.as_bytes() {
-                    return Err(self.schema_err(name, &format!("<{item}>")));
+                    return Err(Box::new(self.schema_err(name, &format!("<{item}>"))));
                 }
-                Frame::Rec(None, Record::new(ty))
+                self.recs.push(Open::new(
+                    None,
+                    Record::with_capacity(ty, 0, self.hint.1),
+                    self.hint.0,
+                ));
+                Frame::Rec
             }
-            Some(Frame::Result(rec)) => {
-                if let Some((list, _, _)) = self.list {
-                    if name == list.as_bytes() {
-                        self.stack
-                            .push(if is_nil(e) { Frame::Skip } else { Frame::List });
-                        return Ok(());
-                    }
-                }
-                member_frame(rec, name, e)
-            }
-            Some(Frame::Rec(_, rec)) => member_frame(rec, name, e),
-            Some(Frame::Leaf(..)) => Frame::Skip,
+            Some(Frame::Rec) => unreachable!("members are handled by start_member"),
         };
         self.stack.push(frame);
         Ok(())
     }
 
-    fn end(&mut self) -> Result<Step, KareoError> {
+    /// A member element of the open record (the hot path).
+    fn start_member(&mut self, e: &BytesStart<'_>) -> Res<()> {
+        let depth = self.recs.len();
+        let open = self.recs.last_mut().expect("a Rec frame has its record");
+        let raw = e.name().into_inner();
+        if open.idx.is_none() && depth == 1 {
+            if let Some((list, _, _)) = self.list {
+                if raw == list.as_bytes() || local_name(e) == list.as_bytes() {
+                    let f = if is_nil(e) { Frame::Skip } else { Frame::List };
+                    self.stack.push(f);
+                    return Ok(());
+                }
+            }
+        }
+        match member_of(open, raw, e) {
+            Member::Nested(child) => {
+                self.recs.push(child);
+                self.stack.push(Frame::Rec);
+            }
+            Member::Leaf(idx) => self.leaf = Some((idx, open.text.len() as u32)),
+            Member::Skip => self.stack.push(Frame::Skip),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Fed {
+        if let Some((idx, start)) = self.leaf.take() {
+            if let Some(open) = self.recs.last_mut() {
+                open.rec.push_slot(idx, start, open.text.len() as u32);
+            }
+            return Ok(Step::Continue);
+        }
         let Some(frame) = self.stack.pop() else {
             return Ok(Step::Continue);
         };
         match frame {
-            Frame::Skip => {}
-            Frame::Leaf(idx, text) => self.attach(idx, Value::Text(text))?,
-            Frame::Rec(None, rec) => {
-                if rec.is_empty() || (rec.kind().id.is_some() && rec.id().is_none()) {
-                    return Ok(Step::Continue); // the placeholder item of an empty list
+            Frame::Skip | Frame::FaultText(_) => {}
+            Frame::Leaf { idx, start } => {
+                if let Some(open) = self.recs.last_mut() {
+                    open.rec.push_slot(idx, start, open.text.len() as u32);
                 }
-                return Ok(Step::Record(rec));
             }
-            Frame::Rec(Some(idx), rec) => {
-                let value = if rec.type_def().array_item().is_some() {
-                    Value::List(rec.into_parts().1.into_iter().map(|(_, v)| v).collect())
-                } else {
-                    Value::Record(Box::new(rec))
-                };
-                self.attach(idx, value)?;
+            Frame::Rec => {
+                let Open {
+                    idx, mut rec, text, ..
+                } = self.recs.pop().expect("a Rec frame has its record");
+                if rec.finish_text(text).is_err() {
+                    return Err(Box::new(bad_text(self.op.name)));
+                }
+                return self.close_record(idx, rec);
             }
-            Frame::FaultText(_) => {}
             Frame::Fault => {
-                let text = std::mem::take(&mut self.fault_text);
-                let code = std::mem::take(&mut self.fault_code);
+                let text =
+                    String::from_utf8_lossy(&std::mem::take(&mut self.fault_text)).into_owned();
+                let code =
+                    String::from_utf8_lossy(&std::mem::take(&mut self.fault_code)).into_owned();
                 if let Some(interval) = parse_throttle_message(&text) {
-                    return Err(KareoError::Throttled {
+                    return Err(Box::new(KareoError::Throttled {
                         op: self.op.name,
                         interval,
-                    });
+                    }));
                 }
-                return Err(KareoError::Fault {
+                return Err(Box::new(KareoError::Fault {
                     op: self.op.name,
                     code: code.trim().to_string(),
                     text,
-                });
-            }
-            Frame::Result(rec) => {
-                if self.list.is_none() {
-                    return Ok(Step::Record(single_payload(rec)));
-                }
+                }));
             }
             Frame::List | Frame::Response | Frame::Body => {}
             Frame::Envelope => self.finished = true,
         }
         Ok(Step::Continue)
     }
-}
 
-impl Machine {
-    /// Adds a finished member to the record on top of the stack; at the result level, checks
-    /// ErrorResponse and SecurityResponse as soon as they are complete, before any record.
-    fn attach(&mut self, idx: u16, value: Value) -> Result<(), KareoError> {
+    /// A record element ended: a list item is yielded (unless it is the placeholder of an
+    /// empty list), the result of a single-record operation is yielded, a nested member is
+    /// added to its parent.
+    fn close_record(&mut self, idx: Option<u16>, rec: Record) -> Fed {
+        match idx {
+            None if matches!(self.stack.last(), Some(Frame::List)) => {
+                if rec.is_empty() || (rec.kind().id.is_some() && rec.id().is_none()) {
+                    return Ok(Step::Continue);
+                }
+                self.hint = rec.size();
+                self.ready = Some(rec);
+                Ok(Step::Record)
+            }
+            None if self.list.is_none() => {
+                self.ready = Some(single_payload(rec));
+                Ok(Step::Record)
+            }
+            None => Ok(Step::Continue),
+            Some(idx) => {
+                let value = if rec.type_def().array_item().is_some() {
+                    Nested::List(rec.into_items())
+                } else {
+                    Nested::Record(rec)
+                };
+                self.attach(idx, value)?;
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    /// Adds a finished nested member to the open record; at the result level, checks
+    /// ErrorResponse and SecurityResponse as soon as they are complete, before any record is
+    /// yielded.
+    fn attach(&mut self, idx: u16, value: Nested) -> Res<()> {
         let op = self.op.name;
-        match self.stack.last_mut() {
-            Some(Frame::Result(rec)) => {
-                let name = rec.type_def().members[idx as usize].name;
-                match (name, &value) {
-                    ("ErrorResponse", Value::Record(r)) => check_error(op, r)?,
-                    ("SecurityResponse", Value::Record(r)) => check_security(op, r)?,
-                    ("Key", Value::Record(r)) => {
-                        self.next_start_key = r.i64("nextStartKey").ok().flatten();
-                    }
+        let at_result = self.recs.len() == 1;
+        let Some(open) = self.recs.last_mut() else {
+            return Ok(());
+        };
+        if at_result && open.idx.is_none() {
+            let name = open.rec.type_def().members[idx as usize].name;
+            if let Nested::Record(r) = &value {
+                match name {
+                    "ErrorResponse" => check_error(op, r)?,
+                    "SecurityResponse" => check_security(op, r)?,
+                    "Key" => self.next_start_key = r.i64("nextStartKey").ok().flatten(),
                     _ => {}
                 }
-                rec.push(idx, value);
             }
-            Some(Frame::Rec(_, rec)) => rec.push(idx, value),
-            _ => {}
         }
+        open.rec.push_nested(idx, value);
         Ok(())
+    }
+}
+
+/// Appends text, normalising line ends as XML requires (`\r\n` and `\r` read as `\n`; a
+/// `\r` sent as `&#13;` arrives through a character reference and is kept).
+fn push_normalized(buf: &mut Vec<u8>, s: &[u8]) {
+    // Texts are short: a plain scan beats memchr's set-up here (measured with callgrind).
+    #[allow(clippy::manual_contains)]
+    let has_cr = s.iter().any(|&b| b == b'\r');
+    if !has_cr {
+        buf.extend_from_slice(s);
+        return;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\r' {
+            buf.push(b'\n');
+            if s.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+        } else {
+            buf.push(s[i]);
+        }
+        i += 1;
+    }
+}
+
+/// The element name without its prefix (names are short: a plain scan beats memchr's set-up).
+fn local_name<'b>(e: &'b BytesStart<'_>) -> &'b [u8] {
+    let raw = e.name().into_inner();
+    match raw.iter().rposition(|&b| b == b':') {
+        Some(i) => &raw[i + 1..],
+        None => raw,
     }
 }
 
@@ -437,37 +574,69 @@ fn is_nil(e: &BytesStart<'_>) -> bool {
     })
 }
 
-/// The frame for a member element of `rec`: unknown members (a newer Kareo) and nil members
-/// are skipped.
-fn member_frame(rec: &Record, name: &[u8], e: &BytesStart<'_>) -> Frame {
-    let def = rec.type_def();
-    let Some(idx) = def.index_of(name) else {
-        return Frame::Skip;
+/// The member of `def` named `name` (raw element name, maybe prefixed). Kareo sends members in
+/// schema order, so the search starts after the last member read (usually a match at once),
+/// then falls back to the index (a repeated member, a member out of order, a prefixed name).
+fn find_member(def: &'static TypeDef, cursor: &mut u16, raw: &[u8]) -> Option<usize> {
+    let ms = def.members;
+    let from = *cursor as usize;
+    for (i, m) in ms.iter().enumerate().skip(from) {
+        if m.name.as_bytes() == raw {
+            *cursor = (i + 1) as u16;
+            return Some(i);
+        }
+    }
+    let name = match raw.iter().rposition(|&b| b == b':') {
+        Some(i) => &raw[i + 1..],
+        None => raw,
+    };
+    if from > 0 && ms[from - 1].name.as_bytes() == name {
+        return Some(from - 1);
+    }
+    let i = def.index_of(name)?;
+    if i >= from {
+        *cursor = (i + 1) as u16;
+    }
+    Some(i)
+}
+
+enum Member {
+    Nested(Open),
+    Leaf(u16),
+    Skip,
+}
+
+/// What a member element of the open record is: unknown members (a newer Kareo) and nil
+/// members are skipped.
+fn member_of(open: &mut Open, name: &[u8], e: &BytesStart<'_>) -> Member {
+    let def = open.rec.type_def();
+    let Some(idx) = find_member(def, &mut open.cursor, name) else {
+        return Member::Skip;
     };
     if is_nil(e) {
-        return Frame::Skip;
+        return Member::Skip;
     }
     match def.members[idx].ty {
-        Ty::Complex(t) => Frame::Rec(Some(idx as u16), Record::new(t)),
-        _ => Frame::Leaf(idx as u16, String::new()),
+        Ty::Complex(t) => Member::Nested(Open::new(Some(idx as u16), Record::new(t), 0)),
+        _ => Member::Leaf(idx as u16),
     }
 }
 
-fn check_error(op: &'static str, r: &Record) -> Result<(), KareoError> {
+fn check_error(op: &'static str, r: &Record) -> Res<()> {
     if r.bool("IsError").ok().flatten() != Some(true) {
         return Ok(());
     }
     let text = r.get("ErrorMessage").unwrap_or("").to_string();
     match parse_throttle_message(&text) {
-        Some(interval) => Err(KareoError::Throttled { op, interval }),
-        None => Err(KareoError::Api { op, text }),
+        Some(interval) => Err(Box::new(KareoError::Throttled { op, interval })),
+        None => Err(Box::new(KareoError::Api { op, text })),
     }
 }
 
 /// Every flag is checked: Kareo's guide says `SecurityResultSuccess` true means a problem,
 /// Kareo's own sample code treats false as the failure. This reads true as success and also
 /// requires `Authenticated`, `Authorized` and `CustomerKeyValid` to be true when present.
-fn check_security(op: &'static str, r: &Record) -> Result<(), KareoError> {
+fn check_security(op: &'static str, r: &Record) -> Res<()> {
     let is_false = |m: &str| r.bool(m).ok().flatten() == Some(false);
     let mut flags = SecurityFlags {
         not_authenticated: is_false("Authenticated"),
@@ -476,43 +645,35 @@ fn check_security(op: &'static str, r: &Record) -> Result<(), KareoError> {
         result_not_success: is_false("SecurityResultSuccess"),
         permissions_missing: Vec::new(),
     };
-    if let Some(Value::Record(pm)) = r.value("PermissionsMissing") {
-        if let Some(Value::List(items)) = pm.value("Permission") {
-            flags.permissions_missing = items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Text(t) if !t.is_empty() => Some(t.clone()),
-                    _ => None,
-                })
-                .collect();
-        }
+    if let Some(items) = r
+        .record("PermissionsMissing")
+        .and_then(|pm| pm.list("Permission"))
+    {
+        flags.permissions_missing = items
+            .iter()
+            .filter_map(|v| match v {
+                Nested::Text(t) if !t.is_empty() => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
     }
     if flags == SecurityFlags::default() {
         return Ok(());
     }
-    Err(KareoError::Security {
+    Err(Box::new(KareoError::Security {
         op,
         flags,
         text: r.get("SecurityResult").unwrap_or("").to_string(),
-    })
+    }))
 }
 
 /// The record of a single-record operation: the result without ErrorResponse and
 /// SecurityResponse; when what remains is one nested record (GetAppointment's `Appointment`,
 /// GetPatient's `Patient`), that record.
 fn single_payload(rec: Record) -> Record {
-    let (ty, fields) = rec.into_parts();
-    let def = ty.def();
-    let mut rest: Vec<_> = fields
-        .into_iter()
-        .filter(|(i, _)| !RESPONSE_BASE.contains(&def.members[*i as usize].name))
-        .collect();
-    if rest.len() == 1 && matches!(rest[0].1, Value::Record(_)) {
-        if let Some((_, Value::Record(inner))) = rest.pop() {
-            return *inner;
-        }
-    }
-    Record::from_parts(ty, rest)
+    rec.without(&RESPONSE_BASE)
+        .into_only_record()
+        .unwrap_or_else(|r| r)
 }
 
 #[cfg(test)]

@@ -22,27 +22,57 @@ impl std::fmt::Debug for Record {
             f,
             "Record({}, {} members)",
             self.type_name(),
-            self.fields.len()
+            self.slots.len()
         )
     }
 }
 
-/// A member's value.
+/// A nested member's value (a structure or a WCF array), owned by its record.
 #[derive(Clone, PartialEq)]
-pub enum Value {
-    /// A simple member's text (unescaped; may be empty).
-    Text(String),
+pub enum Nested {
     /// A nested structure.
-    Record(Box<Record>),
+    Record(Record),
     /// A WCF array (`ArrayOfX`): its items.
-    List(Vec<Value>),
+    List(Vec<Nested>),
+    /// An item of an array of simple values (`arr:long`, `arr:string`).
+    Text(String),
 }
 
-/// One record from a response: the members that were present, in document order.
+/// A member's value, borrowed from its record.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// A simple member's text (unescaped; may be empty).
+    Text(&'a str),
+    /// A nested structure.
+    Record(&'a Record),
+    /// A WCF array: its items.
+    List(&'a [Nested]),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    /// A simple member: its text is `text[start..end]`.
+    Text { idx: u16, start: u32, end: u32 },
+    /// A nested member: `nested[at]`.
+    Nested { idx: u16, at: u32 },
+}
+
+impl Slot {
+    fn idx(self) -> u16 {
+        match self {
+            Slot::Text { idx, .. } | Slot::Nested { idx, .. } => idx,
+        }
+    }
+}
+
+/// One record from a response: the members that were present, in document order. The texts
+/// of all simple members share one buffer (one allocation per record, not per member).
 #[derive(Clone, PartialEq)]
 pub struct Record {
     ty: TypeId,
-    fields: Vec<(u16, Value)>,
+    text: String,
+    slots: Vec<Slot>,
+    nested: Vec<Nested>,
 }
 
 /// A member that is present but unreadable as the asked type. Names the member, not the value.
@@ -60,20 +90,44 @@ pub struct FieldError {
 impl Record {
     /// An empty record of a schema type.
     pub fn new(ty: TypeId) -> Record {
+        Record::with_capacity(ty, 0, 0)
+    }
+
+    /// An empty record with room for `text` bytes of text in `members` members.
+    pub fn with_capacity(ty: TypeId, text: usize, members: usize) -> Record {
         Record {
             ty,
-            fields: Vec::new(),
+            text: String::with_capacity(text),
+            slots: Vec::with_capacity(members),
+            nested: Vec::new(),
         }
     }
 
-    /// The type and the present members (schema index, value), in document order.
-    pub fn into_parts(self) -> (TypeId, Vec<(u16, Value)>) {
-        (self.ty, self.fields)
+    /// Bytes of text and number of members held (capacity hints for the next record).
+    pub(crate) fn size(&self) -> (usize, usize) {
+        (self.text.len(), self.slots.len())
     }
 
-    /// A record from its parts (see [`Record::into_parts`]).
-    pub fn from_parts(ty: TypeId, fields: Vec<(u16, Value)>) -> Record {
-        Record { ty, fields }
+    /// Adds a simple member whose text is `text[start..end]` of the buffer given to
+    /// [`Record::finish_text`].
+    pub(crate) fn push_slot(&mut self, idx: u16, start: u32, end: u32) {
+        self.slots.push(Slot::Text { idx, start, end });
+    }
+
+    /// Installs the text buffer the slots point into (the reader fills it as bytes and checks
+    /// UTF-8 once per record). Fails when the bytes are not UTF-8 or a slot is not on a
+    /// character boundary.
+    pub(crate) fn finish_text(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        let text = String::from_utf8(bytes).map_err(|_| ())?;
+        for s in &self.slots {
+            if let Slot::Text { start, end, .. } = *s {
+                if !text.is_char_boundary(start as usize) || !text.is_char_boundary(end as usize) {
+                    return Err(());
+                }
+            }
+        }
+        self.text = text;
+        Ok(())
     }
 
     /// The schema type.
@@ -86,18 +140,28 @@ impl Record {
         self.ty.def().name
     }
 
-    /// Adds a member value by schema index (repeated members may be pushed several times).
-    pub fn push(&mut self, index: u16, value: Value) {
-        self.fields.push((index, value));
+    /// Adds a simple member by schema index (repeated members may be pushed several times).
+    pub fn push_text(&mut self, index: u16, text: &str) {
+        let start = self.text.len() as u32;
+        self.text.push_str(text);
+        self.push_slot(index, start, self.text.len() as u32);
     }
 
-    /// Sets a member by name (replacing it). Returns false when the type has no such member.
-    pub fn set(&mut self, name: &str, value: Value) -> bool {
+    /// Adds a nested member by schema index.
+    pub fn push_nested(&mut self, index: u16, value: Nested) {
+        let at = self.nested.len() as u32;
+        self.nested.push(value);
+        self.slots.push(Slot::Nested { idx: index, at });
+    }
+
+    /// Sets a simple member by name (replacing it). Returns false when the type has no such
+    /// member.
+    pub fn set(&mut self, name: &str, text: &str) -> bool {
         match self.ty.def().index_of(name.as_bytes()) {
             Some(i) => {
                 let i = i as u16;
-                self.fields.retain(|(j, _)| *j != i);
-                self.fields.push((i, value));
+                self.slots.retain(|s| s.idx() != i);
+                self.push_text(i, text);
                 true
             }
             None => false,
@@ -106,13 +170,27 @@ impl Record {
 
     /// No member at all: the placeholder item Kareo puts in an empty list.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.slots.is_empty()
+    }
+
+    fn slot_value(&self, slot: Slot) -> Value<'_> {
+        match slot {
+            Slot::Text { start, end, .. } => Value::Text(&self.text[start as usize..end as usize]),
+            Slot::Nested { at, .. } => match &self.nested[at as usize] {
+                Nested::Record(r) => Value::Record(r),
+                Nested::List(items) => Value::List(items),
+                Nested::Text(t) => Value::Text(t),
+            },
+        }
     }
 
     /// The value of a member, if present.
-    pub fn value(&self, name: &str) -> Option<&Value> {
+    pub fn value(&self, name: &str) -> Option<Value<'_>> {
         let i = self.ty.def().index_of(name.as_bytes())? as u16;
-        self.fields.iter().find(|(j, _)| *j == i).map(|(_, v)| v)
+        self.slots
+            .iter()
+            .find(|s| s.idx() == i)
+            .map(|s| self.slot_value(*s))
     }
 
     /// The text of a simple member, if present.
@@ -123,20 +201,75 @@ impl Record {
         }
     }
 
+    /// A nested record member, if present.
+    pub fn record(&self, name: &str) -> Option<&Record> {
+        match self.value(name)? {
+            Value::Record(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A WCF array member's items, if present.
+    pub fn list(&self, name: &str) -> Option<&[Nested]> {
+        match self.value(name)? {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Present members, in document order: (name, value).
-    pub fn members(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+    pub fn members(&self) -> impl Iterator<Item = (&'static str, Value<'_>)> {
         let def = self.ty.def();
-        self.fields
+        self.slots
             .iter()
-            .map(move |(i, v)| (def.members[*i as usize].name, v))
+            .map(move |s| (def.members[s.idx() as usize].name, self.slot_value(*s)))
     }
 
     /// Present simple members as (name, text).
     pub fn texts(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.members().filter_map(|(n, v)| match v {
-            Value::Text(s) => Some((n, s.as_str())),
+            Value::Text(s) => Some((n, s)),
             _ => None,
         })
+    }
+
+    /// The record without the named members.
+    pub fn without(mut self, names: &[&str]) -> Record {
+        let def = self.ty.def();
+        self.slots
+            .retain(|s| !names.contains(&def.members[s.idx() as usize].name));
+        self
+    }
+
+    /// This record's members as a list of items (for a WCF array type).
+    pub(crate) fn into_items(self) -> Vec<Nested> {
+        let mut out = Vec::with_capacity(self.slots.len());
+        let mut nested: Vec<Option<Nested>> = self.nested.into_iter().map(Some).collect();
+        for s in self.slots {
+            match s {
+                Slot::Text { start, end, .. } => out.push(Nested::Text(
+                    self.text[start as usize..end as usize].to_string(),
+                )),
+                Slot::Nested { at, .. } => {
+                    if let Some(n) = nested[at as usize].take() {
+                        out.push(n)
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// When the record holds exactly one member and it is a nested record: that record.
+    pub(crate) fn into_only_record(mut self) -> Result<Record, Record> {
+        if let [Slot::Nested { at, .. }] = self.slots[..] {
+            if matches!(self.nested.get(at as usize), Some(Nested::Record(_))) {
+                if let Nested::Record(r) = self.nested.swap_remove(at as usize) {
+                    return Ok(r);
+                }
+            }
+        }
+        Err(self)
     }
 
     /// A member read as an integer; empty text counts as absent.
@@ -215,7 +348,7 @@ impl Record {
     pub fn to_json(&self) -> Json {
         let mut map = Map::new();
         for (name, v) in self.members() {
-            let j = value_json(v);
+            let j = value_json(&v);
             match map.get_mut(name) {
                 // A repeated member seen twice becomes an array.
                 Some(Json::Array(a)) if self.is_repeated(name) => a.push(j),
@@ -236,11 +369,19 @@ impl Record {
     }
 }
 
-fn value_json(v: &Value) -> Json {
+fn value_json(v: &Value<'_>) -> Json {
     match v {
-        Value::Text(s) => Json::String(s.clone()),
+        Value::Text(s) => Json::String(s.to_string()),
         Value::Record(r) => r.to_json(),
-        Value::List(items) => Json::Array(items.iter().map(value_json).collect()),
+        Value::List(items) => Json::Array(items.iter().map(nested_json).collect()),
+    }
+}
+
+fn nested_json(n: &Nested) -> Json {
+    match n {
+        Nested::Text(s) => Json::String(s.clone()),
+        Nested::Record(r) => r.to_json(),
+        Nested::List(items) => Json::Array(items.iter().map(nested_json).collect()),
     }
 }
 
