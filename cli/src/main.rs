@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod demo;
 use kareo::envelope::{self, Credentials};
 use kareo::{KareoError, ResponseReader};
 
@@ -25,6 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the product on embedded defaults: starts the Kareo simulator on loopback and reads
+    /// every family of a sample practice through the real client (no account needed).
+    Demo,
     /// Debugging verbs for Kareo's SOAP API.
     Kareo {
         #[command(subcommand)]
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo => demo::run(),
         Command::Kareo { verb } => match verb {
             KareoVerb::Decode { op, file } => decode(&op, &file),
             KareoVerb::Envelope { op, input } => envelope_verb(&op, &input),
