@@ -11,12 +11,14 @@
 pub mod dates;
 pub mod envelope;
 pub mod error;
+pub mod family;
 pub mod reader;
 pub mod record;
 pub mod schema;
 
 pub use envelope::Credentials;
 pub use error::KareoError;
+pub use family::Family;
 pub use reader::ResponseReader;
 pub use record::{Nested, Record, RecordKind, Value};
 pub mod client;

@@ -401,39 +401,42 @@ pub struct RecordKind {
 impl RecordKind {
     /// The kind of a record type, by its schema type name.
     pub fn of(type_name: &str) -> RecordKind {
-        let k = |id, version, created, practice_id| RecordKind {
-            id: Some(id),
-            version,
-            created,
-            practice_id,
-        };
-        let lm = Some("LastModifiedDate");
-        let cd = Some("CreatedDate");
-        match type_name {
-            "AppointmentData" | "ChargeData" | "ProviderData" => {
-                k("ID", lm, cd, Some("PracticeID"))
-            }
-            "PatientData" | "PatientBatchData" | "PaymentData" => {
-                k("ID", lm, cd, Some("PracticeId"))
-            }
-            "EncounterDetailsData" => k("EncounterID", lm, cd, Some("PracticeID")),
-            "PracticeData" => k("ID", lm, cd, Some("ID")),
-            "ServiceLocationData" => k("ID", Some("ModifiedDate"), cd, Some("PracticeID")),
-            "ProcedureCodeData" => k("ID", Some("ModifiedDate"), cd, None),
-            "TransactionData" => k("ID", lm, None, None),
-            "AppointmentCreate" => k(
+        if let Some(f) = crate::Family::of_type(type_name) {
+            return RecordKind {
+                id: Some(f.id_member()),
+                version: Some(f.version_member()),
+                created: f.created_member(),
+                practice_id: f.practice_id_member(),
+            };
+        }
+        let (id, version, created, practice_id) = match type_name {
+            "PatientBatchData" => (
+                "ID",
+                Some("LastModifiedDate"),
+                Some("CreatedDate"),
+                Some("PracticeId"),
+            ),
+            "AppointmentCreate" => (
                 "AppointmentId",
                 Some("UpdatedAt"),
                 Some("CreatedAt"),
                 Some("PracticeId"),
             ),
-            "ThrottleDetail" => k("Endpoint", None, None, None),
-            _ => RecordKind {
-                id: None,
-                version: None,
-                created: None,
-                practice_id: None,
-            },
+            "ThrottleDetail" => ("Endpoint", None, None, None),
+            _ => {
+                return RecordKind {
+                    id: None,
+                    version: None,
+                    created: None,
+                    practice_id: None,
+                }
+            }
+        };
+        RecordKind {
+            id: Some(id),
+            version,
+            created,
+            practice_id,
         }
     }
 }
