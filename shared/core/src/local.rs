@@ -1,0 +1,378 @@
+//! The embedded adapters: cursors, snapshots and tenants in memory, optionally persisted to a
+//! JSON file in a state directory (for `kareo-dock sync --state DIR` and the demo); secrets from
+//! a local JSON file; a recording event sink. Same behaviour as the DynamoDB adapters — the
+//! store test suite runs against both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use kareo::Family;
+use serde::{Deserialize, Serialize};
+
+use crate::event::ChangeEvent;
+use crate::ports::*;
+use crate::tenant::TenantConfig;
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    cursors: BTreeMap<String, Cursor>,
+    snapshots: BTreeMap<String, BTreeMap<String, Snapshot>>,
+    #[serde(default)]
+    tenants: BTreeMap<String, String>,
+}
+
+fn key(tenant: &str, family: Family) -> String {
+    format!("{tenant}/{family}")
+}
+
+fn split_key(k: &str) -> Option<(String, Family)> {
+    let (t, f) = k.rsplit_once('/')?;
+    Some((t.to_string(), Family::from_name(f)?))
+}
+
+/// Cursors, snapshots and tenant configs in memory, optionally saved to `state.json` in a
+/// directory after every write (atomically: write then rename).
+#[derive(Clone, Default)]
+pub struct LocalStore {
+    state: Arc<Mutex<State>>,
+    file: Option<PathBuf>,
+}
+
+impl LocalStore {
+    /// A store in memory only.
+    pub fn memory() -> LocalStore {
+        LocalStore::default()
+    }
+
+    /// A store kept in `dir/state.json` (created when absent).
+    pub fn in_dir(dir: &Path) -> Result<LocalStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let file = dir.join("state.json");
+        let state = match std::fs::read_to_string(&file) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", file.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", file.display()))),
+        };
+        Ok(LocalStore {
+            state: Arc::new(Mutex::new(state)),
+            file: Some(file),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut st)?;
+        if let Some(file) = &self.file {
+            let tmp = file.with_extension("json.tmp");
+            let text = serde_json::to_vec(&*st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, file))
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", file.display())))?;
+        }
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&st)
+    }
+}
+
+fn lease_matches(c: &Cursor, lease: &Lease) -> Result<(), StoreError> {
+    if c.version != lease.cursor.version || c.lease_owner.as_deref() != Some(&lease.owner) {
+        return Err(StoreError::Conflict(format!(
+            "cursor {}/{} moved or its lease was taken",
+            lease.tenant, lease.family
+        )));
+    }
+    Ok(())
+}
+
+impl CursorStore for LocalStore {
+    async fn load(&self, tenant: &str, family: Family) -> Result<Option<Cursor>, StoreError> {
+        Ok(self.read(|s| s.cursors.get(&key(tenant, family)).cloned()))
+    }
+
+    async fn acquire(
+        &self,
+        tenant: &str,
+        family: Family,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.with(|s| {
+            let c = s.cursors.entry(key(tenant, family)).or_default();
+            if c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > now) {
+                return Err(StoreError::Conflict(format!(
+                    "cursor {tenant}/{family} is leased by another run"
+                )));
+            }
+            c.lease_owner = Some(owner.to_string());
+            c.lease_until = Some(until);
+            c.version += 1;
+            Ok(Lease {
+                tenant: tenant.to_string(),
+                family,
+                owner: owner.to_string(),
+                cursor: c.clone(),
+            })
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &mut Lease,
+        position: DateTime<Utc>,
+        high_water: Option<DateTime<Utc>>,
+        run_start: DateTime<Utc>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        let updated = self.with(|s| {
+            let c = s
+                .cursors
+                .get_mut(&key(&lease.tenant, lease.family))
+                .ok_or_else(|| StoreError::Conflict("cursor vanished".into()))?;
+            lease_matches(c, lease)?;
+            c.position = Some(c.position.map_or(position, |p| p.max(position)));
+            c.high_water = match (c.high_water, high_water) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            c.last_success_start = Some(run_start);
+            c.last_error = None;
+            c.version += 1;
+            if release {
+                c.lease_owner = None;
+                c.lease_until = None;
+            }
+            Ok(c.clone())
+        })?;
+        lease.cursor = updated;
+        Ok(())
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.with(|s| {
+            let c = s
+                .cursors
+                .get_mut(&key(&lease.tenant, lease.family))
+                .ok_or_else(|| StoreError::Conflict("cursor vanished".into()))?;
+            lease_matches(c, lease)?;
+            c.lease_owner = None;
+            c.lease_until = None;
+            c.version += 1;
+            Ok(())
+        })
+    }
+
+    async fn fail(&self, lease: &Lease, error: CursorError) -> Result<(), StoreError> {
+        self.with(|s| {
+            let c = s
+                .cursors
+                .get_mut(&key(&lease.tenant, lease.family))
+                .ok_or_else(|| StoreError::Conflict("cursor vanished".into()))?;
+            lease_matches(c, lease)?;
+            c.last_error = Some(error);
+            c.lease_owner = None;
+            c.lease_until = None;
+            c.version += 1;
+            Ok(())
+        })
+    }
+
+    async fn reset(
+        &self,
+        tenant: &str,
+        family: Family,
+        position: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            let c = s.cursors.entry(key(tenant, family)).or_default();
+            c.position = position;
+            c.version += 1;
+            Ok(())
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<(String, Family, Cursor)>, StoreError> {
+        Ok(self.read(|s| {
+            s.cursors
+                .iter()
+                .filter_map(|(k, c)| split_key(k).map(|(t, f)| (t, f, c.clone())))
+                .collect()
+        }))
+    }
+}
+
+impl SnapshotStore for LocalStore {
+    async fn get(
+        &self,
+        tenant: &str,
+        family: Family,
+        ids: &[String],
+    ) -> Result<HashMap<String, Snapshot>, StoreError> {
+        Ok(self.read(|s| {
+            let Some(m) = s.snapshots.get(&key(tenant, family)) else {
+                return HashMap::new();
+            };
+            ids.iter()
+                .filter_map(|id| m.get(id).map(|v| (id.clone(), v.clone())))
+                .collect()
+        }))
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        family: Family,
+        items: Vec<(String, Snapshot)>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            let m = s.snapshots.entry(key(tenant, family)).or_default();
+            m.extend(items);
+            Ok(())
+        })
+    }
+
+    async fn upcoming(
+        &self,
+        tenant: &str,
+        family: Family,
+        after: DateTime<Utc>,
+    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        Ok(self.read(|s| {
+            s.snapshots
+                .get(&key(tenant, family))
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, v)| !v.deleted && v.starts.is_some_and(|t| t >= after))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+}
+
+impl TenantStore for LocalStore {
+    async fn tenants(&self) -> Result<Vec<TenantConfig>, StoreError> {
+        self.read(|s| {
+            s.tenants
+                .iter()
+                .map(|(id, yaml)| {
+                    TenantConfig::from_yaml(yaml, &format!("stored tenant {id}"))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect()
+        })
+    }
+
+    async fn put(&self, config: &TenantConfig) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.tenants.insert(config.tenant.clone(), config.to_yaml());
+            Ok(())
+        })
+    }
+}
+
+/// Secrets from a local JSON file: `{"<name>": {...secret JSON...}, ...}` (the `--secrets` or
+/// `KAREO_DOCK_SECRETS` file), or from memory.
+#[derive(Clone, Default)]
+pub struct LocalSecrets {
+    values: Arc<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for LocalSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalSecrets({} secrets)", self.values.len())
+    }
+}
+
+impl LocalSecrets {
+    /// Reads the secrets file.
+    pub fn from_file(path: &Path) -> Result<LocalSecrets, SecretError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SecretError::Unavailable(format!("{}: {e}", path.display())))?;
+        let map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|_| SecretError::Malformed {
+                name: path.display().to_string(),
+                reason: "expected a JSON object of secret name -> secret JSON".into(),
+            })?;
+        Ok(LocalSecrets::from_map(map))
+    }
+
+    /// Secrets from a map of name → JSON value.
+    pub fn from_map(map: BTreeMap<String, serde_json::Value>) -> LocalSecrets {
+        LocalSecrets {
+            values: Arc::new(map.into_iter().map(|(k, v)| (k, v.to_string())).collect()),
+        }
+    }
+}
+
+impl SecretSource for LocalSecrets {
+    async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
+        self.values
+            .get(name)
+            .map(|v| SecretValue(v.clone()))
+            .ok_or_else(|| SecretError::NotFound(name.to_string()))
+    }
+}
+
+/// An event sink that keeps what it was handed (tests, dry runs, the demo before task
+/// creation), optionally failing on demand.
+#[derive(Clone, Default)]
+pub struct RecordingSink {
+    events: Arc<Mutex<Vec<ChangeEvent>>>,
+    batches: Arc<Mutex<usize>>,
+    fail_after: Arc<Mutex<Option<usize>>>,
+}
+
+impl RecordingSink {
+    /// Every event handed off, in order.
+    pub fn events(&self) -> Vec<ChangeEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Number of batches received.
+    pub fn batches(&self) -> usize {
+        *self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accept `n` more batches, then refuse every batch until `None` is set.
+    pub fn fail_after(&self, n: Option<usize>) {
+        *self.fail_after.lock().unwrap_or_else(|e| e.into_inner()) = n;
+    }
+}
+
+impl EventSink for RecordingSink {
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        let mut fa = self.fail_after.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = fa.as_mut() {
+            if *n == 0 {
+                return Err(SinkError {
+                    class: "unavailable".into(),
+                    message: "the receiver refused the batch".into(),
+                });
+            }
+            *n -= 1;
+        }
+        drop(fa);
+        *self.batches.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(batch);
+        Ok(())
+    }
+}

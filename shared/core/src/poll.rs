@@ -1,0 +1,788 @@
+//! The poller: every change of one (tenant, family) becomes exactly one change event.
+//!
+//! One run:
+//! 1. takes the cursor's lease (a conditional write; a run that cannot take it leaves);
+//! 2. reads windows `[position − lookback, now − safety lag]` (a new cursor starts at the
+//!    configured `start`), cut into slices of at most the family's `max_window`, oldest first;
+//!    a slice that faults, times out, breaks or returns `max_records` or more is split in
+//!    halves down to the family's minimum, then the run fails clearly;
+//! 3. for each slice: skips records whose version was already handed off (per-record
+//!    snapshots), makes an event for each other (created / updated, with the changed fields),
+//!    hands the events off in batches under the payload limit, then writes the snapshots, then
+//!    moves the cursor to the slice's upper bound — in that order, so a crash anywhere repeats
+//!    a hand-off (same deterministic event ids, deduplicated downstream) and never skips one;
+//! 4. an empty slice still moves the cursor to its (past) upper bound;
+//! 5. a failure records its class on the cursor and releases the lease; the position stays.
+//!
+//! The cursor's position is the upper bound of the last fully handed-off window — a past
+//! instant (`now − safety lag`), never beyond what was read; the largest record version seen
+//! is kept beside it (`high_water`) for lag metrics. Windows overlap by the lookback, because
+//! Kareo's filter granularity and commit order are undocumented; the snapshots make the overlap
+//! free of duplicates.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kareo::{Credentials, Family, KareoError, Record};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::event::{diff, event_id, ChangeEvent, ChangeKind};
+use crate::policy::{self, Source};
+use crate::ports::*;
+use crate::source::KareoSource;
+use crate::tenant::TenantConfig;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Mode {
+    /// Read what changed since the cursor.
+    Poll,
+    /// Read and report; hand off nothing, write nothing (no lease either).
+    DryRun,
+    /// Read from `since` (no lookback) up to now; the position never moves backwards, and
+    /// records already handed off at the same version are skipped.
+    Backfill {
+        /// Start of the backfill.
+        since: DateTime<Utc>,
+    },
+    /// Appointments: re-check known upcoming appointments by id and emit `deleted` events.
+    Deletes,
+    /// Patients: page through GetAllPatients (one call per 5 s) and hand off what changed.
+    Resync,
+}
+
+/// Settings of the poller (per process).
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Lease holder name (e.g. the Lambda request id).
+    pub owner: String,
+    /// Lease duration (longer than a run can take).
+    pub lease_ttl: Duration,
+    /// A batch's serialised size limit (Lambda's async payload limit is 256 KiB).
+    pub batch_bytes: usize,
+    /// A window returning this many records or more is split (it may be truncated).
+    pub max_records: usize,
+    /// Stop starting new windows when less than this is left before the deadline.
+    pub margin: Duration,
+    /// GetAllPatients page size.
+    pub resync_batch: i32,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            owner: format!("poller-{}", std::process::id()),
+            lease_ttl: Duration::from_secs(15 * 60),
+            batch_bytes: 200 * 1024,
+            max_records: 5000,
+            margin: Duration::from_secs(20),
+            resync_batch: 500,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every window was read and handed off.
+    Done,
+    /// Another run holds the lease: nothing done.
+    Skipped,
+    /// The time budget ran out: the windows done are checkpointed, the rest is left.
+    Partial,
+    /// Failed: the class and a message (ids and elements only).
+    Failed {
+        /// Error class.
+        class: String,
+        /// Message.
+        message: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Tenant.
+    pub tenant: String,
+    /// Family.
+    pub family: Family,
+    /// Outcome.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Windows read successfully.
+    pub windows: usize,
+    /// Windows split because they failed or were too large.
+    pub splits: usize,
+    /// Records read.
+    pub records: usize,
+    /// Events handed off (or, in a dry run, that would be).
+    pub events: usize,
+    /// Records skipped because that version was already handed off.
+    pub duplicates: usize,
+    /// Events by kind.
+    pub created: usize,
+    /// Events by kind.
+    pub updated: usize,
+    /// Events by kind.
+    pub deleted: usize,
+    /// Cursor position after the run.
+    pub position: Option<DateTime<Utc>>,
+}
+
+impl Report {
+    /// A report of a run that did nothing (yet).
+    pub fn skipped(tenant: &str, family: Family) -> Report {
+        let mut r = Report::new(tenant, family);
+        r.outcome = Outcome::Skipped;
+        r
+    }
+
+    fn new(tenant: &str, family: Family) -> Report {
+        Report {
+            tenant: tenant.to_string(),
+            family,
+            outcome: Outcome::Done,
+            windows: 0,
+            splits: 0,
+            records: 0,
+            events: 0,
+            duplicates: 0,
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            position: None,
+        }
+    }
+
+    fn count(&mut self, events: &[ChangeEvent]) {
+        self.events += events.len();
+        for e in events {
+            match e.kind {
+                ChangeKind::Created => self.created += 1,
+                ChangeKind::Updated => self.updated += 1,
+                ChangeKind::Deleted => self.deleted += 1,
+            }
+        }
+    }
+}
+
+/// A failure inside a run.
+#[derive(Debug)]
+enum RunError {
+    Kareo(KareoError),
+    Store(StoreError),
+    Sink(SinkError),
+    Data(String),
+}
+
+impl RunError {
+    fn class(&self) -> String {
+        match self {
+            RunError::Kareo(e) => format!("kareo_{}", e.class()),
+            RunError::Store(e) => e.class().to_string(),
+            RunError::Sink(e) => format!("sink_{}", e.class),
+            RunError::Data(_) => "data".into(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            RunError::Kareo(e) => e.to_string(),
+            RunError::Store(e) => e.to_string(),
+            RunError::Sink(e) => e.to_string(),
+            RunError::Data(m) => m.clone(),
+        }
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        RunError::Store(e)
+    }
+}
+
+/// Is this a failure that a narrower window may avoid?
+fn splittable(e: &KareoError) -> bool {
+    matches!(
+        e,
+        KareoError::Fault { .. }
+            | KareoError::Timeout { .. }
+            | KareoError::Xml { .. }
+            | KareoError::Transport { .. }
+    ) || matches!(e, KareoError::Http { status, .. } if *status >= 500)
+}
+
+/// Cuts `[from, to]` into consecutive slices of at most `max`.
+pub fn slices(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    max: Duration,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let max = chrono::Duration::from_std(max).unwrap_or(chrono::Duration::days(30));
+    let mut out = Vec::new();
+    let mut a = from;
+    while a < to {
+        let b = (a + max).min(to);
+        out.push((a, b));
+        a = b;
+    }
+    out
+}
+
+/// The two halves of a window (sharing the midpoint: bounds are inclusive).
+pub fn halves(from: DateTime<Utc>, to: DateTime<Utc>) -> [(DateTime<Utc>, DateTime<Utc>); 2] {
+    let mid = from + (to - from) / 2;
+    [(from, mid), (mid, to)]
+}
+
+/// The ports a poll run uses.
+pub struct Poller<'a, K, C, S, E, T> {
+    /// Kareo.
+    pub kareo: &'a K,
+    /// Cursors.
+    pub cursors: &'a C,
+    /// Snapshots.
+    pub snapshots: &'a S,
+    /// Where events go.
+    pub sink: &'a E,
+    /// The clock.
+    pub clock: &'a T,
+    /// Settings.
+    pub config: &'a PollConfig,
+}
+
+impl<K, C, S, E, T> Poller<'_, K, C, S, E, T>
+where
+    K: KareoSource,
+    C: CursorStore,
+    S: SnapshotStore,
+    E: EventSink,
+    T: Clock,
+{
+    /// Runs one (tenant, family). Never panics on bad data; every failure ends up in the
+    /// report and on the cursor.
+    pub async fn run(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        mode: Mode,
+        deadline: Option<Instant>,
+    ) -> Report {
+        let mut report = Report::new(&tenant.tenant, family);
+        let Some(settings) = tenant.family(family) else {
+            report.outcome = Outcome::Skipped;
+            return report;
+        };
+        let run_start = self.clock.now();
+        let started = std::time::Instant::now();
+        if mode == Mode::DryRun {
+            let position = match self.cursors.load(&tenant.tenant, family).await {
+                Ok(c) => c.and_then(|c| c.position),
+                Err(e) => {
+                    report.outcome = failed(&RunError::Store(e));
+                    return report;
+                }
+            };
+            let (from, to) = self.bounds(tenant, settings, position, mode, run_start);
+            if let Err(e) = self
+                .windows(
+                    tenant,
+                    creds,
+                    family,
+                    from,
+                    to,
+                    position.unwrap_or(settings.start),
+                    None,
+                    deadline,
+                    &mut report,
+                )
+                .await
+            {
+                report.outcome = failed(&e);
+            }
+            report.position = position;
+            return report;
+        }
+        let until =
+            run_start + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
+        let mut lease = match self
+            .cursors
+            .acquire(&tenant.tenant, family, &self.config.owner, run_start, until)
+            .await
+        {
+            Ok(l) => l,
+            Err(StoreError::Conflict(_)) => {
+                report.outcome = Outcome::Skipped;
+                tracing::info!(tenant = %tenant.tenant, %family, "lease held by another run: skipped");
+                return report;
+            }
+            Err(e) => {
+                report.outcome = failed(&RunError::Store(e));
+                return report;
+            }
+        };
+        let result = match mode {
+            Mode::Deletes => {
+                self.deletes(tenant, creds, family, &mut lease, &mut report)
+                    .await
+            }
+            Mode::Resync => {
+                self.resync(tenant, creds, family, &mut lease, deadline, &mut report)
+                    .await
+            }
+            _ => {
+                let position = lease.cursor.position;
+                let (from, to) = self.bounds(tenant, settings, position, mode, run_start);
+                let threshold = position.unwrap_or(settings.start);
+                self.windows(
+                    tenant,
+                    creds,
+                    family,
+                    from,
+                    to,
+                    threshold,
+                    Some(&mut lease),
+                    deadline,
+                    &mut report,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                report.outcome = failed(&e);
+                let err = CursorError {
+                    class: e.class(),
+                    message: e.message(),
+                    at: self.clock.now(),
+                };
+                if let Err(se) = self.cursors.fail(&lease, err).await {
+                    tracing::warn!(tenant = %tenant.tenant, %family, error = %se, "could not record the failure on the cursor");
+                }
+            }
+        }
+        report.position = lease.cursor.position;
+        tracing::info!(
+            tenant = %tenant.tenant, %family, outcome = ?report.outcome, windows = report.windows,
+            records = report.records, events = report.events, duplicates = report.duplicates,
+            elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
+        );
+        report
+    }
+
+    fn bounds(
+        &self,
+        tenant: &TenantConfig,
+        settings: crate::tenant::Effective,
+        position: Option<DateTime<Utc>>,
+        mode: Mode,
+        now: DateTime<Utc>,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        let lookback = chrono::Duration::from_std(settings.lookback).unwrap_or_default();
+        let lag = chrono::Duration::from_std(tenant.safety_lag).unwrap_or_default();
+        let from = match (mode, position) {
+            (Mode::Backfill { since }, _) => since,
+            (_, Some(p)) => p - lookback,
+            (_, None) => settings.start,
+        };
+        (from, now - lag)
+    }
+
+    /// Reads `[from, to]` slice by slice; hands off and checkpoints each (unless dry run).
+    #[allow(clippy::too_many_arguments)]
+    async fn windows(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        created_after: DateTime<Utc>,
+        mut lease: Option<&mut Lease>,
+        deadline: Option<Instant>,
+        report: &mut Report,
+    ) -> Result<(), RunError> {
+        let settings = tenant.family(family).expect("enabled");
+        let pol = policy::of(family);
+        let run_start = self.clock.now();
+        let mut queue: VecDeque<_> = slices(from, to, settings.max_window).into();
+        if queue.is_empty() {
+            if let Some(l) = lease {
+                self.cursors.release(l).await?;
+            }
+            return Ok(());
+        }
+        while let Some((a, b)) = queue.pop_front() {
+            if deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.config.margin)
+            {
+                report.outcome = Outcome::Partial;
+                if let Some(l) = lease.as_deref() {
+                    self.cursors.release(l).await?;
+                }
+                return Ok(());
+            }
+            let read = self
+                .read_slice(tenant, creds, family, pol.source, a, b)
+                .await;
+            let too_big = matches!(&read, Ok(r) if r.len() >= self.config.max_records);
+            let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
+            if too_big || retry_narrower {
+                if (b - a).to_std().unwrap_or_default() >= pol.min_window * 2 {
+                    let [h1, h2] = halves(a, b);
+                    queue.push_front(h2);
+                    queue.push_front(h1);
+                    report.splits += 1;
+                    tracing::info!(tenant = %tenant.tenant, %family, window_s = (b - a).num_seconds(), "window split");
+                    continue;
+                }
+                if too_big {
+                    return Err(RunError::Data(format!(
+                        "{family}: {} or more records in a {}s window, the smallest allowed",
+                        self.config.max_records,
+                        (b - a).num_seconds()
+                    )));
+                }
+            }
+            let records = read?;
+            report.windows += 1;
+            report.records += records.len();
+            let (events, snaps, high) = self
+                .events(tenant, family, records, created_after, report)
+                .await?;
+            report.count(&events);
+            let Some(lease) = lease.as_deref_mut() else {
+                continue; // dry run
+            };
+            self.hand_off(&events).await?;
+            if !snaps.is_empty() {
+                self.snapshots.put(&tenant.tenant, family, snaps).await?;
+            }
+            let last = queue.is_empty();
+            self.cursors
+                .checkpoint(lease, b, high, run_start, last)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn read_slice(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        source: Source,
+        a: DateTime<Utc>,
+        b: DateTime<Utc>,
+    ) -> Result<Vec<Record>, RunError> {
+        let records = self
+            .kareo
+            .window(creds, tenant, family, a, b)
+            .await
+            .map_err(RunError::Kareo)?;
+        match source {
+            Source::Window => Ok(records),
+            Source::EncountersOfChangedCharges => {
+                let mut ids: Vec<String> = records
+                    .iter()
+                    .filter_map(|c| {
+                        c.get("EncounterID")
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                    })
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(r) = self
+                        .kareo
+                        .encounter(creds, tenant, &id)
+                        .await
+                        .map_err(RunError::Kareo)?
+                    {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Events for the records that changed since their snapshot; the snapshots to write after
+    /// the hand-off; the largest version seen.
+    async fn events(
+        &self,
+        tenant: &TenantConfig,
+        family: Family,
+        records: Vec<Record>,
+        created_after: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<
+        (
+            Vec<ChangeEvent>,
+            Vec<(String, Snapshot)>,
+            Option<DateTime<Utc>>,
+        ),
+        RunError,
+    > {
+        let tz = tenant.timezone;
+        // The latest version of each record (a record may appear twice across overlaps).
+        let mut latest: BTreeMap<String, (DateTime<Utc>, Record)> = BTreeMap::new();
+        for r in records {
+            let Some(id) = r.id().map(str::to_string) else {
+                continue;
+            };
+            let version = r
+                .version(tz)
+                .map_err(|e| RunError::Data(format!("{family} record {id}: {e}")))?
+                .ok_or_else(|| {
+                    RunError::Data(format!(
+                        "{family} record {id} has no {}: cannot tell versions apart",
+                        r.kind().version.unwrap_or("version member")
+                    ))
+                })?;
+            match latest.get(&id) {
+                Some((v, _)) if *v >= version => {}
+                _ => {
+                    latest.insert(id, (version, r));
+                }
+            }
+        }
+        let ids: Vec<String> = latest.keys().cloned().collect();
+        let known = if ids.is_empty() {
+            Default::default()
+        } else {
+            self.snapshots.get(&tenant.tenant, family, &ids).await?
+        };
+        let mut events = Vec::new();
+        let mut snaps = Vec::new();
+        let mut high = None;
+        for (id, (version, rec)) in latest {
+            high = high.max(Some(version));
+            let snap = known.get(&id);
+            if snap.is_some_and(|s| s.version >= version) {
+                report.duplicates += 1;
+                continue;
+            }
+            let kind = match (snap, rec.created(tz).ok().flatten()) {
+                (Some(_), _) => ChangeKind::Updated,
+                (None, Some(created)) if created <= created_after => ChangeKind::Updated,
+                (None, _) => ChangeKind::Created,
+            };
+            let fields: BTreeMap<String, String> = rec
+                .texts()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let changes = snap.map(|s| diff(&s.fields, &fields)).unwrap_or_default();
+            let starts = if family == Family::Appointments {
+                rec.date("StartDate", tz).ok().flatten()
+            } else {
+                None
+            };
+            events.push(ChangeEvent {
+                id: event_id(&tenant.tenant, family, &id, version, kind),
+                tenant: tenant.tenant.clone(),
+                family,
+                record_id: id.clone(),
+                version,
+                kind,
+                changes,
+                record: fields.clone(),
+            });
+            snaps.push((
+                id,
+                Snapshot {
+                    version,
+                    fields,
+                    starts,
+                    deleted: false,
+                },
+            ));
+        }
+        Ok((events, snaps, high))
+    }
+
+    /// Hands events off in batches whose serialised size stays under the limit.
+    async fn hand_off(&self, events: &[ChangeEvent]) -> Result<(), RunError> {
+        let mut start = 0;
+        let mut size = 2;
+        for (i, e) in events.iter().enumerate() {
+            let n = serde_json::to_vec(e).map(|v| v.len()).unwrap_or(0) + 1;
+            if i > start && size + n > self.config.batch_bytes {
+                self.sink
+                    .hand_off(&events[start..i])
+                    .await
+                    .map_err(RunError::Sink)?;
+                start = i;
+                size = 2;
+            }
+            size += n;
+        }
+        if start < events.len() {
+            self.sink
+                .hand_off(&events[start..])
+                .await
+                .map_err(RunError::Sink)?;
+        }
+        Ok(())
+    }
+
+    /// Appointments vanish from GetAppointments when deleted: re-check the known upcoming ones
+    /// with GetAppointment and emit `deleted` for those with `IsDeleted`.
+    async fn deletes(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        lease: &mut Lease,
+        report: &mut Report,
+    ) -> Result<(), RunError> {
+        if !policy::of(family).recheck_deletes {
+            self.cursors.release(lease).await?;
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let upcoming = self.snapshots.upcoming(&tenant.tenant, family, now).await?;
+        let mut events = Vec::new();
+        let mut snaps = Vec::new();
+        for (id, snap) in upcoming {
+            let Ok(n) = id.parse::<i64>() else { continue };
+            report.records += 1;
+            let Some(rec) = self
+                .kareo
+                .appointment(creds, n)
+                .await
+                .map_err(RunError::Kareo)?
+            else {
+                continue;
+            };
+            if rec.bool("IsDeleted").ok().flatten() != Some(true) {
+                continue;
+            }
+            let version = rec
+                .version(tenant.timezone)
+                .ok()
+                .flatten()
+                .unwrap_or(snap.version);
+            events.push(ChangeEvent {
+                id: event_id(&tenant.tenant, family, &id, version, ChangeKind::Deleted),
+                tenant: tenant.tenant.clone(),
+                family,
+                record_id: id.clone(),
+                version,
+                kind: ChangeKind::Deleted,
+                changes: Vec::new(),
+                record: snap.fields.clone(),
+            });
+            snaps.push((
+                id,
+                Snapshot {
+                    deleted: true,
+                    version,
+                    ..snap
+                },
+            ));
+        }
+        report.count(&events);
+        self.hand_off(&events).await?;
+        if !snaps.is_empty() {
+            self.snapshots.put(&tenant.tenant, family, snaps).await?;
+        }
+        self.cursors.release(lease).await?;
+        Ok(())
+    }
+
+    /// Patients: every page of GetAllPatients; what changed since its snapshot is handed off.
+    async fn resync(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        lease: &mut Lease,
+        deadline: Option<Instant>,
+        report: &mut Report,
+    ) -> Result<(), RunError> {
+        if family != Family::Patients {
+            return Err(RunError::Data(format!(
+                "resync is for patients, not {family}"
+            )));
+        }
+        let mut key = 0i64;
+        loop {
+            if deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.config.margin)
+            {
+                report.outcome = Outcome::Partial;
+                break;
+            }
+            let (records, next) = self
+                .kareo
+                .all_patients(creds, tenant, key, self.config.resync_batch)
+                .await
+                .map_err(RunError::Kareo)?;
+            report.windows += 1;
+            report.records += records.len();
+            let (events, snaps, _) = self
+                .events(tenant, family, records, DateTime::<Utc>::MIN_UTC, report)
+                .await?;
+            report.count(&events);
+            self.hand_off(&events).await?;
+            if !snaps.is_empty() {
+                self.snapshots.put(&tenant.tenant, family, snaps).await?;
+            }
+            match next {
+                Some(k) if k > key => key = k,
+                _ => break,
+            }
+        }
+        self.cursors.release(lease).await?;
+        Ok(())
+    }
+}
+
+fn failed(e: &RunError) -> Outcome {
+    Outcome::Failed {
+        class: e.class(),
+        message: e.message(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn slices_cover_the_window_without_gaps(start in 0i64..2_000_000_000, len in 0i64..10_000_000, max in 1u64..3_000_000) {
+            let from = DateTime::<Utc>::from_timestamp(start, 0).unwrap();
+            let to = from + chrono::Duration::seconds(len);
+            let s = slices(from, to, Duration::from_secs(max));
+            if len == 0 { prop_assert!(s.is_empty()); } else {
+                prop_assert_eq!(s[0].0, from);
+                prop_assert_eq!(s[s.len() - 1].1, to);
+                for w in s.windows(2) { prop_assert_eq!(w[0].1, w[1].0); }
+                for (a, b) in &s { prop_assert!(*b - *a <= chrono::Duration::seconds(max as i64) && b > a); }
+            }
+        }
+
+        #[test]
+        fn halves_share_the_midpoint(start in 0i64..2_000_000_000, len in 2i64..10_000_000) {
+            let from = DateTime::<Utc>::from_timestamp(start, 0).unwrap();
+            let to = from + chrono::Duration::seconds(len);
+            let [a, b] = halves(from, to);
+            prop_assert_eq!(a.0, from);
+            prop_assert_eq!(a.1, b.0);
+            prop_assert_eq!(b.1, to);
+            prop_assert!(a.1 > from && a.1 < to);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The ports through which the sync logic talks to the outside: cursors, snapshots, tenants,
+//! secrets, the hand-off of change events, and the clock. Adapters: DynamoDB / Secrets Manager /
+//! Lambda (crate `kareo-dock-aws`), files (same crate), memory ([`crate::memory`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use kareo::Family;
+use serde::{Deserialize, Serialize};
+
+use crate::event::ChangeEvent;
+use crate::tenant::TenantConfig;
+
+/// A store failure. `Conflict` is the domain answer of a conditional write (someone else holds
+/// the lease, or the cursor moved); the others are infrastructure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the lease is held by another run, or the version moved.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store throttled the call.
+    #[error("store throttled")]
+    Throttled,
+    /// The store is unreachable or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An item is not what this version writes (names the item and the attribute).
+    #[error("corrupt item: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Short name for metrics and cursors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Throttled => "store_throttled",
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Corrupt(_) => "store_corrupt",
+        }
+    }
+}
+
+/// The last failure recorded on a cursor: a class and a message naming ids and elements only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorError {
+    /// Error class (`security`, `throttled`, `sink`, …).
+    pub class: String,
+    /// What failed (no PHI, no secrets).
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The sync position of one (tenant, family).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Upper bound of the last window whose every event was handed off (a past instant).
+    pub position: Option<DateTime<Utc>>,
+    /// Largest record version handed off (from the data; sync lag = now − high_water).
+    pub high_water: Option<DateTime<Utc>>,
+    /// Start of the last successful run.
+    pub last_success_start: Option<DateTime<Utc>>,
+    /// Version for conditional updates (incremented by every write).
+    pub version: u64,
+    /// Holder of the lease.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Last failure, cleared by the next success.
+    pub last_error: Option<CursorError>,
+}
+
+/// A held lease on a cursor: the cursor as it was when taken, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Tenant.
+    pub tenant: String,
+    /// Family.
+    pub family: Family,
+    /// Holder.
+    pub owner: String,
+    /// The cursor (its `version` is the one the next write is conditional on).
+    pub cursor: Cursor,
+}
+
+/// Cursors, with leases so that two runs of one (tenant, family) never overlap.
+pub trait CursorStore: Send + Sync {
+    /// The cursor, if any.
+    fn load(
+        &self,
+        tenant: &str,
+        family: Family,
+    ) -> impl Future<Output = Result<Option<Cursor>, StoreError>> + Send;
+
+    /// Takes the lease (conditional write: no lease, or an expired one), creating the cursor
+    /// if absent. `Conflict` when another run holds it.
+    fn acquire(
+        &self,
+        tenant: &str,
+        family: Family,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send;
+
+    /// Moves the cursor (conditional on the lease's version and owner), clears the last error,
+    /// and releases the lease when `release`. Updates `lease.cursor`.
+    fn checkpoint(
+        &self,
+        lease: &mut Lease,
+        position: DateTime<Utc>,
+        high_water: Option<DateTime<Utc>>,
+        run_start: DateTime<Utc>,
+        release: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Releases the lease without moving the cursor (a run that stopped for its time budget,
+    /// a delete re-check).
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a failure and releases the lease; the position does not move.
+    fn fail(
+        &self,
+        lease: &Lease,
+        error: CursorError,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Sets the position (operator `cursor reset`; `None` = start over from the config).
+    fn reset(
+        &self,
+        tenant: &str,
+        family: Family,
+        position: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every cursor: (tenant, family, cursor).
+    fn list(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, Family, Cursor)>, StoreError>> + Send;
+}
+
+/// The last version of a record that was handed off.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Its version.
+    pub version: DateTime<Utc>,
+    /// Its simple members.
+    pub fields: BTreeMap<String, String>,
+    /// For appointments: when it starts (re-checked for deletion while upcoming).
+    #[serde(default)]
+    pub starts: Option<DateTime<Utc>>,
+    /// Deleted (a `deleted` event was handed off).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("fields", &self.fields.len())
+            .field("deleted", &self.deleted)
+            .finish()
+    }
+}
+
+/// Per-record snapshots: what was handed off, for dedupe and field transitions.
+pub trait SnapshotStore: Send + Sync {
+    /// The snapshots of these records (absent ones are missing from the map).
+    fn get(
+        &self,
+        tenant: &str,
+        family: Family,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Snapshot>, StoreError>> + Send;
+
+    /// Writes snapshots.
+    fn put(
+        &self,
+        tenant: &str,
+        family: Family,
+        items: Vec<(String, Snapshot)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Snapshots of records starting at or after `after` and not deleted (upcoming
+    /// appointments, for the delete re-check).
+    fn upcoming(
+        &self,
+        tenant: &str,
+        family: Family,
+        after: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(String, Snapshot)>, StoreError>> + Send;
+}
+
+/// Tenant configurations.
+pub trait TenantStore: Send + Sync {
+    /// Every tenant.
+    fn tenants(&self) -> impl Future<Output = Result<Vec<TenantConfig>, StoreError>> + Send;
+    /// Stores (creates or replaces) a tenant's config.
+    fn put(&self, config: &TenantConfig) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A secret's value (JSON text). `Debug` is redacted.
+#[derive(Clone)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// A secret that could not be had. Names the secret, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// No such secret.
+    #[error("secret '{0}' not found")]
+    NotFound(String),
+    /// The secret is not the JSON this product expects (names the missing key).
+    #[error("secret '{name}' is malformed: {reason}")]
+    Malformed {
+        /// Secret name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The secret store failed.
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Secrets by name.
+pub trait SecretSource: Send + Sync {
+    /// The secret's value.
+    fn get(&self, name: &str) -> impl Future<Output = Result<SecretValue, SecretError>> + Send;
+}
+
+/// Reads Kareo credentials (`{"customer_key","user","password"}`) from a secret.
+pub async fn kareo_credentials<S: SecretSource>(
+    secrets: &S,
+    name: &str,
+) -> Result<kareo::Credentials, SecretError> {
+    let v = secrets.get(name).await?;
+    serde_json::from_str(&v.0).map_err(|e| SecretError::Malformed {
+        name: name.to_string(),
+        reason: format!(
+            "expected {{\"customer_key\",\"user\",\"password\"}} ({})",
+            e.to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or("invalid JSON")
+        ),
+    })
+}
+
+/// A hand-off that failed: nothing after it is handed off, and the cursor does not move.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hand-off failed ({class}): {message}")]
+pub struct SinkError {
+    /// Class (`throttled`, `unavailable`, `rejected`, …).
+    pub class: String,
+    /// What failed (no PHI).
+    pub message: String,
+}
+
+/// Where change events go: the shared task-creation function.
+pub trait EventSink: Send + Sync {
+    /// Hands off one batch; `Ok` means the receiver accepted every event of it.
+    fn hand_off(&self, batch: &[ChangeEvent])
+        -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// The clock.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,164 @@
+//! What the poller reads from Kareo, as a port ([`KareoSource`]) with its implementation over
+//! the Kareo client: list reads by last-modified window, an encounter or an appointment by id,
+//! and GetAllPatients pages.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use kareo::schema::Ty;
+use kareo::{Credentials, Family, KareoClient, KareoError, Record};
+use serde_json::{json, Map, Value};
+
+use crate::tenant::TenantConfig;
+
+/// Kareo reads the poller needs.
+pub trait KareoSource: Send + Sync {
+    /// The records of `family` modified in `[from, to]` (both ends inclusive).
+    fn window(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        family: Family,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Record>, KareoError>> + Send;
+
+    /// One encounter's details (GetEncounterDetails).
+    fn encounter(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        encounter_id: &str,
+    ) -> impl Future<Output = Result<Option<Record>, KareoError>> + Send;
+
+    /// One appointment (GetAppointment: the typed shape with `IsDeleted`).
+    fn appointment(
+        &self,
+        creds: &Credentials,
+        appointment_id: i64,
+    ) -> impl Future<Output = Result<Option<Record>, KareoError>> + Send;
+
+    /// A GetAllPatients page from `start_key`; returns the records and the next key.
+    fn all_patients(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        start_key: i64,
+        batch: i32,
+    ) -> impl Future<Output = Result<(Vec<Record>, Option<i64>), KareoError>> + Send;
+}
+
+/// The filter of a window read of `family` for `tenant`: the last-modified pair in the
+/// practice's zone, the practice (name and id where the filter has them), and what else the
+/// family needs (unapproved charges).
+pub fn window_body(
+    tenant: &TenantConfig,
+    family: Family,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Value {
+    let tz = tenant.timezone;
+    let mut filter = Map::new();
+    filter.insert(
+        "FromLastModifiedDate".into(),
+        json!(kareo::dates::format_filter(from, tz)),
+    );
+    filter.insert(
+        "ToLastModifiedDate".into(),
+        json!(kareo::dates::format_filter(to, tz)),
+    );
+    let filter_type = kareo::op(family.op())
+        .and_then(|o| o.request.def().member("Filter"))
+        .and_then(|m| match m.ty {
+            Ty::Complex(t) => Some(t.def()),
+            _ => None,
+        });
+    if let Some(ft) = filter_type {
+        if ft.member("PracticeName").is_some() {
+            filter.insert("PracticeName".into(), json!(tenant.kareo.practice));
+        }
+        if let (Some(id), Some(_)) = (tenant.kareo.practice_id, ft.member("PracticeID")) {
+            filter.insert("PracticeID".into(), json!(id.to_string()));
+        }
+        if ft.member("IncludeUnapprovedCharges").is_some() {
+            filter.insert("IncludeUnapprovedCharges".into(), json!("T"));
+        }
+    }
+    json!({"Fields": {}, "Filter": filter})
+}
+
+impl KareoSource for KareoClient {
+    async fn window(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        family: Family,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Record>, KareoError> {
+        let read = match family {
+            Family::Encounters => Family::Charges,
+            f => f,
+        };
+        let op = kareo::op(read.op()).expect("every family's read is in the schema");
+        Ok(self
+            .call(creds, op, &window_body(tenant, read, from, to))
+            .await?
+            .records)
+    }
+
+    async fn encounter(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        encounter_id: &str,
+    ) -> Result<Option<Record>, KareoError> {
+        let mut practice = Map::new();
+        if let Some(id) = tenant.kareo.practice_id {
+            practice.insert("PracticeID".into(), json!(id.to_string()));
+        }
+        practice.insert("PracticeName".into(), json!(tenant.kareo.practice));
+        let body =
+            json!({"Fields": {}, "Filter": {"EncounterID": encounter_id, "Practice": practice}});
+        let op = kareo::op("GetEncounterDetails").expect("in the schema");
+        Ok(self
+            .call(creds, op, &body)
+            .await?
+            .records
+            .into_iter()
+            .next())
+    }
+
+    async fn appointment(
+        &self,
+        creds: &Credentials,
+        appointment_id: i64,
+    ) -> Result<Option<Record>, KareoError> {
+        let body = json!({"Appointment": {"AppointmentId": appointment_id}});
+        let op = kareo::op("GetAppointment").expect("in the schema");
+        Ok(self
+            .call(creds, op, &body)
+            .await?
+            .records
+            .into_iter()
+            .next())
+    }
+
+    async fn all_patients(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        start_key: i64,
+        batch: i32,
+    ) -> Result<(Vec<Record>, Option<i64>), KareoError> {
+        let mut filter = json!({"BatchSize": batch, "StartKey": start_key});
+        if let Some(id) = tenant.kareo.practice_id {
+            filter["PracticeID"] = json!(id);
+        }
+        let op = kareo::op("GetAllPatients").expect("in the schema");
+        let resp = self
+            .call(creds, op, &json!({"Fields": {}, "Filter": filter}))
+            .await?;
+        Ok((resp.records, resp.next_start_key))
+    }
+}
