@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod sync;
 use kareo::envelope::{self, Credentials};
 use kareo::{KareoError, ResponseReader};
 
@@ -30,6 +31,32 @@ enum Command {
     /// Run the product on embedded defaults: starts the Kareo simulator on loopback and reads
     /// every family of a sample practice through the real client (no account needed).
     Demo,
+    /// Poll every enabled family of the given tenants once, in this process, with local state:
+    /// cursors and snapshots in `--state`, change events appended to `<state>/events.jsonl`.
+    /// Kareo is `KAREO_ENDPOINT` (default: production).
+    Sync {
+        /// Run once and exit (the only mode: schedules belong to EventBridge).
+        #[arg(long)]
+        once: bool,
+        /// Tenant config files (YAML).
+        #[arg(long = "config", required = true)]
+        configs: Vec<PathBuf>,
+        /// Secrets file: {"<secret name>": {...}, ...}.
+        #[arg(long, env = "KAREO_DOCK_SECRETS")]
+        secrets: PathBuf,
+        /// State directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Only this family.
+        #[arg(long)]
+        family: Option<String>,
+        /// Read and report; hand off and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Debugging verbs for Kareo's SOAP API.
     Kareo {
         #[command(subcommand)]
@@ -75,6 +102,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run(),
+        Command::Sync {
+            once: _,
+            configs,
+            secrets,
+            state,
+            family,
+            dry_run,
+            json,
+        } => sync::run(&configs, &secrets, &state, family.as_deref(), dry_run, json),
         Command::Kareo { verb } => match verb {
             KareoVerb::Decode { op, file } => decode(&op, &file),
             KareoVerb::Envelope { op, input } => envelope_verb(&op, &input),

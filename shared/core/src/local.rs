@@ -376,3 +376,46 @@ impl EventSink for RecordingSink {
         Ok(())
     }
 }
+
+/// An event sink appending every event as one JSON line to a file (local runs before task
+/// creation is configured; the file holds PHI and stays in the state directory).
+#[derive(Clone)]
+pub struct JsonlSink {
+    path: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+impl JsonlSink {
+    /// Appends to `path` (created when absent).
+    pub fn new(path: PathBuf) -> JsonlSink {
+        JsonlSink {
+            path,
+            lock: Arc::new(Mutex::new(())),
+        }
+    }
+}
+
+impl EventSink for JsonlSink {
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        use std::io::Write;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let fail = |e: std::io::Error| SinkError {
+            class: "unavailable".into(),
+            message: format!("{}: {}", self.path.display(), e.kind()),
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(fail)?;
+        let mut buf = Vec::new();
+        for e in batch {
+            serde_json::to_writer(&mut buf, e).map_err(|_| SinkError {
+                class: "rejected".into(),
+                message: "an event could not be serialised".into(),
+            })?;
+            buf.push(b'\n');
+        }
+        f.write_all(&buf).and_then(|_| f.sync_data()).map_err(fail)
+    }
+}

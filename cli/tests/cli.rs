@@ -1,0 +1,205 @@
+//! The `kareo-dock` verbs, run as a process, against the Kareo simulator.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kareo_sim::{Family, KareoSim, SimConfig};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kareo-dock"))
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("kareo-dock runs"))
+        .await
+        .unwrap()
+}
+
+fn write_tenant(dir: &Path, sim: &KareoSim) -> std::path::PathBuf {
+    let c = sim.config();
+    let yaml = format!(
+        "tenant: acme\ntimezone: America/New_York\nstart: {}\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {{}}\n  payments: {{}}\n",
+        (sim.now() - chrono::Duration::days(40)).to_rfc3339(),
+        c.practice_name
+    );
+    let p = dir.join("acme.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let secrets = serde_json::json!({"kareo/acme": {"customer_key": c.customer_key, "user": c.user, "password": c.password}});
+    std::fs::write(dir.join("secrets.json"), secrets.to_string()).unwrap();
+    p
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kareo-dock-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn sync_once_hands_off_every_change_once_and_keeps_state() {
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tmp("sync");
+    let cfg = write_tenant(&dir, &sim);
+    let sync = |extra: &[&str]| {
+        let mut c = bin();
+        c.env("KAREO_ENDPOINT", sim.url())
+            .args(["sync", "--once", "--config"])
+            .arg(&cfg)
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .args(extra);
+        c
+    };
+    let out = run(sync(&["--dry-run"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.join("state/events.jsonl").exists(),
+        "a dry run hands off nothing"
+    );
+
+    let out = run(sync(&[])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(dir.join("state/events.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        lines,
+        sim.rows(Family::Patients).len() + sim.rows(Family::Payments).len()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("acme") && stdout.contains("patients") && stdout.contains("done"),
+        "{stdout}"
+    );
+    for row in sim.rows(Family::Patients) {
+        assert!(!stdout.contains(&row["LastName"]), "no PHI on stdout");
+    }
+
+    // Again: nothing new, state kept in the directory.
+    let out = run(sync(&["--json"])).await;
+    assert!(out.status.success());
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["events"] == 0 && r["outcome"] == "done"),
+        "{reports}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state/events.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        lines
+    );
+}
+
+#[tokio::test]
+async fn sync_rejects_a_bad_config_naming_file_and_line() {
+    let sim = KareoSim::start(SimConfig::default()).await;
+    let dir = tmp("badcfg");
+    let cfg = write_tenant(&dir, &sim);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("America/New_York", "Mars/Base");
+    std::fs::write(&cfg, text).unwrap();
+    let mut c = bin();
+    c.args(["sync", "--once", "--config"])
+        .arg(&cfg)
+        .arg("--secrets")
+        .arg(dir.join("secrets.json"))
+        .arg("--state")
+        .arg(dir.join("s"));
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acme.yaml:2: timezone: 'Mars/Base' is not an IANA time zone"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn decode_prints_records_and_errors() {
+    let dir = tmp("decode");
+    let tz = chrono_tz::America::New_York;
+    let path = dir.join("patients.xml");
+    let f = std::fs::File::create(&path).unwrap();
+    kareo_sim::render_list_response(
+        "GetPatients",
+        (0..3).map(|i| kareo_sim::synthetic_patient(i, tz)),
+        tz,
+        f,
+    )
+    .unwrap();
+    let mut c = bin();
+    c.args(["kareo", "decode", "--op", "GetPatients"])
+        .arg(&path);
+    let out = run(c).await;
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["ID"], "1");
+
+    let fault = dir.join("fault.xml");
+    std::fs::write(&fault, r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>a:InternalServiceFault</faultcode><faultstring>The server was unable to process the request due to an internal error.</faultstring></s:Fault></s:Body></s:Envelope>"#).unwrap();
+    let mut c = bin();
+    c.args(["kareo", "decode", "--op", "GetCharges"])
+        .arg(&fault);
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error (fault): GetCharges: SOAP fault a:InternalServiceFault"),
+        "{err}"
+    );
+    assert!(err.contains("kareo said: The server was unable"), "{err}");
+}
+
+#[tokio::test]
+async fn envelope_prints_the_request_or_names_what_is_wrong() {
+    let dir = tmp("envelope");
+    let good = dir.join("good.json");
+    std::fs::write(&good, r#"{"Filter": {"ToLastModifiedDate": "2026-09-02", "FromLastModifiedDate": "2026-09-01", "PracticeName": "A & B"}}"#).unwrap();
+    let mut c = bin();
+    c.args(["kareo", "envelope", "--op", "GetAppointments", "--input"])
+        .arg(&good);
+    let out = run(c).await;
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with(
+        "SOAPAction: \"http://www.kareo.com/api/schemas/KareoServices/GetAppointments\""
+    ));
+    assert!(s.contains("<k:Password>PASSWORD</k:Password>"));
+    assert!(s.contains("<k:PracticeName>A &amp; B</k:PracticeName>"));
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"Filter": {"practiceName": "A"}}"#).unwrap();
+    let mut c = bin();
+    c.args(["kareo", "envelope", "--op", "GetAppointments", "--input"])
+        .arg(&bad);
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("request/Filter/practiceName"));
+}
