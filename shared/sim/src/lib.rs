@@ -138,6 +138,9 @@ pub type Row = BTreeMap<String, String>;
 pub struct SimConfig {
     /// `RequestHeader/CustomerKey` the simulator accepts.
     pub customer_key: String,
+    /// More customer keys accepted with the same user and password: other accounts reading the
+    /// same practice (benchmarks of many tenants, each with its own per-account throttle).
+    pub other_customer_keys: Vec<String>,
     /// `RequestHeader/User` the simulator accepts.
     pub user: String,
     /// `RequestHeader/Password` the simulator accepts (compared after XML unescaping).
@@ -178,6 +181,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             customer_key: "sim-customer-key-0001".into(),
+            other_customer_keys: Vec::new(),
             user: "api.user@sim.example".into(),
             password: "p&ss<w>rd\"'".into(),
             practice_name: "Sim Family Practice & Associates".into(),

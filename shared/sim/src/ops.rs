@@ -58,7 +58,10 @@ pub(crate) fn check_auth(cfg: &SimConfig, op: &OpDef, req: &Obj) -> Auth {
     } else {
         req.obj("RequestHeader").unwrap_or(&empty)
     };
-    if h.text("CustomerKey") != Some(cfg.customer_key.as_str()) {
+    let key = h.text("CustomerKey");
+    if key != Some(cfg.customer_key.as_str())
+        && !key.is_some_and(|k| cfg.other_customer_keys.iter().any(|o| o == k))
+    {
         return Auth::BadKey;
     }
     if h.text("User") != Some(cfg.user.as_str())

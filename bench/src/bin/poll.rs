@@ -1,0 +1,190 @@
+//! Polling benchmark (issue: delta polling).
+//!
+//! 1,000 simulated tenants (each its own Kareo account, so each its own throttle) × one family,
+//! with 200 ms of latency injected into every Kareo answer, polled in one process with the
+//! embedded stores: wall time and peak RSS. Then, after the lookback has passed with no change,
+//! an empty poll of every tenant: remote calls per (tenant, family) — Kareo calls counted by the
+//! simulator, store calls by a counting wrapper.
+//!
+//!     cargo run --release -p kareo-dock-bench --bin poll [-- --tenants 1000 --latency-ms 200 --concurrency 64]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kareo::{ClientConfig, Family, KareoClient};
+use kareo_dock_bench::{mib, peak_rss_bytes};
+use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
+use kareo_dock_core::ports::*;
+use kareo_dock_core::run::poll_tenants;
+use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
+use kareo_sim::{KareoSim, SimConfig};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct SimClock(KareoSim);
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+}
+
+/// Counts every store call (each is one remote call with DynamoDB).
+#[derive(Default)]
+struct Counting {
+    inner: LocalStore,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl CursorStore for Counting {
+    async fn load(&self, t: &str, f: Family) -> Result<Option<Cursor>, StoreError> {
+        self.tick();
+        self.inner.load(t, f).await
+    }
+    async fn acquire(
+        &self,
+        t: &str,
+        f: Family,
+        o: &str,
+        n: DateTime<Utc>,
+        u: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.tick();
+        self.inner.acquire(t, f, o, n, u).await
+    }
+    async fn checkpoint(
+        &self,
+        l: &mut Lease,
+        p: DateTime<Utc>,
+        h: Option<DateTime<Utc>>,
+        s: DateTime<Utc>,
+        r: bool,
+    ) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.checkpoint(l, p, h, s, r).await
+    }
+    async fn release(&self, l: &Lease) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.release(l).await
+    }
+    async fn fail(&self, l: &Lease, e: CursorError) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.fail(l, e).await
+    }
+    async fn reset(&self, t: &str, f: Family, p: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.reset(t, f, p).await
+    }
+    async fn list(&self) -> Result<Vec<(String, Family, Cursor)>, StoreError> {
+        self.tick();
+        self.inner.list().await
+    }
+}
+
+impl SnapshotStore for Counting {
+    async fn get(
+        &self,
+        t: &str,
+        f: Family,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Snapshot>, StoreError> {
+        self.tick();
+        self.inner.get(t, f, ids).await
+    }
+    async fn put(
+        &self,
+        t: &str,
+        f: Family,
+        items: Vec<(String, Snapshot)>,
+    ) -> Result<(), StoreError> {
+        self.tick();
+        SnapshotStore::put(&self.inner, t, f, items).await
+    }
+    async fn upcoming(
+        &self,
+        t: &str,
+        f: Family,
+        a: DateTime<Utc>,
+    ) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        self.tick();
+        self.inner.upcoming(t, f, a).await
+    }
+}
+
+fn main() {
+    let tenants_n = arg("--tenants", 1000) as usize;
+    let latency = Duration::from_millis(arg("--latency-ms", 200));
+    let concurrency = arg("--concurrency", 64) as usize;
+    let family = Family::Practices;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let keys: Vec<String> = (0..tenants_n).map(|i| format!("account-{i:04}")).collect();
+        let sim = KareoSim::start(SimConfig { enforce_throttle: false, other_customer_keys: keys.clone(), ..SimConfig::default() }).await;
+        sim.set_latency(latency);
+        let c = sim.config().clone();
+        let mut secrets = BTreeMap::new();
+        let mut tenants = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let id = format!("t{i:04}");
+            secrets.insert(format!("kareo/{id}"), serde_json::json!({"customer_key": key, "user": c.user, "password": c.password}));
+            let yaml = format!(
+                "tenant: {id}\ntimezone: America/New_York\nstart: {}\nkareo:\n  secret: kareo/{id}\n  practice: \"{}\"\ndock:\n  secret: dock/{id}\nfamilies:\n  {}: {{}}\n",
+                (sim.now() - chrono::Duration::days(30)).to_rfc3339(), c.practice_name, family.name()
+            );
+            tenants.push(TenantConfig::from_yaml(&yaml, "bench").unwrap());
+        }
+        let secrets = LocalSecrets::from_map(secrets);
+        let client = KareoClient::new(ClientConfig { endpoint: sim.url(), ..ClientConfig::default() }).unwrap();
+        let store = Counting::default();
+        let sink = RecordingSink::default();
+        let clock = SimClock(sim.clone());
+        let config = PollConfig { owner: "bench".into(), ..PollConfig::default() };
+        let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &sink, clock: &clock, config: &config };
+
+        let t = Instant::now();
+        let reports = poll_tenants(&poller, &secrets, &tenants, family, None, Mode::Poll, concurrency, None).await;
+        let first = t.elapsed();
+        let done = reports.iter().filter(|r| r.outcome == Outcome::Done).count();
+        assert_eq!(done, tenants_n, "every tenant polled");
+        let rss = peak_rss_bytes();
+
+        // After the lookback has passed with no change: every window is empty.
+        sim.advance(chrono::Duration::hours(7));
+        sim.reset_calls();
+        store.calls.store(0, Ordering::Relaxed);
+        let t = Instant::now();
+        let reports = poll_tenants(&poller, &secrets, &tenants, family, None, Mode::Poll, concurrency, None).await;
+        let second = t.elapsed();
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Done && r.records == 0));
+        let kareo_calls = sim.calls().len();
+        let store_calls = store.calls.load(Ordering::Relaxed);
+
+        println!("{tenants_n} tenants × {} with {} ms Kareo latency, concurrency {concurrency}, one process\n", family.name(), latency.as_millis());
+        println!("| measure | value | target |");
+        println!("|---|---:|---:|");
+        println!("| first poll (1 record per tenant), wall | {:.1} s | ≤ 60 s |", first.as_secs_f64());
+        println!("| empty poll, wall | {:.1} s | |", second.as_secs_f64());
+        println!("| peak RSS | {:.1} MiB | ≤ 128 MiB |", mib(rss.max(peak_rss_bytes())));
+        println!("| remote calls per empty poll of one (tenant, family) | {:.2} ({:.2} Kareo + {:.2} store) | ≤ 3 |",
+            (kareo_calls + store_calls) as f64 / tenants_n as f64, kareo_calls as f64 / tenants_n as f64, store_calls as f64 / tenants_n as f64);
+        println!("\n(events handed off in the first poll: {})", sink.events().len());
+    });
+}

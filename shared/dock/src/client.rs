@@ -1,0 +1,965 @@
+//! The HTTP client: token cache → rate limit → the four headers → send → classify, with
+//! retries.
+//!
+//! One [`DockClient`] serves every organisation of a process: credentials ([`DockSecret`]) are
+//! passed per call, and tokens are cached per (client id, organization id). Build it once and
+//! share it (it is cheap to clone).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{parse_retry_after, DockError, ErrorBody};
+use crate::model::{
+    CustomField, DeployWorkflow, DeployedWorkflow, NewPatient, NewTask, Patient, PatientPatch,
+    Task, TaskGroup, TaskList, TaskPatch, TaskQuery, User, WorkflowTemplate,
+};
+
+/// Dock's production API base URL (\[C\] README, Awell `dock.types.ts`).
+pub const DEFAULT_API_URL: &str = "https://partner-api.dock.health";
+/// Dock's production auth base URL; the token endpoint is `{auth_url}/oauth2/token` (\[C\]).
+pub const DEFAULT_AUTH_URL: &str = "https://partner-auth.dock.health";
+/// Dock's development API base URL (\[C\]).
+pub const DEV_API_URL: &str = "https://partner-api-dev.dockhealth.app";
+/// Dock's development auth base URL (\[C\]).
+pub const DEV_AUTH_URL: &str = "https://partner-auth-dev.dockhealth.app";
+/// The scopes requested, space-separated (\[C\]: the set Awell uses and Dock's examples show).
+pub const SCOPES: &str = "dockhealth/user.all.read dockhealth/user.all.write dockhealth/patient.all.read dockhealth/patient.all.write";
+
+/// The five values Dock support issues per organisation (\[C\] README). `Debug` shows the
+/// organization and user ids only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockSecret {
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// OAuth2 client secret.
+    pub client_secret: String,
+    /// `x-api-key`.
+    pub api_key: String,
+    /// `x-organization-id`.
+    pub organization_id: String,
+    /// `x-user-id`: the Dock user the integration acts as (task creator).
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for DockSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockSecret")
+            .field("client_id", &"<redacted>")
+            .field("client_secret", &"<redacted>")
+            .field("api_key", &"<redacted>")
+            .field("organization_id", &self.organization_id)
+            .field("user_id", &self.user_id)
+            .finish()
+    }
+}
+
+/// How calls are retried: jittered exponential backoff, bounded in attempts and total delay,
+/// never shorter than a 429's `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+    /// First backoff delay.
+    pub min_delay: Duration,
+    /// Largest backoff delay.
+    pub max_delay: Duration,
+    /// Upper bound of all delays of one call together.
+    pub max_total: Duration,
+    /// A `Retry-After` longer than this is not waited for: the 429 is returned.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 4,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+            max_total: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The backon builder for this policy.
+    pub fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_total_delay(Some(self.max_total))
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct DockConfig {
+    /// API base URL (`DOCK_API_URL`), e.g. `https://partner-api.dock.health`.
+    pub api_url: String,
+    /// Auth base URL (`DOCK_AUTH_URL`); tokens come from `{auth_url}/oauth2/token`.
+    pub auth_url: String,
+    /// Limit for one whole exchange (request and response body).
+    pub timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Client-side limit of API calls per second, per client id (burst of the same size);
+    /// 0 = no limit. Dock publishes no numbers (\[U\]).
+    pub rate_per_sec: u32,
+    /// A token is replaced this long before `expires_in` runs out (at most half its
+    /// lifetime).
+    pub token_margin: Duration,
+    /// Send `Authorization: Bearer <token>` (true) or the raw token as Dock's curl examples
+    /// do (false). \[I\] both are accepted.
+    pub bearer: bool,
+}
+
+impl Default for DockConfig {
+    fn default() -> Self {
+        DockConfig {
+            api_url: DEFAULT_API_URL.into(),
+            auth_url: DEFAULT_AUTH_URL.into(),
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            rate_per_sec: 10,
+            token_margin: Duration::from_secs(60),
+            bearer: true,
+        }
+    }
+}
+
+impl DockConfig {
+    /// Defaults, with `DOCK_API_URL` and `DOCK_AUTH_URL` when set.
+    pub fn from_env() -> DockConfig {
+        let mut c = DockConfig::default();
+        if let Some(v) = env("DOCK_API_URL") {
+            c.api_url = v;
+        }
+        if let Some(v) = env("DOCK_AUTH_URL") {
+            c.auth_url = v;
+        }
+        c
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: String,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+type TokenSlot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: DockConfig,
+    api: Url,
+    token_url: Url,
+    tokens: Mutex<HashMap<(String, String), TokenSlot>>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+/// The Dock client.
+#[derive(Clone)]
+pub struct DockClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DockClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockClient")
+            .field("api_url", &self.inner.cfg.api_url)
+            .field("auth_url", &self.inner.cfg.auth_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Is the call a create (POST that makes something)? Creates are not retried after an
+/// ambiguous failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Create,
+    /// PATCH/DELETE: applying twice gives the same state, so retried like reads.
+    Idempotent,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn base_url(s: &str) -> Result<Url, DockError> {
+    let mut u = Url::parse(s.trim()).map_err(|_| DockError::Request {
+        op: "new",
+        reason: "base URL does not parse",
+    })?;
+    if u.cannot_be_a_base() || !matches!(u.scheme(), "http" | "https") {
+        return Err(DockError::Request {
+            op: "new",
+            reason: "base URL must be http(s)",
+        });
+    }
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    Ok(u)
+}
+
+impl DockClient {
+    /// A client with its own connection pool, token cache and rate limiter.
+    pub fn new(cfg: DockConfig) -> Result<DockClient, DockError> {
+        let api = base_url(&cfg.api_url)?;
+        let token_url =
+            base_url(&cfg.auth_url)?
+                .join("oauth2/token")
+                .map_err(|_| DockError::Request {
+                    op: "new",
+                    reason: "auth URL does not parse",
+                })?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|_| DockError::Request {
+                op: "new",
+                reason: "HTTP client could not be built",
+            })?;
+        let limiter =
+            NonZeroU32::new(cfg.rate_per_sec).map(|r| RateLimiter::keyed(Quota::per_second(r)));
+        Ok(DockClient {
+            inner: Arc::new(Inner {
+                http,
+                cfg,
+                api,
+                token_url,
+                tokens: Mutex::new(HashMap::new()),
+                limiter,
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DockConfig {
+        &self.inner.cfg
+    }
+
+    /// Forgets the cached token of a secret's (client id, organization).
+    pub fn forget_token(&self, secret: &DockSecret) {
+        let mut map = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(secret.client_id.clone(), secret.organization_id.clone()));
+    }
+
+    // ---- typed calls -------------------------------------------------------------------
+
+    /// `GET /api/v1/list`: the task lists the user can access (soft-deleted ones included,
+    /// see [`TaskList::active`]).
+    pub async fn list_task_lists(&self, secret: &DockSecret) -> Result<Vec<TaskList>, DockError> {
+        self.get(secret, "list_task_lists", &["list"], &[]).await
+    }
+
+    /// `GET /api/v1/list/{id}`.
+    pub async fn get_task_list(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+    ) -> Result<TaskList, DockError> {
+        self.get(secret, "get_task_list", &["list", id], &[]).await
+    }
+
+    /// `GET /api/v1/task/group?taskListIdentifier={list}`: the groups of a list.
+    pub async fn list_task_groups(
+        &self,
+        secret: &DockSecret,
+        task_list_id: &str,
+    ) -> Result<Vec<TaskGroup>, DockError> {
+        self.get(
+            secret,
+            "list_task_groups",
+            &["task", "group"],
+            &[("taskListIdentifier", task_list_id.to_string())],
+        )
+        .await
+    }
+
+    /// `GET /api/v1/taskWorkflowTemplate` (\[A\]: the list call is not shown anywhere; it
+    /// follows Dock's list convention).
+    pub async fn list_workflow_templates(
+        &self,
+        secret: &DockSecret,
+    ) -> Result<Vec<WorkflowTemplate>, DockError> {
+        self.get(
+            secret,
+            "list_workflow_templates",
+            &["taskWorkflowTemplate"],
+            &[],
+        )
+        .await
+    }
+
+    /// `GET /api/v1/user`: the users of the organization.
+    pub async fn list_users(&self, secret: &DockSecret) -> Result<Vec<User>, DockError> {
+        self.get(secret, "list_users", &["user"], &[]).await
+    }
+
+    /// The user with this e-mail (trimmed, case-insensitive; inactive users skipped), from
+    /// [`Self::list_users`] — no server-side filter is documented (\[U\]).
+    pub async fn find_user_by_email(
+        &self,
+        secret: &DockSecret,
+        email: &str,
+    ) -> Result<Option<User>, DockError> {
+        let want = email.trim();
+        Ok(self.list_users(secret).await?.into_iter().find(|u| {
+            u.active != Some(false)
+                && u.email
+                    .as_deref()
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case(want))
+        }))
+    }
+
+    /// `GET /api/v1/configuration/field`: custom fields.
+    pub async fn list_custom_fields(
+        &self,
+        secret: &DockSecret,
+    ) -> Result<Vec<CustomField>, DockError> {
+        self.get(
+            secret,
+            "list_custom_fields",
+            &["configuration", "field"],
+            &[],
+        )
+        .await
+    }
+
+    /// `GET /api/v1/patient`: every patient of the organization (soft-deleted included).
+    pub async fn list_patients(&self, secret: &DockSecret) -> Result<Vec<Patient>, DockError> {
+        self.get(secret, "list_patients", &["patient"], &[]).await
+    }
+
+    /// Active patients whose `mrn` equals `mrn` exactly (trimmed). Dock documents no
+    /// server-side search (\[U\]), so this lists every patient and filters here.
+    pub async fn find_patients_by_mrn(
+        &self,
+        secret: &DockSecret,
+        mrn: &str,
+    ) -> Result<Vec<Patient>, DockError> {
+        let want = mrn.trim();
+        Ok(self
+            .list_patients(secret)
+            .await?
+            .into_iter()
+            .filter(|p| p.is_active() && p.mrn.as_deref().map(str::trim) == Some(want))
+            .collect())
+    }
+
+    /// `GET /api/v1/patient/{id}`.
+    pub async fn get_patient(&self, secret: &DockSecret, id: &str) -> Result<Patient, DockError> {
+        self.get(secret, "get_patient", &["patient", id], &[]).await
+    }
+
+    /// `POST /api/v1/patient`. Not retried after an ambiguous failure: reconcile with
+    /// [`Self::find_patients_by_mrn`].
+    pub async fn create_patient(
+        &self,
+        secret: &DockSecret,
+        patient: &NewPatient,
+    ) -> Result<Patient, DockError> {
+        self.send(
+            secret,
+            "create_patient",
+            Method::POST,
+            &["patient"],
+            &[],
+            Some(patient),
+            Kind::Create,
+        )
+        .await
+    }
+
+    /// `PATCH /api/v1/patient/{id}`: only the fields set change.
+    pub async fn patch_patient(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+        patch: &PatientPatch,
+    ) -> Result<Patient, DockError> {
+        self.send(
+            secret,
+            "patch_patient",
+            Method::PATCH,
+            &["patient", id],
+            &[],
+            Some(patch),
+            Kind::Idempotent,
+        )
+        .await
+    }
+
+    /// `POST /api/v1/task` (200 with the task). Not retried after an ambiguous failure
+    /// ([`DockError::is_ambiguous`]): the caller reconciles (e.g. [`Self::list_tasks`] and a
+    /// stamped custom field) before posting again.
+    pub async fn create_task(
+        &self,
+        secret: &DockSecret,
+        task: &NewTask,
+    ) -> Result<Task, DockError> {
+        self.send(
+            secret,
+            "create_task",
+            Method::POST,
+            &["task"],
+            &[],
+            Some(task),
+            Kind::Create,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/task/{id}` (a soft-deleted task comes back with `active:false`).
+    pub async fn get_task(&self, secret: &DockSecret, id: &str) -> Result<Task, DockError> {
+        self.get(secret, "get_task", &["task", id], &[]).await
+    }
+
+    /// `GET /api/v1/task?…`: at least one filter is required. Soft-deleted tasks are dropped
+    /// unless `include_inactive`. No pagination is documented (\[U\]): the whole array is read.
+    pub async fn list_tasks(
+        &self,
+        secret: &DockSecret,
+        query: &TaskQuery,
+    ) -> Result<Vec<Task>, DockError> {
+        let params = query.params();
+        if params.is_empty() {
+            return Err(DockError::Request {
+                op: "list_tasks",
+                reason: "at least one of task list, patient, assignee is required",
+            });
+        }
+        let tasks: Vec<Task> = self.get(secret, "list_tasks", &["task"], &params).await?;
+        Ok(if query.include_inactive {
+            tasks
+        } else {
+            tasks.into_iter().filter(Task::is_active).collect()
+        })
+    }
+
+    /// `PATCH /api/v1/task/{id}`: only the fields set change.
+    pub async fn patch_task(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+        patch: &TaskPatch,
+    ) -> Result<Task, DockError> {
+        self.send(
+            secret,
+            "patch_task",
+            Method::PATCH,
+            &["task", id],
+            &[],
+            Some(patch),
+            Kind::Idempotent,
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1/task/{id}` (204, soft delete).
+    pub async fn delete_task(&self, secret: &DockSecret, id: &str) -> Result<(), DockError> {
+        let _: serde::de::IgnoredAny = self
+            .send(
+                secret,
+                "delete_task",
+                Method::DELETE,
+                &["task", id],
+                &[],
+                None::<&()>,
+                Kind::Idempotent,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/taskWorkflow`: applies a template, creating its tasks. Not retried after
+    /// an ambiguous failure.
+    pub async fn deploy_workflow(
+        &self,
+        secret: &DockSecret,
+        deploy: &DeployWorkflow,
+    ) -> Result<DeployedWorkflow, DockError> {
+        self.send(
+            secret,
+            "deploy_workflow",
+            Method::POST,
+            &["taskWorkflow"],
+            &[],
+            Some(deploy),
+            Kind::Create,
+        )
+        .await
+    }
+
+    /// `PATCH /api/v1/taskWorkflow/{id}` `{name}`: renames a deployed workflow (\[C\]).
+    pub async fn rename_workflow(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+        name: &str,
+    ) -> Result<DeployedWorkflow, DockError> {
+        let body = serde_json::json!({ "name": name });
+        self.send(
+            secret,
+            "rename_workflow",
+            Method::PATCH,
+            &["taskWorkflow", id],
+            &[],
+            Some(&body),
+            Kind::Idempotent,
+        )
+        .await
+    }
+
+    // ---- machinery ---------------------------------------------------------------------
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        path: &[&str],
+        query: &[(&'static str, String)],
+    ) -> Result<T, DockError> {
+        self.send(
+            secret,
+            op,
+            Method::GET,
+            path,
+            query,
+            None::<&()>,
+            Kind::Read,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        method: Method,
+        path: &[&str],
+        query: &[(&'static str, String)],
+        body: Option<&B>,
+        kind: Kind,
+    ) -> Result<T, DockError> {
+        let mut url = self.inner.api.clone();
+        {
+            let mut segs = url.path_segments_mut().map_err(|_| DockError::Request {
+                op,
+                reason: "base URL cannot take a path",
+            })?;
+            segs.pop_if_empty().extend(["api", "v1"]).extend(path);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let body: Option<Vec<u8>> = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|_| DockError::Request {
+                op,
+                reason: "body does not serialize",
+            })?),
+            None => None,
+        };
+        let policy = &self.inner.cfg.retry;
+        let (status, bytes) = (|| self.attempt(secret, op, &method, &url, body.as_deref()))
+            .retry(policy.backoff())
+            .when(|e: &DockError| e.is_retryable() && !(kind == Kind::Create && e.is_ambiguous()))
+            .adjust(
+                |e: &DockError, d: Option<Duration>| match (e.retry_after(), d) {
+                    (Some(wait), _) if wait > policy.max_retry_after => None,
+                    (Some(wait), Some(d)) => Some(d.max(wait)),
+                    (_, d) => d,
+                },
+            )
+            .notify(|e: &DockError, d: Duration| {
+                tracing::info!(
+                    op,
+                    class = e.class(),
+                    status = e.status(),
+                    retry_in_ms = d.as_millis() as u64,
+                    "dock call retried"
+                );
+            })
+            .await?;
+        decode(op, status, &bytes)
+    }
+
+    /// One exchange: rate limit, token, headers, send, and on 401 one token refresh and
+    /// resend.
+    async fn attempt(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), DockError> {
+        let mut token = self.token(secret, op, None).await?;
+        let mut refreshed = false;
+        loop {
+            if let Some(l) = &self.inner.limiter {
+                l.until_key_ready(&secret.client_id).await;
+            }
+            let started = Instant::now();
+            let auth = if self.inner.cfg.bearer {
+                format!("Bearer {token}")
+            } else {
+                token.clone()
+            };
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .header("x-api-key", &secret.api_key)
+                .header("Authorization", auth)
+                .header("x-user-id", &secret.user_id)
+                .header("x-organization-id", &secret.organization_id)
+                .header("Accept", "application/json");
+            if let Some(b) = body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.to_vec());
+            }
+            let timeout = self.inner.cfg.timeout;
+            let resp = req.send().await.map_err(|e| send_error(op, &e, timeout))?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| send_error(op, &e, timeout))?;
+            tracing::debug!(
+                op,
+                method = %method,
+                status,
+                refreshed,
+                organization = %secret.organization_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "dock call"
+            );
+            match status {
+                200..=299 => return Ok((status, bytes.to_vec())),
+                401 if !refreshed => {
+                    refreshed = true;
+                    token = self.token(secret, op, Some(&token)).await?;
+                }
+                401 | 403 => {
+                    return Err(DockError::Auth {
+                        op,
+                        status,
+                        body: Box::new(ErrorBody::parse(&bytes)),
+                    })
+                }
+                404 => {
+                    return Err(DockError::NotFound {
+                        op,
+                        body: Box::new(ErrorBody::parse(&bytes)),
+                    })
+                }
+                429 => return Err(DockError::RateLimited { op, retry_after }),
+                _ => {
+                    return Err(DockError::Http {
+                        op,
+                        status,
+                        body: Box::new(ErrorBody::parse(&bytes)),
+                    })
+                }
+            }
+        }
+    }
+
+    fn slot(&self, secret: &DockSecret) -> TokenSlot {
+        let mut map = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((secret.client_id.clone(), secret.organization_id.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// A token for the secret: the cached one while it is fresh and is not `rejected`, else a
+    /// new one. If fetching fails while the cached token is still unexpired (and not
+    /// rejected), the cached one is used.
+    async fn token(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        rejected: Option<&str>,
+    ) -> Result<String, DockError> {
+        let slot = self.slot(secret);
+        let mut cached = slot.lock().await;
+        let now = Instant::now();
+        let usable = cached
+            .as_ref()
+            .filter(|c| Some(c.token.as_str()) != rejected)
+            .cloned();
+        if let Some(c) = &usable {
+            if now < c.refresh_at {
+                return Ok(c.token.clone());
+            }
+        }
+        match self.fetch_token(secret, op).await {
+            Ok(fresh) => {
+                let token = fresh.token.clone();
+                *cached = Some(fresh);
+                Ok(token)
+            }
+            Err(e) => match usable {
+                Some(c) if Instant::now() < c.expires_at => {
+                    tracing::warn!(
+                        op,
+                        class = e.class(),
+                        "dock token refresh failed; using the current token"
+                    );
+                    Ok(c.token)
+                }
+                _ => {
+                    *cached = None;
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+    ) -> Result<CachedToken, DockError> {
+        let started = Instant::now();
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", secret.client_id.as_str()),
+            ("client_secret", secret.client_secret.as_str()),
+            ("scope", SCOPES),
+        ];
+        let token_err = |status: Option<u16>, code: &str| DockError::Token {
+            op,
+            status,
+            code: Some(code.to_string()),
+        };
+        let resp = self
+            .inner
+            .http
+            .post(self.inner.token_url.clone())
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                token_err(
+                    None,
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    },
+                )
+            })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| {
+            token_err(
+                None,
+                if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                },
+            )
+        })?;
+        tracing::debug!(
+            op,
+            status,
+            organization = %secret.organization_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dock token request"
+        );
+        if !(200..300).contains(&status) {
+            let code = serde_json::from_slice::<OAuthError>(&bytes)
+                .ok()
+                .and_then(|e| e.error)
+                .filter(|c| {
+                    c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                });
+            return Err(DockError::Token {
+                op,
+                status: Some(status),
+                code,
+            });
+        }
+        let t: TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|_| token_err(Some(status), "decode"))?;
+        if t.access_token.is_empty() {
+            return Err(token_err(Some(status), "decode"));
+        }
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));
+        let margin = self.inner.cfg.token_margin.min(lifetime / 2);
+        let now = Instant::now();
+        Ok(CachedToken {
+            token: t.access_token,
+            refresh_at: now + (lifetime - margin),
+            expires_at: now + lifetime,
+        })
+    }
+}
+
+fn send_error(op: &'static str, e: &reqwest::Error, after: Duration) -> DockError {
+    if e.is_connect() {
+        return DockError::Transport { op, sent: false };
+    }
+    if e.is_timeout() {
+        return DockError::Timeout {
+            op,
+            after,
+            sent: true,
+        };
+    }
+    DockError::Transport { op, sent: true }
+}
+
+fn decode<T: DeserializeOwned>(
+    op: &'static str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<T, DockError> {
+    let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(body).map_err(|e| DockError::Decode {
+        op,
+        status,
+        // Category and position only: serde's message can quote the content.
+        reason: format!(
+            "{:?} at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = DockSecret {
+            client_id: "cid-123".into(),
+            client_secret: "shh-456".into(),
+            api_key: "key-789".into(),
+            organization_id: "org-1".into(),
+            user_id: "user-1".into(),
+        };
+        let d = format!("{s:?}");
+        for secret in ["cid-123", "shh-456", "key-789"] {
+            assert!(!d.contains(secret), "{d}");
+        }
+        assert!(d.contains("org-1") && d.contains("user-1"));
+        let json = r#"{"client_id":"a","client_secret":"b","api_key":"c","organization_id":"d","user_id":"e"}"#;
+        let back: DockSecret = serde_json::from_str(json).unwrap();
+        assert_eq!(back.api_key, "c");
+    }
+
+    #[test]
+    fn urls_are_built_from_bases() {
+        let c = DockClient::new(DockConfig {
+            api_url: "http://127.0.0.1:9/prefix".into(),
+            auth_url: "http://127.0.0.1:8".into(),
+            ..DockConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.inner.token_url.as_str(),
+            "http://127.0.0.1:8/oauth2/token"
+        );
+        assert_eq!(c.inner.api.as_str(), "http://127.0.0.1:9/prefix/");
+        assert!(matches!(
+            DockClient::new(DockConfig {
+                api_url: "not a url".into(),
+                ..DockConfig::default()
+            }),
+            Err(DockError::Request { .. })
+        ));
+        let d = DockConfig::default();
+        assert_eq!(d.api_url, "https://partner-api.dock.health");
+        assert_eq!(d.auth_url, "https://partner-auth.dock.health");
+    }
+
+    #[test]
+    fn decode_errors_do_not_quote_content() {
+        let e = decode::<Vec<u32>>("x", 200, br#"["Jane Doe"]"#).unwrap_err();
+        assert!(!e.to_string().contains("Jane"), "{e}");
+        assert_eq!(e.class(), "decode");
+        let unit: () = decode("x", 204, b"").unwrap();
+        assert_eq!(unit, ());
+    }
+
+    #[tokio::test]
+    async fn unreachable_host_is_a_token_error_that_was_not_sent() {
+        // Port 9 (discard) on loopback: nothing listens in the test environment.
+        let c = DockClient::new(DockConfig {
+            api_url: "http://127.0.0.1:9".into(),
+            auth_url: "http://127.0.0.1:9".into(),
+            retry: RetryPolicy::none(),
+            ..DockConfig::default()
+        })
+        .unwrap();
+        let s = DockSecret {
+            client_id: "a".into(),
+            client_secret: "b".into(),
+            api_key: "c".into(),
+            organization_id: "d".into(),
+            user_id: "e".into(),
+        };
+        let e = c.list_users(&s).await.unwrap_err();
+        assert_eq!(e.class(), "token");
+        assert!(e.is_retryable() && !e.is_ambiguous());
+    }
+}
