@@ -79,7 +79,7 @@ impl CursorStore for Counting {
     }
     async fn release(&self, l: &Lease) -> Result<(), StoreError> {
         self.tick();
-        self.inner.release(l).await
+        CursorStore::release(&self.inner, l).await
     }
     async fn fail(&self, l: &Lease, e: CursorError) -> Result<(), StoreError> {
         self.tick();
@@ -103,7 +103,7 @@ impl SnapshotStore for Counting {
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, Snapshot>, StoreError> {
         self.tick();
-        self.inner.get(t, f, ids).await
+        SnapshotStore::get(&self.inner, t, f, ids).await
     }
     async fn put(
         &self,

@@ -21,6 +21,8 @@ struct State {
     snapshots: BTreeMap<String, BTreeMap<String, Snapshot>>,
     #[serde(default)]
     tenants: BTreeMap<String, String>,
+    #[serde(default)]
+    ledger: BTreeMap<String, LedgerEntry>,
 }
 
 fn key(tenant: &str, family: Family) -> String {
@@ -280,6 +282,89 @@ impl TenantStore for LocalStore {
             s.tenants.insert(config.tenant.clone(), config.to_yaml());
             Ok(())
         })
+    }
+}
+
+impl Ledger for LocalStore {
+    async fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        self.with(|s| {
+            let prev = s.ledger.get(key).cloned();
+            let claim = match &prev {
+                None => Claim::New,
+                Some(e) => match e.state {
+                    LedgerState::Done => return Ok(Claim::Done(e.clone())),
+                    LedgerState::NeedsReview => return Ok(Claim::NeedsReview(e.clone())),
+                    LedgerState::Failed => Claim::New,
+                    LedgerState::Pending if e.until.is_some_and(|u| u > now) => {
+                        return Ok(Claim::Held)
+                    }
+                    LedgerState::Pending => Claim::Expired(e.clone()),
+                },
+            };
+            s.ledger.insert(
+                key.to_string(),
+                LedgerEntry {
+                    state: LedgerState::Pending,
+                    owner: Some(owner.to_string()),
+                    until: Some(until),
+                    remote_id: None,
+                    result: None,
+                    reason: None,
+                    attempts: prev.map_or(0, |p| p.attempts) + 1,
+                    at: now,
+                },
+            );
+            Ok(claim)
+        })
+    }
+
+    async fn settle(&self, key: &str, owner: &str, entry: LedgerEntry) -> Result<(), StoreError> {
+        self.with(|s| {
+            let cur = s
+                .ledger
+                .get_mut(key)
+                .ok_or_else(|| StoreError::Conflict(format!("ledger item {key} vanished")))?;
+            if cur.state != LedgerState::Pending || cur.owner.as_deref() != Some(owner) {
+                return Err(StoreError::Conflict(format!(
+                    "ledger item {key} is no longer claimed by this run"
+                )));
+            }
+            let attempts = cur.attempts;
+            *cur = LedgerEntry {
+                attempts,
+                owner: None,
+                until: None,
+                ..entry
+            };
+            Ok(())
+        })
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.with(|s| {
+            if let Some(cur) = s.ledger.get(key) {
+                if cur.state == LedgerState::Pending && cur.owner.as_deref() == Some(owner) {
+                    if cur.attempts <= 1 {
+                        s.ledger.remove(key);
+                    } else if let Some(cur) = s.ledger.get_mut(key) {
+                        cur.state = LedgerState::Failed;
+                        cur.owner = None;
+                        cur.until = None;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        Ok(self.read(|s| s.ledger.get(key).cloned()))
     }
 }
 

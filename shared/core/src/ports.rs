@@ -287,3 +287,99 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// Where an exactly-once item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerState {
+    /// Claimed: the remote call may be under way (or may have happened, if the lease expired).
+    Pending,
+    /// The remote call succeeded: `remote_id` holds what it created.
+    Done,
+    /// The outcome is unknown and could not be reconciled: surfaced, never re-posted.
+    NeedsReview,
+    /// Failed permanently before anything was created (may be redriven).
+    Failed,
+}
+
+/// One exactly-once item: a (change event, rule) for task creation, or a write command id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// State.
+    pub state: LedgerState,
+    /// Holder of a pending claim.
+    pub owner: Option<String>,
+    /// Lease expiry of a pending claim.
+    pub until: Option<DateTime<Utc>>,
+    /// What the remote call created (Dock task / workflow id, Kareo record id).
+    pub remote_id: Option<String>,
+    /// Result to return to a repeated request (write commands), JSON.
+    pub result: Option<String>,
+    /// Why it needs review or failed (no PHI).
+    pub reason: Option<String>,
+    /// Claims so far.
+    pub attempts: u32,
+    /// Last change.
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for LedgerEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerEntry")
+            .field("state", &self.state)
+            .field("remote_id", &self.remote_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing was ever attempted (or the last attempt failed permanently): go ahead.
+    New,
+    /// A previous claim's lease expired while pending: the remote call may have happened.
+    /// Reconcile (look for what it would have created) before calling again.
+    Expired(LedgerEntry),
+    /// Already done: do nothing (a duplicate avoided).
+    Done(LedgerEntry),
+    /// Another run holds a live claim: leave it.
+    Held,
+    /// Needs review: never re-posted automatically.
+    NeedsReview(LedgerEntry),
+}
+
+/// The exactly-once ledger: a conditional `pending` claim before every remote call, `done`
+/// with the remote id after.
+pub trait Ledger: Send + Sync {
+    /// Claims `key` (conditional write): see [`Claim`]. On `New` and `Expired` the caller
+    /// holds the claim until `until`.
+    fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Settles a held claim (conditional on `owner`): `Done`, `NeedsReview` or `Failed`.
+    fn settle(
+        &self,
+        key: &str,
+        owner: &str,
+        entry: LedgerEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a held claim back untouched (nothing was sent): the next claim is `New`.
+    fn release(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The entry, if any.
+    fn get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
+}

@@ -31,6 +31,13 @@ pub trait KareoSource: Send + Sync {
         encounter_id: &str,
     ) -> impl Future<Output = Result<Option<Record>, KareoError>> + Send;
 
+    /// One patient (GetPatient).
+    fn patient(
+        &self,
+        creds: &Credentials,
+        patient_id: i64,
+    ) -> impl Future<Output = Result<Option<Record>, KareoError>> + Send;
+
     /// One appointment (GetAppointment: the typed shape with `IsDeleted`).
     fn appointment(
         &self,
@@ -121,6 +128,21 @@ impl KareoSource for KareoClient {
         let body =
             json!({"Fields": {}, "Filter": {"EncounterID": encounter_id, "Practice": practice}});
         let op = kareo::op("GetEncounterDetails").expect("in the schema");
+        Ok(self
+            .call(creds, op, &body)
+            .await?
+            .records
+            .into_iter()
+            .next())
+    }
+
+    async fn patient(
+        &self,
+        creds: &Credentials,
+        patient_id: i64,
+    ) -> Result<Option<Record>, KareoError> {
+        let body = json!({"Filter": {"PatientID": patient_id}});
+        let op = kareo::op("GetPatient").expect("in the schema");
         Ok(self
             .call(creds, op, &body)
             .await?

@@ -1,0 +1,158 @@
+//! Change events to the task-creation function, by asynchronous Lambda invocation.
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use aws_sdk_lambda::Client;
+use kareo_dock_core::ports::{EventSink, SinkError};
+use kareo_dock_core::ChangeEvent;
+
+use crate::error::describe;
+
+/// Hands batches of change events to the task-creation function: `Invoke` with
+/// `InvocationType::Event` and the payload `{"events": [ChangeEvent, …]}`. Lambda answers 202
+/// once it has queued the event; the function's own retries and its failure destination take
+/// it from there. Payloads above Lambda's asynchronous limit are refused (`rejected`): keep
+/// batches small.
+#[derive(Clone, Debug)]
+pub struct LambdaSink {
+    /// The Lambda client.
+    pub client: Client,
+    /// Name or ARN of the task-creation function.
+    pub function: String,
+}
+
+impl LambdaSink {
+    /// A sink invoking `function`.
+    pub fn new(client: Client, function: impl Into<String>) -> LambdaSink {
+        LambdaSink {
+            client,
+            function: function.into(),
+        }
+    }
+}
+
+/// The payload: `{"events": [...]}`.
+fn payload(batch: &[ChangeEvent]) -> Result<Vec<u8>, SinkError> {
+    let mut buf = b"{\"events\":".to_vec();
+    serde_json::to_writer(&mut buf, batch).map_err(|_| SinkError {
+        class: "rejected".into(),
+        message: "an event could not be serialised".into(),
+    })?;
+    buf.push(b'}');
+    Ok(buf)
+}
+
+/// The class of an `Invoke` failure, from the error code, else the HTTP status.
+fn class(code: Option<&str>, status: Option<u16>) -> &'static str {
+    match (code, status) {
+        (
+            Some(
+                "TooManyRequestsException"
+                | "ThrottlingException"
+                | "EC2ThrottledException"
+                | "RequestLimitExceeded",
+            ),
+            _,
+        ) => "throttled",
+        (
+            Some(
+                "RequestTooLargeException"
+                | "InvalidRequestContentException"
+                | "UnsupportedMediaTypeException"
+                | "InvalidParameterValueException",
+            ),
+            _,
+        ) => "rejected",
+        (Some(_), _) => "unavailable",
+        (None, Some(429)) => "throttled",
+        (None, Some(413)) => "rejected",
+        _ => "unavailable",
+    }
+}
+
+impl EventSink for LambdaSink {
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let body = payload(batch)?;
+        let bytes = body.len();
+        let started = std::time::Instant::now();
+        let out = self
+            .client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(body))
+            .send()
+            .await;
+        match out {
+            Ok(out) if out.status_code() == 202 => {
+                tracing::debug!(
+                    function = %self.function,
+                    events = batch.len(),
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "batch handed off"
+                );
+                Ok(())
+            }
+            Ok(out) => {
+                let status = out.status_code();
+                tracing::warn!(function = %self.function, status, "unexpected Invoke status");
+                Err(SinkError {
+                    class: "unavailable".into(),
+                    message: format!("invoke {}: unexpected status {status}", self.function),
+                })
+            }
+            Err(e) => {
+                let d = describe(&e);
+                let class = class(d.code.as_deref(), d.status);
+                let label = d.label();
+                tracing::warn!(
+                    function = %self.function,
+                    error = %label,
+                    class,
+                    events = batch.len(),
+                    bytes,
+                    "Invoke failed"
+                );
+                Err(SinkError {
+                    class: class.into(),
+                    message: format!("invoke {}: {label}", self.function),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(
+            class(Some("TooManyRequestsException"), Some(429)),
+            "throttled"
+        );
+        assert_eq!(
+            class(Some("RequestTooLargeException"), Some(413)),
+            "rejected"
+        );
+        assert_eq!(class(Some("ServiceException"), Some(500)), "unavailable");
+        assert_eq!(
+            class(Some("ResourceNotFoundException"), Some(404)),
+            "unavailable"
+        );
+        assert_eq!(class(None, Some(429)), "throttled");
+        assert_eq!(class(None, Some(413)), "rejected");
+        assert_eq!(class(None, Some(502)), "unavailable");
+        assert_eq!(class(None, None), "unavailable");
+    }
+
+    #[test]
+    fn empty_payload_shape() {
+        assert_eq!(payload(&[]).unwrap(), b"{\"events\":[]}");
+    }
+}

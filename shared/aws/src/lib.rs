@@ -1,0 +1,88 @@
+//! kareo-dock's AWS adapters of the ports of `kareo_dock_core::ports`:
+//!
+//! - [`DynamoStore`]: cursors ([`CursorStore`](kareo_dock_core::ports::CursorStore)),
+//!   snapshots ([`SnapshotStore`](kareo_dock_core::ports::SnapshotStore)), tenant configs
+//!   ([`TenantStore`](kareo_dock_core::ports::TenantStore)) and the exactly-once ledger
+//!   ([`Ledger`](kareo_dock_core::ports::Ledger)) in one DynamoDB table;
+//! - [`SecretsManagerSource`]: secrets by name from Secrets Manager (cache them with
+//!   `kareo_dock_core::run::CachedSecrets`);
+//! - [`LambdaSink`]: change events handed to the task-creation function by an asynchronous
+//!   Lambda `Invoke`.
+//!
+//! They behave exactly like the embedded `kareo_dock_core::local::LocalStore`: one behavioural
+//! suite (`tests/stores.rs`) runs against both.
+//!
+//! # Table layout
+//!
+//! One table, billed on demand (`PAY_PER_REQUEST`), keys `pk` (hash, string) and `sk` (range,
+//! string). Instants are RFC 3339 strings in UTC with nine fraction digits
+//! (`2026-09-01T12:00:00.000000000Z`): fixed width, so string order is time order and
+//! conditions and filters compare them directly.
+//!
+//! | item | `pk` | `sk` | attributes |
+//! |---|---|---|---|
+//! | cursor | `cursor#{tenant}#{family}` | `cursor` | `tenant` S, `family` S, `version` N, `position` S?, `high_water` S?, `last_success_start` S?, `lease_owner` S?, `lease_until` S?, `last_error` M? (`class`, `message`, `at`) |
+//! | snapshot | `snap#{tenant}#{family}` | record id | `version` S, `fields` M (name → S), `starts` S?, `deleted` BOOL |
+//! | tenant | `tenant` | tenant id | `yaml` S (`TenantConfig::to_yaml`) |
+//! | ledger | `ledger#{key}` | `ledger` | `state` S (`pending`/`done`/`needs_review`/`failed`), `attempts` N, `at` S, `owner` S?, `until` S?, `remote_id` S?, `result` S?, `reason` S? |
+//!
+//! `?` marks an attribute that is absent when the value is `None`. `expires_at` (N, epoch
+//! seconds) is the table's TTL attribute, for items that should age out.
+//!
+//! # Conditional writes
+//!
+//! Every write to a cursor is one `UpdateItem` that adds 1 to `version`:
+//!
+//! - `acquire`: condition `attribute_not_exists(pk) OR attribute_not_exists(lease_owner) OR
+//!   attribute_not_exists(lease_until) OR lease_until <= :now` (no lease, or an expired one —
+//!   `<=`, as the embedded store: a lease is live while `until > now`); creates the item when
+//!   absent; returns `ALL_NEW`, which becomes the lease's cursor.
+//! - `checkpoint`, `release`, `fail`: condition `version = :held AND lease_owner = :owner`, the
+//!   version and owner of the lease. Because every write bumps the version, the item is then
+//!   exactly the lease's cursor, so `checkpoint` computes `position = max(old, new)` and
+//!   `high_water = max(old, new)` from it; it also sets `last_success_start`, removes
+//!   `last_error`, and removes `lease_owner`/`lease_until` when releasing. `release` removes the
+//!   lease; `fail` sets `last_error` and removes the lease.
+//! - `reset`: unconditional (an operator command); sets or removes `position` and bumps the
+//!   version, so a run holding a lease loses its next write.
+//!
+//! Ledger items (same answers as the embedded ledger):
+//!
+//! - `claim`: one `UpdateItem` setting `pending`, owner, lease and `ADD attempts 1`, on
+//!   condition `attribute_not_exists(pk) OR state = failed OR (state = pending AND
+//!   (attribute_not_exists(until) OR until <= :now))`, returning `ALL_OLD` (an expired pending
+//!   claim is `Expired(old)`). A lost condition returns the item as it stands
+//!   (`ReturnValuesOnConditionCheckFailure`): `Done`, `NeedsReview` or `Held`.
+//! - `settle`: one `UpdateItem` on condition `state = pending AND owner = :owner`.
+//! - `release`: a `DeleteItem` of a first attempt, else an `UpdateItem` to `failed`, both on
+//!   the same condition; not holding the claim is a no-op.
+//!
+//! A poll that finds nothing costs exactly two DynamoDB calls: `acquire` and
+//! `checkpoint(release = true)`.
+//!
+//! # Errors
+//!
+//! A failed condition (`ConditionalCheckFailedException`) is `StoreError::Conflict`; throttling
+//! (`ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`) is
+//! `StoreError::Throttled` (after the SDK's own retries); anything else is
+//! `StoreError::Unavailable` naming the operation and the error code — never item contents.
+//! Logs carry ids, counts and durations only.
+
+mod dynamo;
+mod error;
+mod lambda;
+mod ledger;
+mod secrets;
+
+pub use dynamo::{DynamoStore, TTL_ATTRIBUTE};
+pub use lambda::LambdaSink;
+pub use secrets::SecretsManagerSource;
+
+/// The AWS SDK configuration from the environment: `aws_config::defaults` with the latest
+/// behaviour version, which honours `AWS_ENDPOINT_URL` (how tests reach the emulator),
+/// `AWS_REGION`, and the usual credential chain.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}

@@ -1,0 +1,52 @@
+//! Secrets from AWS Secrets Manager.
+
+use aws_sdk_secretsmanager::Client;
+use kareo_dock_core::ports::{SecretError, SecretSource, SecretValue};
+
+use crate::error::describe;
+
+/// Secrets by name from Secrets Manager (`GetSecretValue`, current version). No cache here:
+/// wrap it in `kareo_dock_core::run::CachedSecrets`.
+#[derive(Clone, Debug)]
+pub struct SecretsManagerSource {
+    /// The Secrets Manager client.
+    pub client: Client,
+}
+
+impl SecretsManagerSource {
+    /// A source over `client`.
+    pub fn new(client: Client) -> SecretsManagerSource {
+        SecretsManagerSource { client }
+    }
+}
+
+impl SecretSource for SecretsManagerSource {
+    async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
+        let out = match self.client.get_secret_value().secret_id(name).send().await {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Err(SecretError::NotFound(name.to_string()));
+            }
+            Err(e) => {
+                let label = describe(&e).label();
+                tracing::warn!(secret = name, error = %label, "GetSecretValue failed");
+                return Err(SecretError::Unavailable(format!(
+                    "GetSecretValue {name}: {label}"
+                )));
+            }
+        };
+        if let Some(text) = out.secret_string {
+            return Ok(SecretValue(text));
+        }
+        match out.secret_binary.map(|b| String::from_utf8(b.into_inner())) {
+            Some(Ok(text)) => Ok(SecretValue(text)),
+            _ => Err(SecretError::Malformed {
+                name: name.to_string(),
+                reason: "the secret has no text value".into(),
+            }),
+        }
+    }
+}
