@@ -3,8 +3,10 @@
 //! traits in [`ports`] and [`source`]; adapters live at the edges (DynamoDB, Secrets Manager and
 //! Lambda in `kareo-dock-aws`; files and memory in [`local`]; the Kareo client in [`source`]).
 
+pub mod deliver;
 pub mod event;
 pub mod local;
+pub mod mapping;
 pub mod policy;
 pub mod poll;
 pub mod ports;
@@ -14,5 +16,6 @@ pub mod tenant;
 
 pub use event::{ChangeEvent, ChangeKind, FieldChange};
 pub use kareo::Family;
+pub use mapping::Mapping;
 pub use poll::{Mode, Outcome, PollConfig, Poller, Report};
 pub use tenant::TenantConfig;

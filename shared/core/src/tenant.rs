@@ -20,7 +20,10 @@
 //! ```
 //!
 //! Every check happens while the YAML is read, so an error names the file, the line and the
-//! reason: an unknown key, family or zone, a malformed duration, a window above Kareo's limit.
+//! reason: an unknown key, family or zone, a malformed duration, a window above Kareo's limit,
+//! and every problem of the mapping ([`crate::mapping`]; a rule's interface must also be an
+//! enabled family). Several mapping problems make one error whose reason lists them, one per
+//! line, each prefixed `line N:`; the error's own line is the first problem's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +33,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kareo::Family;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::mapping::Mapping;
 
 /// A tenant's configuration.
 #[derive(Clone, Deserialize, Serialize)]
@@ -55,6 +60,9 @@ pub struct TenantConfig {
     /// The mapping rules (read by the task-creation function).
     #[serde(default)]
     pub rules: serde_yaml_ng::Value,
+    /// The mapping read from `rules` (checked by [`TenantConfig::from_yaml`]).
+    #[serde(skip)]
+    pub mapping: Mapping,
 }
 
 /// Kareo settings of a tenant.
@@ -130,7 +138,7 @@ impl TenantConfig {
 
     /// Reads and checks a tenant config from YAML text; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &str) -> Result<TenantConfig, ConfigError> {
-        let cfg: TenantConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+        let mut cfg: TenantConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let full = e.to_string();
             let reason = match full.rfind(" at line ") {
                 Some(i) => full[..i].to_string(),
@@ -175,7 +183,44 @@ impl TenantConfig {
                 });
             }
         }
-        Ok(cfg)
+        let mut problems = match Mapping::from_tenant_yaml(text, source) {
+            Ok(m) => {
+                cfg.mapping = m;
+                Vec::new()
+            }
+            Err(es) => es,
+        };
+        for (i, rule) in cfg.mapping.rules.iter().enumerate() {
+            if !cfg.families.contains_key(&rule.interface) {
+                problems.push(ConfigError {
+                    file: source.to_string(),
+                    line: Some(rule.line),
+                    reason: format!(
+                        "rules[{i}] {}: interface {} is not enabled under families",
+                        rule.name, rule.interface
+                    ),
+                });
+            }
+        }
+        match problems.len() {
+            0 => Ok(cfg),
+            1 => Err(problems.remove(0)),
+            n => Err(ConfigError {
+                file: source.to_string(),
+                line: problems[0].line,
+                reason: format!(
+                    "{n} problems in the mapping:\n{}",
+                    problems
+                        .iter()
+                        .map(|p| match p.line {
+                            Some(l) => format!("line {l}: {}", p.reason),
+                            None => p.reason.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }),
+        }
     }
 
     /// The settings of a family, defaults applied.
@@ -349,5 +394,92 @@ families:
 
         let e = err(&GOOD.replace("tenant: acme", "tenant: 'acme corp'"));
         assert!(e.reason.contains("tenant: 1-64 letters"), "{e}");
+    }
+
+    const RULES: &str = "rules:
+  - name: cancelled
+    interface: appointments
+    on: updated
+    when:
+      ConfirmationStatus: { changed_from: Scheduled, changed_to: Cancelled }
+      Notes: { matches: '^(?i)call' }
+      AppointmentReason1: [Checkup, '007', 12]
+    task:
+      list: Front Desk
+      description: \"Call {PatientFullName} {{asap}}\"
+      due: 1d 12h
+      priority: HIGH
+      patient: true
+";
+
+    #[test]
+    fn the_mapping_is_read_checked_and_round_trips() {
+        let c = TenantConfig::from_yaml(&format!("{GOOD}{RULES}"), "t.yaml").unwrap();
+        assert_eq!(c.mapping.rules.len(), 1);
+        assert_eq!(c.mapping.rules[0].line, 15);
+        let again = TenantConfig::from_yaml(&c.to_yaml(), "round-trip").unwrap();
+        let strip = |m: &Mapping| {
+            m.rules
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.interface,
+                        r.on,
+                        r.when.clone(),
+                        r.task.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&again.mapping), strip(&c.mapping));
+        assert!(TenantConfig::from_yaml(GOOD, "t.yaml")
+            .unwrap()
+            .mapping
+            .is_empty());
+    }
+
+    #[test]
+    fn mapping_problems_are_listed_one_per_line() {
+        let without = GOOD.replace("  appointments: { lookback: 2h, max_window: 7d }\n", "");
+        let e = err(&format!("{without}{RULES}"));
+        assert_eq!(e.line, Some(14));
+        assert_eq!(
+            e.reason,
+            "rules[0] cancelled: interface appointments is not enabled under families"
+        );
+
+        let bad = RULES
+            .replace("priority: HIGH", "priority: high")
+            .replace("changed_to:", "changed_too:")
+            .replace("due: 1d 12h", "due: later");
+        let e = err(&format!("{GOOD}{bad}"));
+        assert_eq!(e.line, Some(19), "{e}");
+        let lines: Vec<&str> = e.reason.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        assert_eq!(lines[0], "3 problems in the mapping:");
+        assert!(lines[1].starts_with("line 19: rules[0] cancelled: when.ConfirmationStatus: unknown condition 'changed_too'"), "{e}");
+        assert!(
+            lines[2]
+                .starts_with("line 25: rules[0] cancelled: task.due: 'later' is not a duration"),
+            "{e}"
+        );
+        assert!(
+            lines[3]
+                .starts_with("line 26: rules[0] cancelled: task.priority: unknown priority 'high'"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("t.yaml:19: 3 problems in the mapping:\nline 19: "),
+            "{e}"
+        );
+
+        let e = err(&format!(
+            "{GOOD}{}",
+            RULES.replace("{PatientFullName}", "{PatientName}")
+        ));
+        assert_eq!(e.line, Some(24));
+        assert!(e.to_string().starts_with("t.yaml:24: rules[0] cancelled: task.description: unknown placeholder {PatientName}"), "{e}");
     }
 }

@@ -1,0 +1,871 @@
+//! Task creation: a batch of change events, the tenant's mapping, Dock — exactly once.
+//!
+//! For each (event, matching rule), keyed `task#<event id>#<rule name>`:
+//! 1. claim the ledger item (conditional `pending` with a lease); `Done` → nothing to do (a
+//!    duplicate delivery avoided); `Held` → another delivery is on it; `NeedsReview` → left;
+//! 2. an `Expired` claim (a previous attempt crashed or timed out after posting) is reconciled
+//!    first: the task is looked up in its list by the reference stamped on it; found → `done`;
+//! 3. resolve the names (list, group, workflow template, assignee) to Dock ids (cached), link
+//!    the patient when asked (by MRN = Kareo PatientID, else created from GetPatient, cached);
+//! 4. create the task (the reference stamped as the last line of its details) or deploy the
+//!    workflow; 5. settle `done` with the Dock id.
+//!
+//! A Dock answer that leaves the outcome unknown (timeout or 5xx after sending) is reconciled
+//! at once; if the task is not found the claim is left pending, so the next delivery (after
+//! the lease) reconciles again — it is never blindly re-posted. A deployed workflow cannot be
+//! looked up by reference: an unknown outcome there is settled `needs_review`. Failures are
+//! permanent (unknown list, group, template or assignee; a rule that cannot render) or
+//! transient (Dock unavailable, throttled): a batch with one bad event still delivers the
+//! others, and the caller retries the batch when anything transient remains.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dock::{DockClient, DockError, DockSecret};
+use kareo::{Credentials, Family};
+use serde::Serialize;
+
+use crate::event::ChangeEvent;
+use crate::mapping::{Rule, TaskSpec};
+use crate::ports::*;
+use crate::source::KareoSource;
+use crate::tenant::TenantConfig;
+
+/// The stamp on every task this product creates: `kareo-dock ref: <ledger key>`.
+pub fn reference(key: &str) -> String {
+    format!("kareo-dock ref: {key}")
+}
+
+/// A failed (event, rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Event id.
+    pub event: String,
+    /// Rule name.
+    pub rule: String,
+    /// Error class.
+    pub class: String,
+    /// What failed (names and ids only).
+    pub reason: String,
+    /// A retry cannot help (dead-letter it); else retry the batch.
+    pub permanent: bool,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delivered {
+    /// Events received.
+    pub events: usize,
+    /// (event, rule) pairs that matched.
+    pub matched: usize,
+    /// Tasks created.
+    pub tasks: usize,
+    /// Workflows deployed.
+    pub workflows: usize,
+    /// Already done: duplicates avoided (ledger, or found by reconciliation).
+    pub duplicates: usize,
+    /// Left to the delivery holding them, or for review.
+    pub held: usize,
+    /// Failures.
+    pub failures: Vec<Failure>,
+}
+
+impl Delivered {
+    /// Is there something a retry of the batch could still deliver?
+    pub fn has_transient(&self) -> bool {
+        self.failures.iter().any(|f| !f.permanent) || self.held > 0
+    }
+}
+
+/// A Dock failure as the delivery sees it.
+#[derive(Debug, Clone)]
+pub struct DockFailure {
+    /// Class.
+    pub class: String,
+    /// What failed (no PHI).
+    pub reason: String,
+    /// A retry cannot help.
+    pub permanent: bool,
+    /// The call may have created something.
+    pub ambiguous: bool,
+}
+
+impl From<DockError> for DockFailure {
+    fn from(e: DockError) -> Self {
+        DockFailure {
+            class: format!("dock_{}", e.class()),
+            reason: e.to_string(),
+            permanent: !e.is_retryable() && !e.is_ambiguous(),
+            ambiguous: e.is_ambiguous(),
+        }
+    }
+}
+
+fn permanent(class: &str, reason: String) -> DockFailure {
+    DockFailure {
+        class: class.into(),
+        reason,
+        permanent: true,
+        ambiguous: false,
+    }
+}
+
+/// Dock ids a rule resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Task list.
+    pub list: String,
+    /// Task group.
+    pub group: Option<String>,
+    /// Workflow template.
+    pub template: Option<String>,
+    /// Assignee user.
+    pub assignee: Option<String>,
+}
+
+/// A task to create.
+#[derive(Clone)]
+pub struct TaskDraft {
+    /// Title.
+    pub description: String,
+    /// Details (ends with the reference line).
+    pub details: String,
+    /// Ids.
+    pub ids: Resolved,
+    /// Due.
+    pub due: Option<DateTime<Utc>>,
+    /// Priority.
+    pub priority: Option<dock::Priority>,
+    /// Dock patient.
+    pub patient: Option<String>,
+}
+
+/// A patient to find or create in Dock.
+#[derive(Clone)]
+pub struct PatientDraft {
+    /// MRN (Kareo PatientID).
+    pub mrn: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Birth date.
+    pub dob: Option<chrono::NaiveDate>,
+}
+
+/// What task creation needs from Dock.
+pub trait DockPort: Send + Sync {
+    /// Resolves a rule's names to ids (cached); unknown names are permanent failures.
+    fn resolve(
+        &self,
+        secret: &DockSecret,
+        task: &TaskSpec,
+    ) -> impl Future<Output = Result<Resolved, DockFailure>> + Send;
+    /// The id of the task in `list` whose details carry `reference`.
+    fn find_task(
+        &self,
+        secret: &DockSecret,
+        list: &str,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<String>, DockFailure>> + Send;
+    /// Creates a task; its id.
+    fn create_task(
+        &self,
+        secret: &DockSecret,
+        draft: &TaskDraft,
+    ) -> impl Future<Output = Result<String, DockFailure>> + Send;
+    /// Deploys a workflow template into the resolved list and group; the deployed id.
+    fn deploy(
+        &self,
+        secret: &DockSecret,
+        ids: &Resolved,
+        patient: Option<&str>,
+    ) -> impl Future<Output = Result<String, DockFailure>> + Send;
+    /// The Dock patient with this MRN, created when absent (cached).
+    fn patient(
+        &self,
+        secret: &DockSecret,
+        draft: &PatientDraft,
+    ) -> impl Future<Output = Result<String, DockFailure>> + Send;
+}
+
+/// [`DockPort`] over the Dock client, with name and patient caches per organisation.
+pub struct DockTasks {
+    client: DockClient,
+    names: Mutex<HashMap<(String, String), Option<String>>>,
+    patients: Mutex<HashMap<(String, String), String>>,
+}
+
+impl DockTasks {
+    /// Wraps a client.
+    pub fn new(client: DockClient) -> DockTasks {
+        DockTasks {
+            client,
+            names: Mutex::new(HashMap::new()),
+            patients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, org: &str, key: &str) -> Option<Option<String>> {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(org.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    fn remember(&self, org: &str, key: String, id: Option<String>) {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((org.to_string(), key), id);
+    }
+
+    async fn list_id(&self, s: &DockSecret, name: &str) -> Result<String, DockFailure> {
+        let key = format!("list:{name}");
+        if let Some(hit) = self.cached(&s.organization_id, &key) {
+            return hit.ok_or_else(|| {
+                permanent(
+                    "unknown_list",
+                    format!("no active Dock task list named '{name}'"),
+                )
+            });
+        }
+        let lists = self.client.list_task_lists(s).await?;
+        for l in &lists {
+            if l.active != Some(false) {
+                self.remember(
+                    &s.organization_id,
+                    format!("list:{}", l.list_name),
+                    Some(l.id.clone()),
+                );
+            }
+        }
+        let id = lists
+            .iter()
+            .find(|l| l.list_name == name && l.active != Some(false))
+            .map(|l| l.id.clone());
+        self.remember(&s.organization_id, key, id.clone());
+        id.ok_or_else(|| {
+            permanent(
+                "unknown_list",
+                format!("no active Dock task list named '{name}'"),
+            )
+        })
+    }
+}
+
+impl DockPort for DockTasks {
+    async fn resolve(&self, s: &DockSecret, task: &TaskSpec) -> Result<Resolved, DockFailure> {
+        let list = self.list_id(s, &task.list).await?;
+        let group = match &task.group {
+            None => None,
+            Some(g) => {
+                let key = format!("group:{list}:{g}");
+                let id = match self.cached(&s.organization_id, &key) {
+                    Some(hit) => hit,
+                    None => {
+                        let groups = self.client.list_task_groups(s, &list).await?;
+                        let id = groups
+                            .iter()
+                            .find(|x| &x.group_name == g && x.active != Some(false))
+                            .and_then(|x| x.group_id().map(str::to_string));
+                        self.remember(&s.organization_id, key, id.clone());
+                        id
+                    }
+                };
+                Some(id.ok_or_else(|| {
+                    permanent(
+                        "unknown_group",
+                        format!("no task group '{g}' in list '{}'", task.list),
+                    )
+                })?)
+            }
+        };
+        let template = match &task.workflow {
+            None => None,
+            Some(w) => {
+                let key = format!("template:{w}");
+                let id = match self.cached(&s.organization_id, &key) {
+                    Some(hit) => hit,
+                    None => {
+                        let ts = self.client.list_workflow_templates(s).await?;
+                        let id = ts.iter().find(|t| &t.name == w).map(|t| t.id.clone());
+                        self.remember(&s.organization_id, key, id.clone());
+                        id
+                    }
+                };
+                Some(id.ok_or_else(|| {
+                    permanent("unknown_workflow", format!("no workflow template '{w}'"))
+                })?)
+            }
+        };
+        let assignee = match &task.assignee {
+            None => None,
+            Some(email) => {
+                let key = format!("user:{}", email.to_lowercase());
+                let id = match self.cached(&s.organization_id, &key) {
+                    Some(hit) => hit,
+                    None => {
+                        let u = self.client.find_user_by_email(s, email).await?;
+                        let id = u.and_then(|u| u.user_id().map(str::to_string));
+                        self.remember(&s.organization_id, key, id.clone());
+                        id
+                    }
+                };
+                Some(id.ok_or_else(|| {
+                    permanent(
+                        "unknown_assignee",
+                        "the rule's assignee is not a Dock user of this organisation".into(),
+                    )
+                })?)
+            }
+        };
+        Ok(Resolved {
+            list,
+            group,
+            template,
+            assignee,
+        })
+    }
+
+    async fn find_task(
+        &self,
+        s: &DockSecret,
+        list: &str,
+        reference: &str,
+    ) -> Result<Option<String>, DockFailure> {
+        let tasks = self
+            .client
+            .list_tasks(s, &dock::TaskQuery::list(list))
+            .await?;
+        Ok(tasks
+            .into_iter()
+            .find(|t| {
+                t.details
+                    .as_deref()
+                    .is_some_and(|d| d.lines().any(|l| l.trim() == reference))
+            })
+            .map(|t| t.id))
+    }
+
+    async fn create_task(&self, s: &DockSecret, d: &TaskDraft) -> Result<String, DockFailure> {
+        let mut t = dock::NewTask::new(d.description.clone(), d.ids.list.clone());
+        t.details = Some(d.details.clone());
+        t.task_group = d.ids.group.clone().map(dock::Ref::new);
+        t.assigned_to = d.ids.assignee.clone().map(dock::Ref::new);
+        t.patient = d.patient.clone().map(dock::Ref::new);
+        t.due_date = d.due;
+        t.priority = d.priority;
+        Ok(self.client.create_task(s, &t).await?.id)
+    }
+
+    async fn deploy(
+        &self,
+        s: &DockSecret,
+        ids: &Resolved,
+        patient: Option<&str>,
+    ) -> Result<String, DockFailure> {
+        let (Some(group), Some(template)) = (&ids.group, &ids.template) else {
+            return Err(permanent("rule", "a workflow needs a task group".into()));
+        };
+        let body = dock::DeployWorkflow {
+            task_list: dock::Ref::new(ids.list.clone()),
+            task_group: dock::Ref::new(group.clone()),
+            task_workflow_template: dock::Ref::new(template.clone()),
+            patient: patient.map(dock::Ref::new),
+        };
+        Ok(self.client.deploy_workflow(s, &body).await?.id)
+    }
+
+    async fn patient(&self, s: &DockSecret, d: &PatientDraft) -> Result<String, DockFailure> {
+        let key = (s.organization_id.clone(), d.mrn.clone());
+        if let Some(id) = self
+            .patients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(id.clone());
+        }
+        let found = self.client.find_patients_by_mrn(s, &d.mrn).await?;
+        let id = match found.into_iter().find(|p| p.active != Some(false)) {
+            Some(p) => p.id,
+            None => {
+                let np = dock::NewPatient {
+                    first_name: d.first_name.clone(),
+                    last_name: d.last_name.clone(),
+                    mrn: d.mrn.clone(),
+                    dob: d.dob,
+                    ..Default::default()
+                };
+                self.client.create_patient(s, &np).await?.id
+            }
+        };
+        self.patients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, id.clone());
+        Ok(id)
+    }
+}
+
+/// The ports of a delivery.
+pub struct Delivery<'a, D, L, K, T> {
+    /// Dock.
+    pub dock: &'a D,
+    /// Ledger.
+    pub ledger: &'a L,
+    /// Kareo (patient lookups for linking).
+    pub kareo: &'a K,
+    /// Clock.
+    pub clock: &'a T,
+    /// Claim holder name.
+    pub owner: String,
+    /// Claim lease.
+    pub lease: Duration,
+}
+
+impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> {
+    /// Delivers a batch of one tenant's events.
+    pub async fn deliver(
+        &self,
+        tenant: &TenantConfig,
+        dock_secret: &DockSecret,
+        kareo_creds: Option<&Credentials>,
+        events: &[ChangeEvent],
+    ) -> Delivered {
+        let mut out = Delivered {
+            events: events.len(),
+            ..Delivered::default()
+        };
+        for event in events {
+            for rule in tenant.mapping.matching(event) {
+                out.matched += 1;
+                let key = format!("task#{}#{}", event.id, rule.name);
+                if let Err(f) = self
+                    .one(
+                        tenant,
+                        dock_secret,
+                        kareo_creds,
+                        event,
+                        rule,
+                        &key,
+                        &mut out,
+                    )
+                    .await
+                {
+                    tracing::warn!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, class = %f.class, permanent = f.permanent, "task not created");
+                    out.failures.push(Failure {
+                        event: event.id.clone(),
+                        rule: rule.name.clone(),
+                        class: f.class,
+                        reason: f.reason,
+                        permanent: f.permanent,
+                    });
+                }
+            }
+        }
+        tracing::info!(tenant = %tenant.tenant, events = out.events, matched = out.matched, tasks = out.tasks, workflows = out.workflows, duplicates = out.duplicates, failures = out.failures.len(), "delivery");
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one(
+        &self,
+        tenant: &TenantConfig,
+        secret: &DockSecret,
+        creds: Option<&Credentials>,
+        event: &ChangeEvent,
+        rule: &Rule,
+        key: &str,
+        out: &mut Delivered,
+    ) -> Result<(), DockFailure> {
+        let store = |e: StoreError| DockFailure {
+            class: e.class().into(),
+            reason: e.to_string(),
+            permanent: false,
+            ambiguous: false,
+        };
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        let claim = self
+            .ledger
+            .claim(key, &self.owner, now, until)
+            .await
+            .map_err(store)?;
+        let reference = reference(key);
+        match claim {
+            Claim::Done(_) => {
+                out.duplicates += 1;
+                return Ok(());
+            }
+            Claim::Held | Claim::NeedsReview(_) => {
+                out.held += 1;
+                return Ok(());
+            }
+            Claim::Expired(_) if rule.task.workflow.is_some() => {
+                self.settle(key, LedgerState::NeedsReview, None, Some("a workflow deploy's outcome is unknown and workflows cannot be looked up by reference: check the list, then settle".into())).await.map_err(store)?;
+                out.held += 1;
+                return Ok(());
+            }
+            Claim::Expired(_) => {
+                let ids = match self.dock.resolve(secret, &rule.task).await {
+                    Ok(ids) => ids,
+                    Err(f) => return self.give_back(key, f).await,
+                };
+                match self.dock.find_task(secret, &ids.list, &reference).await {
+                    Ok(Some(id)) => {
+                        self.settle(key, LedgerState::Done, Some(id), None)
+                            .await
+                            .map_err(store)?;
+                        out.duplicates += 1;
+                        return Ok(());
+                    }
+                    Ok(None) => {}
+                    Err(f) => return self.give_back_pending(f),
+                }
+            }
+            Claim::New => {}
+        }
+        let ids = match self.dock.resolve(secret, &rule.task).await {
+            Ok(ids) => ids,
+            Err(f) => return self.give_back(key, f).await,
+        };
+        let patient = if rule.task.patient {
+            match self.patient_draft(tenant, creds, event).await {
+                Some(d) => match self.dock.patient(secret, &d).await {
+                    Ok(id) => Some(id),
+                    Err(f) => return self.give_back(key, f).await,
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
+        if rule.task.workflow.is_some() {
+            return match self.dock.deploy(secret, &ids, patient.as_deref()).await {
+                Ok(id) => {
+                    self.settle(key, LedgerState::Done, Some(id), None)
+                        .await
+                        .map_err(store)?;
+                    out.workflows += 1;
+                    Ok(())
+                }
+                Err(f) if f.ambiguous => {
+                    self.settle(
+                        key,
+                        LedgerState::NeedsReview,
+                        None,
+                        Some(format!("workflow deploy outcome unknown ({})", f.class)),
+                    )
+                    .await
+                    .map_err(store)?;
+                    out.held += 1;
+                    Ok(())
+                }
+                Err(f) => self.give_back(key, f).await,
+            };
+        }
+        let mut details = format!(
+            "Kareo {} {} ({:?})",
+            event.family, event.record_id, event.kind
+        );
+        details.push_str("\n\n");
+        details.push_str(&reference);
+        let draft = TaskDraft {
+            description: rule.task.description.render(&event.record),
+            details,
+            due: rule
+                .task
+                .due
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| now + d),
+            priority: rule.task.priority,
+            patient,
+            ids,
+        };
+        match self.dock.create_task(secret, &draft).await {
+            Ok(id) => {
+                self.settle(key, LedgerState::Done, Some(id), None)
+                    .await
+                    .map_err(store)?;
+                out.tasks += 1;
+                Ok(())
+            }
+            Err(f) if f.ambiguous => {
+                // Maybe created: look for it now; if not visible, leave the claim pending so a
+                // later delivery reconciles again after the lease.
+                if let Ok(Some(id)) = self
+                    .dock
+                    .find_task(secret, &draft.ids.list, &reference)
+                    .await
+                {
+                    self.settle(key, LedgerState::Done, Some(id), None)
+                        .await
+                        .map_err(store)?;
+                    out.tasks += 1;
+                    return Ok(());
+                }
+                Err(f)
+            }
+            Err(f) => self.give_back(key, f).await,
+        }
+    }
+
+    async fn settle(
+        &self,
+        key: &str,
+        state: LedgerState,
+        remote_id: Option<String>,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let entry = LedgerEntry {
+            state,
+            owner: None,
+            until: None,
+            remote_id,
+            result: None,
+            reason,
+            attempts: 0,
+            at: self.clock.now(),
+        };
+        self.ledger.settle(key, &self.owner, entry).await
+    }
+
+    /// Nothing was created: a permanent failure is settled `failed` (redrivable), a transient
+    /// one gives the claim back.
+    async fn give_back(&self, key: &str, f: DockFailure) -> Result<(), DockFailure> {
+        let r = if f.permanent {
+            self.settle(key, LedgerState::Failed, None, Some(f.reason.clone()))
+                .await
+        } else {
+            self.ledger.release(key, &self.owner).await
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "ledger update failed");
+        }
+        Err(f)
+    }
+
+    /// Could not check: leave the expired claim pending for the next delivery.
+    fn give_back_pending(&self, f: DockFailure) -> Result<(), DockFailure> {
+        Err(DockFailure {
+            permanent: false,
+            ..f
+        })
+    }
+
+    async fn patient_draft(
+        &self,
+        tenant: &TenantConfig,
+        creds: Option<&Credentials>,
+        event: &ChangeEvent,
+    ) -> Option<PatientDraft> {
+        let tz = tenant.timezone;
+        let mrn = if event.family == Family::Patients {
+            event
+                .record
+                .get("ID")
+                .cloned()
+                .or(Some(event.record_id.clone()))
+        } else {
+            event.record.get("PatientID").cloned()
+        }?;
+        let from_fields = |f: &std::collections::BTreeMap<String, String>| {
+            Some(PatientDraft {
+                mrn: mrn.clone(),
+                first_name: f.get("FirstName")?.clone(),
+                last_name: f.get("LastName")?.clone(),
+                dob: f
+                    .get("DOB")
+                    .and_then(|d| kareo::dates::parse(d, tz).ok())
+                    .map(|t| t.with_timezone(&tz).date_naive()),
+            })
+        };
+        if event.family == Family::Patients {
+            if let Some(d) = from_fields(&event.record) {
+                return Some(d);
+            }
+        }
+        let creds = creds?;
+        let id: i64 = mrn.parse().ok()?;
+        let rec = self.kareo.patient(creds, id).await.ok()??;
+        let fields = rec
+            .texts()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        from_fields(&fields)
+    }
+}
+
+/// Reads Dock credentials (`{"client_id","client_secret","api_key","organization_id",
+/// "user_id"}`) from a secret.
+pub async fn dock_secret<S: SecretSource>(
+    secrets: &S,
+    name: &str,
+) -> Result<DockSecret, SecretError> {
+    let v = secrets.get(name).await?;
+    serde_json::from_str(&v.0).map_err(|_| SecretError::Malformed {
+        name: name.to_string(),
+        reason:
+            "expected {\"client_id\",\"client_secret\",\"api_key\",\"organization_id\",\"user_id\"}"
+                .into(),
+    })
+}
+
+/// Delivers a batch that may hold several tenants' events: groups them by tenant, reads each
+/// tenant's secrets, and delivers. Unknown tenants and missing secrets are permanent failures.
+pub async fn deliver_batch<D, L, K, T, S>(
+    delivery: &Delivery<'_, D, L, K, T>,
+    secrets: &S,
+    tenants: &[TenantConfig],
+    events: &[ChangeEvent],
+) -> Delivered
+where
+    D: DockPort,
+    L: Ledger,
+    K: KareoSource,
+    T: Clock,
+    S: SecretSource,
+{
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<ChangeEvent>> = Default::default();
+    for e in events {
+        by_tenant
+            .entry(e.tenant.as_str())
+            .or_default()
+            .push(e.clone());
+    }
+    let mut total = Delivered::default();
+    for (tenant_id, evs) in by_tenant {
+        let fail_all = |total: &mut Delivered, class: &str, reason: String, permanent: bool| {
+            total.events += evs.len();
+            for e in &evs {
+                total.failures.push(Failure {
+                    event: e.id.clone(),
+                    rule: String::new(),
+                    class: class.into(),
+                    reason: reason.clone(),
+                    permanent,
+                });
+            }
+        };
+        let Some(tenant) = tenants.iter().find(|t| t.tenant == tenant_id) else {
+            fail_all(
+                &mut total,
+                "unknown_tenant",
+                format!("no config for tenant '{tenant_id}'"),
+                true,
+            );
+            continue;
+        };
+        let secret = match dock_secret(secrets, &tenant.dock.secret).await {
+            Ok(s) => s,
+            Err(e) => {
+                let permanent = !matches!(e, SecretError::Unavailable(_));
+                fail_all(&mut total, "secret", e.to_string(), permanent);
+                continue;
+            }
+        };
+        let creds = kareo_credentials(secrets, &tenant.kareo.secret).await.ok();
+        let d = delivery
+            .deliver(tenant, &secret, creds.as_ref(), &evs)
+            .await;
+        total.events += d.events;
+        total.matched += d.matched;
+        total.tasks += d.tasks;
+        total.workflows += d.workflows;
+        total.duplicates += d.duplicates;
+        total.held += d.held;
+        total.failures.extend(d.failures);
+    }
+    total
+}
+
+/// The task-creation function run in-process, as the poller's [`EventSink`] (local `sync`, the
+/// demo, tests): a batch is accepted when nothing transient is left; permanent failures go to
+/// the dead letters (`dead_letters()`), as the Lambda's on-failure destination would hold them.
+pub struct DeliverySink<'a, D, L, K, T, S> {
+    /// The delivery.
+    pub delivery: Delivery<'a, D, L, K, T>,
+    /// Secrets.
+    pub secrets: &'a S,
+    /// Tenant configs.
+    pub tenants: Vec<TenantConfig>,
+    /// Permanent failures.
+    pub dead: Mutex<Vec<Failure>>,
+    /// Running totals.
+    pub totals: Mutex<Delivered>,
+}
+
+impl<'a, D, L, K, T, S> DeliverySink<'a, D, L, K, T, S> {
+    /// A sink delivering for these tenants.
+    pub fn new(
+        delivery: Delivery<'a, D, L, K, T>,
+        secrets: &'a S,
+        tenants: Vec<TenantConfig>,
+    ) -> Self {
+        DeliverySink {
+            delivery,
+            secrets,
+            tenants,
+            dead: Mutex::new(Vec::new()),
+            totals: Mutex::new(Delivered::default()),
+        }
+    }
+
+    /// Permanent failures so far.
+    pub fn dead_letters(&self) -> Vec<Failure> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> Delivered {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl<D, L, K, T, S> EventSink for DeliverySink<'_, D, L, K, T, S>
+where
+    D: DockPort,
+    L: Ledger,
+    K: KareoSource,
+    T: Clock,
+    S: SecretSource,
+{
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        let d = deliver_batch(&self.delivery, self.secrets, &self.tenants, batch).await;
+        {
+            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.events += d.events;
+            t.matched += d.matched;
+            t.tasks += d.tasks;
+            t.workflows += d.workflows;
+            t.duplicates += d.duplicates;
+            t.held += d.held;
+        }
+        let transient = d.has_transient();
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        for f in d.failures {
+            if f.permanent {
+                dead.push(f);
+            } else if let Ok(mut t) = self.totals.lock() {
+                t.failures.push(f);
+            }
+        }
+        if transient {
+            return Err(SinkError {
+                class: "retry".into(),
+                message: "some tasks could not be created yet; the batch will be delivered again"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
