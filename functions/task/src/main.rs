@@ -1,0 +1,101 @@
+//! The shared task-creation function. The pollers invoke it asynchronously with
+//! `{"events": [ChangeEvent, ...]}`; it applies each tenant's mapping and creates the Dock
+//! tasks or deploys the workflows — exactly once, through the ledger in the state table.
+//!
+//! An invocation with failures returns an error naming the (event, rule) pairs and classes:
+//! Lambda retries it (the ledger skips what was done), then sends it to the on-failure
+//! destination (an encrypted SQS queue) for `kareo-dock replay`.
+//!
+//! Environment: `KAREO_DOCK_TABLE`, `DOCK_API_URL` / `DOCK_AUTH_URL` (optional),
+//! `KAREO_ENDPOINT` (optional: patient lookups).
+
+use std::time::Duration;
+
+use kareo::{ClientConfig, KareoClient};
+use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
+use kareo_dock_core::deliver::{deliver_batch, Delivery, DockTasks};
+use kareo_dock_core::ports::{SystemClock, TenantStore};
+use kareo_dock_core::run::CachedSecrets;
+use kareo_dock_core::ChangeEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+struct App {
+    store: DynamoStore,
+    secrets: CachedSecrets<SecretsManagerSource>,
+    dock: DockTasks,
+    kareo: KareoClient,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    events: Vec<ChangeEvent>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+    let sdk = kareo_dock_aws::sdk_config().await;
+    let table = std::env::var("KAREO_DOCK_TABLE").map_err(|_| "KAREO_DOCK_TABLE is not set")?;
+    let app = App {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+        secrets: CachedSecrets::new(
+            SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+            Duration::from_secs(300),
+        ),
+        dock: DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?),
+        kareo: KareoClient::new(ClientConfig::from_env())?,
+    };
+    let app = &app;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(app, event).await
+    }))
+    .await
+}
+
+async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let batch: Batch = serde_json::from_value(event.payload).map_err(|e| {
+        format!(
+            "payload is not {{\"events\": [...]}}: {}",
+            e.to_string().split(" at line").next().unwrap_or("")
+        )
+    })?;
+    let tenants = app.store.tenants().await?;
+    let delivery = Delivery {
+        dock: &app.dock,
+        ledger: &app.store,
+        kareo: &app.kareo,
+        clock: &SystemClock,
+        owner: event.context.request_id.clone(),
+        lease: Duration::from_secs(300),
+    };
+    let d = deliver_batch(&delivery, &app.secrets, &tenants, &batch.events).await;
+    if !d.failures.is_empty() {
+        let list: Vec<String> = d
+            .failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}/{} {}{}",
+                    f.event,
+                    f.rule,
+                    f.class,
+                    if f.permanent { " (permanent)" } else { "" }
+                )
+            })
+            .collect();
+        return Err(format!(
+            "{} of {} tasks not created: {}",
+            d.failures.len(),
+            d.matched,
+            list.join("; ")
+        )
+        .into());
+    }
+    Ok(json!(d))
+}
