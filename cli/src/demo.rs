@@ -1,19 +1,28 @@
 //! `kareo-dock demo`: the product on embedded defaults, no account needed.
 //!
-//! Starts the Kareo simulator on loopback, configures a sample practice (every family enabled),
-//! polls every family through the real client and poller into an in-memory state, changes some
-//! records in Kareo (a cancelled appointment, a new patient, a patient's phone, a payment), polls
-//! again, and prints what happened.
+//! Starts the Kareo and Dock simulators on loopback, configures the sample practice of
+//! `examples/demo-practice.yaml` (every family enabled, one rule per kind of follow-up), polls
+//! every family through the real client and poller, creates the Dock tasks and workflows its
+//! mapping asks for, changes some records in Kareo (a cancelled appointment, a new patient, a
+//! patient's phone, an amended payment), polls again, delivers the second batch a second time
+//! (as a Lambda retry would) and prints what happened: events per family, tasks created,
+//! duplicates avoided. Only ids, counts and names of rules and lists are printed — never what a
+//! record holds.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::local::{LocalStore, RecordingSink};
-use kareo_dock_core::ports::Clock;
-use kareo_dock_core::{Mode, PollConfig, Poller, Report, TenantConfig};
+use kareo_dock_core::deliver::{deliver_batch, Delivered, Delivery, DeliverySink, DockTasks};
+use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink, Tee};
+use kareo_dock_core::ports::{Clock, EventSink};
+use kareo_dock_core::{ChangeEvent, Mode, PollConfig, Poller, Report, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
+
+/// The sample practice's config (its `start` is moved to 31 days before the simulator's now).
+pub const SAMPLE_TENANT: &str = include_str!("../../examples/demo-practice.yaml");
 
 struct SimClock(KareoSim);
 
@@ -23,21 +32,21 @@ impl Clock for SimClock {
     }
 }
 
-/// The sample tenant: every family, the simulator's practice.
+/// The sample tenant against this simulator.
 pub fn sample_tenant(sim: &KareoSim) -> TenantConfig {
-    let c = sim.config();
-    let families: String = Family::ALL
-        .iter()
-        .map(|f| format!("  {}: {{}}\n", f.name()))
+    let start = (sim.now() - chrono::Duration::days(31)).to_rfc3339();
+    let yaml: String = SAMPLE_TENANT
+        .lines()
+        .map(|l| {
+            if l.starts_with("start:") {
+                format!("start: {start}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect();
-    let yaml = format!(
-        "tenant: demo-practice\ntimezone: {}\nstart: {}\nkareo:\n  secret: kareo/demo\n  practice: \"{}\"\n  practice_id: {}\ndock:\n  secret: dock/demo\nsafety_lag: 1m\nfamilies:\n{families}",
-        c.timezone.name(),
-        (sim.now() - chrono::Duration::days(31)).to_rfc3339(),
-        c.practice_name.replace('"', "\\\""),
-        c.practice_id
-    );
-    TenantConfig::from_yaml(&yaml, "sample tenant").expect("the sample tenant is valid")
+    TenantConfig::from_yaml(&yaml, "examples/demo-practice.yaml")
+        .expect("the sample tenant is valid")
 }
 
 /// Runs the demo.
@@ -49,6 +58,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let started = Instant::now();
         let sim = KareoSim::start(SimConfig::default()).await;
+        let dock_sim = dock_sim::DockSim::start(dock_sim::Seed::default()).await;
         let cfg = sim.config().clone();
         let creds = Credentials {
             customer_key: cfg.customer_key.clone(),
@@ -59,16 +69,43 @@ pub fn run() -> anyhow::Result<ExitCode> {
             endpoint: sim.url(),
             ..ClientConfig::default()
         })?;
+        let dock = DockTasks::new(dock::DockClient::new(dock::DockConfig {
+            api_url: dock_sim.api_url(),
+            auth_url: dock_sim.auth_url(),
+            ..dock::DockConfig::default()
+        })?);
         let tenant = sample_tenant(&sim);
-        println!("Kareo simulator: {}", sim.url());
-        println!("tenant {} ({}, {})", tenant.tenant, cfg.practice_name, tenant.timezone);
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
+            tenant.kareo.secret.clone(),
+            serde_json::json!({"customer_key": cfg.customer_key, "user": cfg.user, "password": cfg.password}),
+        );
+        secrets.insert(tenant.dock.secret.clone(), serde_json::to_value(dock_sim.secret())?);
+        let secrets = LocalSecrets::from_map(secrets);
+        println!("Kareo simulator: {}   Dock simulator: {}", sim.url(), dock_sim.api_url());
+        println!(
+            "tenant {} ({} families, {} rules; examples/demo-practice.yaml)",
+            tenant.tenant,
+            tenant.families.len(),
+            tenant.mapping.rules.len()
+        );
         let customer = client.customer_id(&creds).await?;
         let throttles = client.refresh_throttles(&creds).await?;
-        println!("credentials ok (customer {}); {throttles} live throttle intervals read from GetThrottles\n", customer.unwrap_or_default());
+        println!("Kareo credentials ok (customer {}); {throttles} live throttle intervals read from GetThrottles\n", customer.unwrap_or_default());
 
         let store = LocalStore::memory();
-        let sink = RecordingSink::default();
         let clock = SimClock(sim.clone());
+        let recording = RecordingSink::default();
+        let delivery = Delivery {
+            dock: &dock,
+            ledger: &store,
+            kareo: &client,
+            clock: &clock,
+            owner: "demo".into(),
+            lease: Duration::from_secs(300),
+        };
+        let tasks = DeliverySink::new(delivery, &secrets, vec![tenant.clone()]);
+        let sink = Tee(&recording, &tasks);
         let config = PollConfig {
             owner: "demo".into(),
             ..PollConfig::default()
@@ -84,10 +121,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
         let first = poll_all(&poller, &tenant, &creds).await;
         print_reports("first poll (backfill from the tenant's start, 31 days)", &first);
+        let after_first = tasks.totals();
+        print_delivered("task creation", &after_first, &Delivered::default());
+        print_dock(&dock_sim, 0, 0);
+        let (tasks_before, flows_before) = (dock_sim.tasks().len(), dock_sim.workflows().len());
 
         // Changes in Kareo between two polls.
         sim.advance(chrono::Duration::minutes(10));
-        let appt = sim.rows(Family::Appointments)[0]["ID"].clone();
+        let appt = sim.rows(Family::Appointments)
+            .iter()
+            .find(|r| r.get("ConfirmationStatus").map(String::as_str) != Some("Cancelled"))
+            .map(|r| r["ID"].clone())
+            .unwrap_or_default();
         sim.update(Family::Appointments, &appt, &[("ConfirmationStatus", "Cancelled")]);
         let pat = sim.rows(Family::Patients)[1]["ID"].clone();
         sim.update(Family::Patients, &pat, &[("MobilePhone", "555-0199")]);
@@ -98,19 +143,46 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let pay = sim.rows(Family::Payments)[0]["ID"].clone();
         sim.update(Family::Payments, &pay, &[("Amount", "125.50")]);
         sim.advance(chrono::Duration::minutes(5));
-        println!("\nchanged in Kareo: appointment {appt} cancelled; patient {pat} new phone; patient {new_id} registered; payment {pay} amended\n");
+        println!("\nchanged in Kareo: appointment {appt} cancelled; patient {pat} new mobile phone; patient {new_id} registered; payment {pay} amended\n");
 
-        let before = sink.events().len();
+        let before = recording.events().len();
         let second = poll_all(&poller, &tenant, &creds).await;
-        print_reports("second poll (windows since the cursors, with a 2h lookback)", &second);
-        for e in &sink.events()[before..] {
+        print_reports("second poll (windows since the cursors, with each family's lookback)", &second);
+        let new_events: Vec<ChangeEvent> = recording.events()[before..].to_vec();
+        for e in &new_events {
             let changed: Vec<&str> = e.changes.iter().map(|c| c.field.as_str()).collect();
-            println!("  event {} {:?} {} {} changed [{}]", &e.id[..12], e.kind, e.family, e.record_id, changed.join(", "));
+            println!("  event {} {:<8} {:<12} record {:<6} changed [{}]", &e.id[..12], e.kind.name(), e.family.name(), e.record_id, changed.join(", "));
         }
+        let after_second = tasks.totals();
+        print_delivered("task creation", &after_second, &after_first);
+        print_dock(&dock_sim, tasks_before, flows_before);
+
+        // A Lambda retry or a duplicate invocation delivers the same batch again.
+        let (tasks_now, flows_now) = (dock_sim.tasks().len(), dock_sim.workflows().len());
+        let again = deliver_batch(&tasks.delivery, &secrets, std::slice::from_ref(&tenant), &new_events).await;
+        println!(
+            "\nthe second batch delivered again (as a Lambda retry would): {} matches, {} duplicates avoided, {} new tasks, {} new workflows",
+            again.matched,
+            again.duplicates,
+            dock_sim.tasks().len() - tasks_now,
+            dock_sim.workflows().len() - flows_now
+        );
         let dup: usize = second.iter().map(|r| r.duplicates).sum();
-        println!("\n{dup} records re-read in the lookback overlap were recognised and not handed off again");
-        println!("{} Kareo calls, {:.1}s in all (calls spaced by Kareo's per-operation throttle)", sim.calls().len(), started.elapsed().as_secs_f64());
-        Ok(ExitCode::SUCCESS)
+        println!("{dup} records re-read in the lookback overlap were recognised and not handed off again");
+        let dead = tasks.dead_letters();
+        if !dead.is_empty() {
+            println!("{} (event, rule) pairs failed permanently (dead letters):", dead.len());
+            for f in &dead {
+                println!("  {} / {}: {} — {}", &f.event[..12.min(f.event.len())], f.rule, f.class, f.reason);
+            }
+        }
+        println!(
+            "{} Kareo calls, {} Dock calls, {:.1}s in all (Kareo calls spaced by its per-operation throttle)",
+            sim.calls().len(),
+            dock_sim.calls().len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(if dead.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(4) })
     })
 }
 
@@ -123,7 +195,7 @@ where
     K: kareo_dock_core::source::KareoSource,
     C: kareo_dock_core::ports::CursorStore,
     S: kareo_dock_core::ports::SnapshotStore,
-    E: kareo_dock_core::ports::EventSink,
+    E: EventSink,
     T: Clock,
 {
     let mut out = Vec::new();
@@ -158,4 +230,40 @@ fn print_reports(title: &str, reports: &[Report]) {
         "  events handed off: {}",
         reports.iter().map(|r| r.events).sum::<usize>()
     );
+}
+
+fn print_delivered(title: &str, now: &Delivered, before: &Delivered) {
+    println!(
+        "{title}: {} rule matches → {} tasks created, {} workflows deployed, {} duplicates avoided, {} failed",
+        now.matched - before.matched,
+        now.tasks - before.tasks,
+        now.workflows - before.workflows,
+        now.duplicates - before.duplicates,
+        now.failures.len() - before.failures.len()
+    );
+}
+
+/// The Dock side, by rule (read from the reference stamped on each task) — no task text.
+fn print_dock(dock_sim: &dock_sim::DockSim, skip_tasks: usize, skip_flows: usize) {
+    let mut by_rule: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for t in dock_sim.tasks().iter().skip(skip_tasks) {
+        let rule = t
+            .details
+            .as_deref()
+            .and_then(|d| d.rsplit("kareo-dock ref: ").next())
+            .and_then(|r| r.trim().rsplit('#').next())
+            .unwrap_or("(workflow task)")
+            .to_string();
+        let e = by_rule.entry(rule).or_default();
+        e.0 += 1;
+        if t.patient.is_some() {
+            e.1 += 1;
+        }
+    }
+    let flows = dock_sim.workflows().len() - skip_flows;
+    println!("  in Dock now: {flows} new workflows; new tasks by rule:");
+    for (rule, (n, linked)) in &by_rule {
+        println!("    {rule:<28} {n:>4} tasks ({linked} linked to a Dock patient)");
+    }
+    println!("  Dock patients: {}", dock_sim.patients().len());
 }

@@ -53,6 +53,9 @@ enum Command {
         /// Read and report; hand off and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Append events to `<state>/events.jsonl` only; create no Dock task.
+        #[arg(long)]
+        no_tasks: bool,
         /// Print the reports as JSON.
         #[arg(long)]
         json: bool,
@@ -109,8 +112,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
             family,
             dry_run,
+            no_tasks,
             json,
-        } => sync::run(&configs, &secrets, &state, family.as_deref(), dry_run, json),
+        } => sync::run(sync::SyncArgs {
+            configs: &configs,
+            secrets: &secrets,
+            state: &state,
+            family: family.as_deref(),
+            dry_run,
+            no_tasks,
+            json,
+        }),
         Command::Kareo { verb } => match verb {
             KareoVerb::Decode { op, file } => decode(&op, &file),
             KareoVerb::Envelope { op, input } => envelope_verb(&op, &input),

@@ -1,23 +1,48 @@
-//! `kareo-dock sync --once`: the poll of every enabled family, in one process, local state.
+//! `kareo-dock sync --once`: the poll of every enabled family and the task creation, in one
+//! process, with local state: cursors, snapshots and the ledger in the state directory, every
+//! event handed off appended to `<state>/events.jsonl`, permanent task failures to
+//! `<state>/dead-letters.jsonl` (for `kareo-dock replay`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_core::local::{JsonlSink, LocalSecrets, LocalStore};
+use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks};
+use kareo_dock_core::local::{JsonlSink, LocalSecrets, LocalStore, Tee};
 use kareo_dock_core::ports::SystemClock;
 use kareo_dock_core::run::poll_tenants;
 use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
 
-/// Exit codes: 0 every run done; 2 a config or secrets file is invalid; 4 some run failed.
-pub fn run(
-    configs: &[PathBuf],
-    secrets: &Path,
-    state: &Path,
-    family: Option<&str>,
-    dry_run: bool,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+/// What to run.
+pub struct SyncArgs<'a> {
+    /// Tenant config files.
+    pub configs: &'a [PathBuf],
+    /// Secrets file.
+    pub secrets: &'a Path,
+    /// State directory.
+    pub state: &'a Path,
+    /// Only this family.
+    pub family: Option<&'a str>,
+    /// Read and report only.
+    pub dry_run: bool,
+    /// Hand events to events.jsonl only; create no Dock task.
+    pub no_tasks: bool,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// Exit codes: 0 every run done; 2 a config or secrets file is invalid; 4 some run failed or
+/// some task could not be created (dead letters written).
+pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
+    let SyncArgs {
+        configs,
+        secrets,
+        state,
+        family,
+        dry_run,
+        no_tasks,
+        json,
+    } = args;
     let mut tenants = Vec::new();
     for c in configs {
         match TenantConfig::from_file(c) {
@@ -46,31 +71,63 @@ pub fn run(
         }
     };
     let store = LocalStore::in_dir(state)?;
-    let sink = JsonlSink::new(state.join("events.jsonl"));
+    let events = JsonlSink::new(state.join("events.jsonl"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let client = KareoClient::new(ClientConfig::from_env())?;
+        let dock = DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?);
+        let delivery = Delivery {
+            dock: &dock,
+            ledger: &store,
+            kareo: &client,
+            clock: &SystemClock,
+            owner: format!("cli-{}", std::process::id()),
+            lease: std::time::Duration::from_secs(300),
+        };
+        let tasks = DeliverySink::new(delivery, &secrets, tenants.clone());
+        let none = kareo_dock_core::local::RecordingSink::default();
+        let sink = Tee(&events, &tasks);
         let config = PollConfig {
             owner: format!("cli-{}", std::process::id()),
             ..PollConfig::default()
         };
-        let poller = Poller {
-            kareo: &client,
-            cursors: &store,
-            snapshots: &store,
-            sink: &sink,
-            clock: &SystemClock,
-            config: &config,
-        };
         let mode = if dry_run { Mode::DryRun } else { Mode::Poll };
         let mut reports = Vec::new();
-        for f in families {
-            reports.extend(poll_tenants(&poller, &secrets, &tenants, f, None, mode, 4, None).await);
+        if no_tasks {
+            let only_events = Tee(&events, &none);
+            let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &only_events, clock: &SystemClock, config: &config };
+            for f in &families {
+                reports.extend(poll_tenants(&poller, &secrets, &tenants, *f, None, mode, 4, None).await);
+            }
+        } else {
+            let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &sink, clock: &SystemClock, config: &config };
+            for f in &families {
+                reports.extend(poll_tenants(&poller, &secrets, &tenants, *f, None, mode, 4, None).await);
+            }
+        }
+        let delivered = tasks.totals();
+        let dead = tasks.dead_letters();
+        if !dead.is_empty() {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(state.join("dead-letters.jsonl"))?;
+            for d in &dead {
+                writeln!(f, "{}", serde_json::to_string(d)?)?;
+            }
         }
         if json {
-            println!("{}", serde_json::to_string_pretty(&reports)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "polls": reports,
+                    "tasks": delivered,
+                    "dead_letters": dead,
+                }))?
+            );
         } else {
             for r in &reports {
                 let outcome = match &r.outcome {
@@ -90,9 +147,21 @@ pub fn run(
                 );
             }
         }
+        if !json && !no_tasks && !dry_run {
+            println!(
+                "tasks: {} rule matches, {} tasks created, {} workflows deployed, {} duplicates avoided, {} dead letters{}",
+                delivered.matched,
+                delivered.tasks,
+                delivered.workflows,
+                delivered.duplicates,
+                dead.len(),
+                if dead.is_empty() { String::new() } else { format!(" (see {})", state.join("dead-letters.jsonl").display()) }
+            );
+        }
         let failed = reports
             .iter()
-            .any(|r| matches!(r.outcome, Outcome::Failed { .. }));
+            .any(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            || !dead.is_empty();
         Ok(if failed {
             ExitCode::from(4)
         } else {

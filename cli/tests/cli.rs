@@ -96,7 +96,7 @@ async fn sync_once_hands_off_every_change_once_and_keeps_state() {
     assert!(out.status.success());
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        reports
+        reports["polls"]
             .as_array()
             .unwrap()
             .iter()
@@ -110,6 +110,59 @@ async fn sync_once_hands_off_every_change_once_and_keeps_state() {
             .count(),
         lines
     );
+}
+
+#[tokio::test]
+async fn sync_once_creates_the_mapped_tasks_once_and_dead_letters_what_cannot_be_created() {
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let dock = dock_sim::DockSim::start(dock_sim::Seed::default()).await;
+    let dir = tmp("sync-tasks");
+    let c = sim.config();
+    let yaml = format!(
+        "tenant: acme\ntimezone: America/New_York\nstart: {}\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\ndock:\n  secret: dock/acme\nfamilies:\n  payments: {{}}\n  providers: {{}}\nrules:\n  - name: new-payment\n    interface: payments\n    on: created\n    task: {{ list: Billing, group: Claims, description: \"Payment {{ID}}\" }}\n  - name: new-provider\n    interface: providers\n    on: created\n    task: {{ list: Credentialing, description: \"Provider {{ID}}\" }}\n",
+        (sim.now() - chrono::Duration::days(40)).to_rfc3339(),
+        c.practice_name
+    );
+    let cfg = dir.join("acme.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let secrets = serde_json::json!({
+        "kareo/acme": {"customer_key": c.customer_key, "user": c.user, "password": c.password},
+        "dock/acme": dock.secret(),
+    });
+    std::fs::write(dir.join("secrets.json"), secrets.to_string()).unwrap();
+    let sync = || {
+        let mut cmd = bin();
+        cmd.env("KAREO_ENDPOINT", sim.url())
+            .env("DOCK_API_URL", dock.api_url())
+            .env("DOCK_AUTH_URL", dock.auth_url())
+            .args(["sync", "--once", "--json", "--config"])
+            .arg(&cfg)
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--state")
+            .arg(dir.join("state"));
+        cmd
+    };
+    let out = run(sync()).await;
+    // The providers' list does not exist in Dock: those tasks are dead letters, exit 4.
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let payments = sim.rows(Family::Payments).len();
+    let providers = sim.rows(Family::Providers).len();
+    assert_eq!(dock.tasks().len(), payments, "one task per new payment");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"]["tasks"], payments);
+    let dead = std::fs::read_to_string(dir.join("state/dead-letters.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), providers);
+    assert!(dead.contains("new-provider") && dead.contains("Credentialing"), "{dead}");
+
+    // Again: the cursors moved, nothing is created twice.
+    let out = run(sync()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(dock.tasks().len(), payments);
 }
 
 #[tokio::test]

@@ -19,6 +19,17 @@ pub enum ChangeKind {
     Deleted,
 }
 
+impl ChangeKind {
+    /// `created`, `updated` or `deleted`, as in the mapping's `on:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
 /// One member that changed since the last version handed off.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {

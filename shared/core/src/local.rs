@@ -504,3 +504,14 @@ impl EventSink for JsonlSink {
         f.write_all(&buf).and_then(|_| f.sync_data()).map_err(fail)
     }
 }
+
+/// Hands each batch to two sinks in turn (the second only when the first accepted it): e.g.
+/// an events file kept beside the task creation of a local run.
+pub struct Tee<'a, A, B>(pub &'a A, pub &'a B);
+
+impl<A: EventSink, B: EventSink> EventSink for Tee<'_, A, B> {
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        self.0.hand_off(batch).await?;
+        self.1.hand_off(batch).await
+    }
+}

@@ -488,12 +488,7 @@ impl Template {
                         out.push_str(f.name());
                     }
                 }
-                Part::Kind => out.push_str(match event.map(|e| e.kind) {
-                    Some(ChangeKind::Created) => "created",
-                    Some(ChangeKind::Updated) => "updated",
-                    Some(ChangeKind::Deleted) => "deleted",
-                    None => "",
-                }),
+                Part::Kind => out.push_str(event.map(|e| e.kind.name()).unwrap_or("")),
             }
         }
         out
