@@ -17,6 +17,7 @@
 //!   patients: {}
 //!   charges: { start: 2026-09-15T00:00:00Z }
 //! rules: []                           # the mapping (task creation)
+//! webhooks: { rules: [] }             # optional: Dock webhooks → Kareo writes (crate::webhook)
 //! ```
 //!
 //! Every check happens while the YAML is read, so an error names the file, the line and the
@@ -63,6 +64,12 @@ pub struct TenantConfig {
     /// The mapping read from `rules` (checked by [`TenantConfig::from_yaml`]).
     #[serde(skip)]
     pub mapping: Mapping,
+    /// Dock webhooks → Kareo write commands (see [`crate::webhook`]); absent: none.
+    #[serde(default, skip_serializing_if = "serde_yaml_ng::Value::is_null")]
+    pub webhooks: serde_yaml_ng::Value,
+    /// The webhook rules read from `webhooks` (checked by [`TenantConfig::from_yaml`]).
+    #[serde(skip)]
+    pub hooks: crate::webhook::WebhookConfig,
 }
 
 /// Kareo settings of a tenant.
@@ -190,6 +197,10 @@ impl TenantConfig {
             }
             Err(es) => es,
         };
+        match crate::webhook::WebhookConfig::from_tenant_yaml(text, source) {
+            Ok(h) => cfg.hooks = h,
+            Err(es) => problems.extend(es),
+        }
         for (i, rule) in cfg.mapping.rules.iter().enumerate() {
             if !cfg.families.contains_key(&rule.interface) {
                 problems.push(ConfigError {

@@ -111,6 +111,8 @@ pub(crate) struct State {
     pub next_id: u64,
     pub faults: Vec<crate::FaultRule>,
     pub calls: Vec<Call>,
+    /// Webhook events built so far (their identifiers count up).
+    pub webhook_events: u64,
 }
 
 pub(crate) fn is_uuid(s: &str) -> bool {
@@ -153,6 +155,7 @@ impl State {
             next_id: 0,
             faults: Vec::new(),
             calls: Vec::new(),
+            webhook_events: 0,
             seed: seed.clone(),
         };
         assert!(

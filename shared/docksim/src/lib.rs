@@ -79,6 +79,7 @@
 mod api;
 mod seed;
 mod server;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,6 +88,7 @@ use std::time::Duration;
 use dock::{DeployedWorkflow, DockSecret, Patient, Task};
 
 pub use seed::{Seed, SeedField, SeedList, SeedTemplate, SeedUser};
+pub use webhook::WebhookDelivery;
 
 /// A fault to inject.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -89,6 +89,8 @@
 //!   accepted and ignored.
 //! - **Deleted appointments** vanish from GetAppointments and [`KareoSim::rows`]; GetAppointment
 //!   still returns them with `IsDeleted=true`.
+//! - **`xs:dateTime` values without an offset** in writes (a date of service
+//!   `2026-09-29T00:00:00`) are practice-local times, as WCF keeps an unspecified `DateTime`.
 //! - **GetEncounterDetails** `EncounterStatus` is numeric: Draft 1, Submitted 2, Approved 3
 //!   (reported), Rejected 4, Unpayable 5. CreateEncounter defaults to Draft.
 //! - **Validation errors** of writes (unknown patient, provider, location, practice, missing

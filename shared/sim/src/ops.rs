@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use kareo::dates::{format_datetime, format_response};
 use kareo::schema::{self, OpDef, Ty};
@@ -260,14 +260,16 @@ fn parse_id(s: &str) -> Result<i64, Err> {
 }
 
 /// An `xs:dateTime` value: with an offset as given, without one as UTC.
-fn parse_xs(s: &str) -> Option<DateTime<Utc>> {
+/// An `xs:dateTime`; one without an offset (a date of service, `2026-09-29T00:00:00`) is a
+/// practice-local time, as WCF keeps an unspecified `DateTime` as written.
+fn parse_xs(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
         .ok()
-        .map(|n| Utc.from_utc_datetime(&n))
+        .map(|n| kareo::dates::localize(n, tz))
 }
 
 struct Cx<'a> {
@@ -753,8 +755,12 @@ impl Cx<'_> {
         let Some((prov_id, prov)) = provider else {
             return app("Appointment must have valid ProviderGuids or ResourceGuids.");
         };
-        let start = txt("StartTime").and_then(parse_xs).ok_or(Err::Internal)?;
-        let end = txt("EndTime").and_then(parse_xs).ok_or(Err::Internal)?;
+        let start = txt("StartTime")
+            .and_then(|t| parse_xs(t, self.tz))
+            .ok_or(Err::Internal)?;
+        let end = txt("EndTime")
+            .and_then(|t| parse_xs(t, self.tz))
+            .ok_or(Err::Internal)?;
         if end <= start {
             return app("EndTime must be later than StartTime.");
         }
@@ -921,14 +927,17 @@ impl Cx<'_> {
         let Some(patient) = self.store.get(Family::Patients, patient_id).cloned() else {
             return app("Patient not found.");
         };
-        let Some(svc_start) = e.text("ServiceStartDate").and_then(parse_xs) else {
+        let Some(svc_start) = e
+            .text("ServiceStartDate")
+            .and_then(|t| parse_xs(t, self.tz))
+        else {
             return app("ServiceStartDate is required.");
         };
         let svc_end = e
             .text("ServiceEndDate")
-            .and_then(parse_xs)
+            .and_then(|t| parse_xs(t, self.tz))
             .unwrap_or(svc_start);
-        let Some(post) = e.text("PostDate").and_then(parse_xs) else {
+        let Some(post) = e.text("PostDate").and_then(|t| parse_xs(t, self.tz)) else {
             return app("PostDate is required.");
         };
         let Some(loc_id) = e.obj("ServiceLocation").and_then(|l| l.text("LocationID")) else {
@@ -1015,9 +1024,12 @@ impl Cx<'_> {
                 .unwrap_or(0.0);
             let ls = l
                 .text("ServiceStartDate")
-                .and_then(parse_xs)
+                .and_then(|t| parse_xs(t, self.tz))
                 .unwrap_or(svc_start);
-            let le = l.text("ServiceEndDate").and_then(parse_xs).unwrap_or(ls);
+            let le = l
+                .text("ServiceEndDate")
+                .and_then(|t| parse_xs(t, self.tz))
+                .unwrap_or(ls);
             let charge_id = self.store.new_id(Family::Charges);
             let mut ch = Row::new();
             let mut put = |k: &str, v: String| {

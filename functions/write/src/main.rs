@@ -1,0 +1,97 @@
+//! The write-back function: one Kareo write command per request, exactly once per command id.
+//!
+//! Called two ways, same answer:
+//! - **direct invoke** (`aws lambda invoke`, another function): the payload is the command
+//!   `{"id", "tenant", "op", "data"}`; the result is the [`WriteResult`] JSON (its `status`
+//!   says done / needs_review / invalid / rejected / retry / in_progress);
+//! - **Function URL** (auth `AWS_IAM`, SigV4-signed `POST` with the command as the body): the
+//!   same JSON, with HTTP 200 done, 400 invalid, 422 rejected, 409 needs_review or
+//!   in_progress, 503 retry.
+//!
+//! Environment: `KAREO_DOCK_TABLE` (tenant configs and the ledger), `KAREO_ENDPOINT`
+//! (optional). IAM: DynamoDB GetItem/PutItem/UpdateItem/DeleteItem/Query/Scan on the table,
+//! secretsmanager:GetSecretValue on the tenants' Kareo secrets.
+
+use std::time::Duration;
+
+use kareo::{ClientConfig, KareoClient};
+use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
+use kareo_dock_core::function_url;
+use kareo_dock_core::ports::{SystemClock, TenantStore};
+use kareo_dock_core::run::CachedSecrets;
+use kareo_dock_core::write::{run_command, Problem, WriteResult, WriteStatus, Writer};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+struct App {
+    store: DynamoStore,
+    secrets: CachedSecrets<SecretsManagerSource>,
+    kareo: KareoClient,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+    let sdk = kareo_dock_aws::sdk_config().await;
+    let table = std::env::var("KAREO_DOCK_TABLE").map_err(|_| "KAREO_DOCK_TABLE is not set")?;
+    let app = App {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+        secrets: CachedSecrets::new(
+            SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+            Duration::from_secs(300),
+        ),
+        kareo: KareoClient::new(ClientConfig::from_env())?,
+    };
+    let app = &app;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(app, event).await
+    }))
+    .await
+}
+
+async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let owner = event.context.request_id.clone();
+    let Some(req) = function_url::parse(&event.payload) else {
+        return Ok(serde_json::to_value(run(app, owner, &event.payload).await)?);
+    };
+    let result = if !req.method.eq_ignore_ascii_case("POST") {
+        invalid("(request)", "POST the command as the body")
+    } else {
+        match serde_json::from_slice::<Value>(&req.body) {
+            Ok(cmd) => run(app, owner, &cmd).await,
+            Err(_) => invalid("(command)", "the body is not JSON"),
+        }
+    };
+    Ok(function_url::response(
+        result.status.http_status(),
+        &serde_json::to_value(&result)?,
+    ))
+}
+
+fn invalid(field: &str, problem: &str) -> WriteResult {
+    WriteResult::invalid(
+        &Value::Null,
+        vec![Problem {
+            field: field.into(),
+            problem: problem.into(),
+        }],
+    )
+}
+
+async fn run(app: &App, owner: String, cmd: &Value) -> WriteResult {
+    let tenants = match app.store.tenants().await {
+        Ok(t) => t,
+        Err(e) => {
+            let mut r = WriteResult::invalid(cmd, Vec::new());
+            r.status = WriteStatus::Retry;
+            r.reason = Some(format!("tenant configs unavailable ({})", e.class()));
+            return r;
+        }
+    };
+    let writer = Writer::new(&app.kareo, &app.store, &SystemClock, owner);
+    run_command(&writer, &app.secrets, &tenants, cmd).await
+}
