@@ -1,0 +1,251 @@
+//! What the operator verbs share: where the state is (a local directory or a DynamoDB table),
+//! where the secrets are (a local file or Secrets Manager), the tenants (config files or the
+//! stored ones), dates on the command line, and the exit codes.
+//!
+//! Exit codes of every operator verb: 0 success; 1 bad usage or input (an option, a date, a
+//! family name, an unreadable file); 2 an invalid tenant config or secrets file; 3 a remote
+//! error (the state store, Secrets Manager, SQS or Lambda could not be reached); 4 the verb ran
+//! but some item failed (a check, a run, a task, a redrive).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use kareo::Family;
+use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
+use kareo_dock_core::local::{LocalSecrets, LocalStore};
+use kareo_dock_core::ports::{SecretError, SecretSource, SecretValue, StoreError, TenantStore};
+use kareo_dock_core::TenantConfig;
+
+/// Bad usage or input.
+pub const USAGE: u8 = 1;
+/// Invalid tenant config or secrets file.
+pub const CONFIG: u8 = 2;
+/// A remote service failed.
+pub const REMOTE: u8 = 3;
+/// Some item failed.
+pub const FAILED: u8 = 4;
+
+/// An early exit: the message for stderr and the code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl Exit {
+    /// Prints the message and gives the code.
+    pub fn report(self) -> ExitCode {
+        eprintln!("error: {}", self.1);
+        ExitCode::from(self.0)
+    }
+}
+
+/// A verb's result: its exit code, or an early exit.
+pub type Outcome = Result<ExitCode, Exit>;
+
+/// Turns an early exit into its code.
+pub fn finish(r: Outcome) -> anyhow::Result<ExitCode> {
+    Ok(r.unwrap_or_else(Exit::report))
+}
+
+/// Where the state is: `--state DIR` (files, as `sync`) or `--table NAME` (DynamoDB).
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct StoreArgs {
+    /// Local state directory (cursors, snapshots, ledger, tenants in `state.json`).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// DynamoDB state table (AWS: region, credentials and AWS_ENDPOINT_URL from the
+    /// environment).
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+/// Where the state is, opened.
+pub enum Store {
+    /// Files in a directory.
+    Local(LocalStore, PathBuf),
+    /// A DynamoDB table.
+    Dynamo(DynamoStore),
+}
+
+/// Runs `$body` with `$s` bound to the concrete store.
+macro_rules! with_store {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            $crate::common::Store::Local($s, _) => $body,
+            $crate::common::Store::Dynamo($s) => $body,
+        }
+    };
+}
+pub(crate) use with_store;
+
+impl StoreArgs {
+    /// Opens the store.
+    pub async fn open(&self) -> Result<Store, Exit> {
+        open_store(self.state.as_deref(), self.table.as_deref()).await
+    }
+}
+
+/// Opens `--state` or `--table` (exactly one must be given).
+pub async fn open_store(state: Option<&Path>, table: Option<&str>) -> Result<Store, Exit> {
+    match (state, table) {
+        (Some(dir), None) => LocalStore::in_dir(dir)
+            .map(|s| Store::Local(s, dir.to_path_buf()))
+            .map_err(|e| match e {
+                StoreError::Corrupt(_) => Exit(CONFIG, e.to_string()),
+                e => Exit(USAGE, e.to_string()),
+            }),
+        (None, Some(table)) => {
+            let sdk = kareo_dock_aws::sdk_config().await;
+            Ok(Store::Dynamo(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                table,
+            )))
+        }
+        (Some(_), Some(_)) => Err(Exit(
+            USAGE,
+            "give either --state or --table, not both".into(),
+        )),
+        (None, None) => Err(Exit(USAGE, "give --state DIR or --table NAME".into())),
+    }
+}
+
+/// The exit code of a store failure: the table or file could not be used.
+pub fn store_exit(e: StoreError) -> Exit {
+    match e {
+        StoreError::Corrupt(_) => Exit(CONFIG, e.to_string()),
+        e => Exit(REMOTE, e.to_string()),
+    }
+}
+
+/// Secrets from a local file or from Secrets Manager.
+pub enum Secrets {
+    /// `--secrets FILE`.
+    Local(LocalSecrets),
+    /// Secrets Manager (with `--table`).
+    Aws(SecretsManagerSource),
+}
+
+impl SecretSource for Secrets {
+    async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
+        match self {
+            Secrets::Local(s) => s.get(name).await,
+            Secrets::Aws(s) => s.get(name).await,
+        }
+    }
+}
+
+/// The secrets: the `--secrets` file when given, else Secrets Manager when the state is a
+/// table; a local state without a secrets file is a usage error.
+pub async fn open_secrets(file: Option<&Path>, aws: bool) -> Result<Secrets, Exit> {
+    match file {
+        Some(f) => LocalSecrets::from_file(f)
+            .map(Secrets::Local)
+            .map_err(|e| Exit(CONFIG, e.to_string())),
+        None if aws => {
+            let sdk = kareo_dock_aws::sdk_config().await;
+            Ok(Secrets::Aws(SecretsManagerSource::new(
+                aws_sdk_secretsmanager::Client::new(&sdk),
+            )))
+        }
+        None => Err(Exit(
+            USAGE,
+            "give --secrets FILE (or KAREO_DOCK_SECRETS) with a local state".into(),
+        )),
+    }
+}
+
+/// The tenants: the `--config` files when given (checked: file:line errors exit 2), else the
+/// ones stored in the state; only `only` when given (an unknown tenant is a usage error).
+pub async fn tenants(
+    configs: &[PathBuf],
+    store: Option<&Store>,
+    only: Option<&str>,
+) -> Result<Vec<TenantConfig>, Exit> {
+    let mut out = Vec::new();
+    if configs.is_empty() {
+        let Some(store) = store else {
+            return Err(Exit(USAGE, "give --config FILE".into()));
+        };
+        out = with_store!(store, s => s.tenants().await).map_err(store_exit)?;
+        if out.is_empty() {
+            return Err(Exit(
+                USAGE,
+                "no tenant stored here (store one with `kareo-dock tenant put`, or give --config)"
+                    .into(),
+            ));
+        }
+    } else {
+        for c in configs {
+            out.push(TenantConfig::from_file(c).map_err(|e| Exit(CONFIG, e.to_string()))?);
+        }
+    }
+    if let Some(t) = only {
+        out.retain(|c| c.tenant == t);
+        if out.is_empty() {
+            return Err(Exit(USAGE, format!("no tenant '{t}'")));
+        }
+    }
+    Ok(out)
+}
+
+/// A family by name (`appointments`, `GetAppointments`, …).
+pub fn family(name: &str) -> Result<Family, Exit> {
+    Family::from_name(name).ok_or_else(|| {
+        Exit(
+            USAGE,
+            format!(
+                "'{name}' is not a Kareo family (one of: {})",
+                Family::ALL.map(|f| f.name()).join(", ")
+            ),
+        )
+    })
+}
+
+/// An instant on the command line: RFC 3339 (`2026-09-01T00:00:00Z`) or a date
+/// (`2026-09-01`, midnight UTC). Never in the future.
+pub fn instant(text: &str, option: &str) -> Result<DateTime<Utc>, Exit> {
+    let t = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .map_err(|_| {
+            Exit(
+                USAGE,
+                format!("{option} '{text}': expected a date (2026-09-01) or an RFC 3339 instant"),
+            )
+        })?;
+    if t > Utc::now() {
+        return Err(Exit(USAGE, format!("{option} '{text}' is in the future")));
+    }
+    Ok(t)
+}
+
+/// A duration as an operator reads it: `3d 4h`, `12m 5s`, `40s`.
+pub fn human(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s < 0 {
+        return format!("-{}", human(-d));
+    }
+    let (days, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    match (days, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{days}d {h}h"),
+    }
+}
+
+/// An instant for a table: `2026-09-01 12:00:00Z`, or `-`.
+pub fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A multi-thread tokio runtime.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

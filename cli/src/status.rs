@@ -1,0 +1,150 @@
+//! `kareo-dock status`: per tenant and family, where the cursor stands, how far behind it is,
+//! when the last run succeeded, and the class of the last error.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use kareo_dock_core::ports::{Cursor, CursorStore, TenantStore};
+use serde::Serialize;
+
+use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
+
+/// `status` options.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Print a JSON array (one object per tenant and family).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One line of the status.
+#[derive(Serialize)]
+struct Row {
+    tenant: String,
+    family: &'static str,
+    /// Upper bound of the last fully handed-off window.
+    position: Option<DateTime<Utc>>,
+    /// now − position, in seconds.
+    lag_seconds: Option<i64>,
+    /// Largest record version handed off.
+    high_water: Option<DateTime<Utc>>,
+    /// Start of the last successful run.
+    last_success: Option<DateTime<Utc>>,
+    /// The last error (cleared by the next success): class, message (ids only), when.
+    last_error: Option<LastError>,
+    /// A run holds the lease until then.
+    leased_until: Option<DateTime<Utc>>,
+    /// The family is enabled in the stored config but has never run.
+    never_run: bool,
+}
+
+#[derive(Serialize)]
+struct LastError {
+    class: String,
+    message: String,
+    at: DateTime<Utc>,
+}
+
+/// Exit codes: 0 every cursor is healthy; 3 the state could not be read; 4 some cursor's
+/// last run failed (its class is shown).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    common::runtime()?.block_on(async { common::finish(status(args).await) })
+}
+
+async fn status(args: Args) -> Outcome {
+    let store = args.store.open().await?;
+    let now = Utc::now();
+    let cursors = with_store!(&store, s => s.list().await).map_err(common::store_exit)?;
+    // Families enabled in the stored configs but without a cursor yet: "never run". A stored
+    // config that no longer reads is not this verb's concern (tenant put checks them).
+    let stored = with_store!(&store, s => s.tenants().await).unwrap_or_default();
+    let mut rows: BTreeMap<(String, &'static str), Row> = BTreeMap::new();
+    for (tenant, family, c) in cursors {
+        rows.insert(
+            (tenant.clone(), family.name()),
+            row(tenant, family.name(), &c, now),
+        );
+    }
+    for t in stored {
+        for f in t.families.keys() {
+            rows.entry((t.tenant.clone(), f.name()))
+                .or_insert_with(|| Row {
+                    never_run: true,
+                    ..row(t.tenant.clone(), f.name(), &Cursor::default(), now)
+                });
+        }
+    }
+    let rows: Vec<Row> = rows
+        .into_values()
+        .filter(|r| args.tenant.as_ref().is_none_or(|t| *t == r.tenant))
+        .collect();
+    if let (Some(t), true) = (&args.tenant, rows.is_empty()) {
+        return Err(Exit(
+            common::USAGE,
+            format!("no cursor or stored config for tenant '{t}'"),
+        ));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| Exit(common::USAGE, e.to_string()))?
+        );
+    } else if rows.is_empty() {
+        println!("no cursors yet");
+    } else {
+        println!(
+            "{:<16} {:<18} {:<21} {:>8}  {:<21} LAST ERROR",
+            "TENANT", "FAMILY", "POSITION", "LAG", "LAST SUCCESS"
+        );
+        for r in &rows {
+            let error = match (&r.last_error, r.never_run) {
+                (Some(e), _) => format!("{} at {}", e.class, common::when(Some(e.at))),
+                (None, true) => "never run".into(),
+                (None, false) => "-".into(),
+            };
+            let lease = match r.leased_until {
+                Some(u) if u > now => format!(" (running until {})", common::when(Some(u))),
+                _ => String::new(),
+            };
+            println!(
+                "{:<16} {:<18} {:<21} {:>8}  {:<21} {error}{lease}",
+                r.tenant,
+                r.family,
+                common::when(r.position),
+                r.lag_seconds
+                    .map(|s| common::human(chrono::Duration::seconds(s)))
+                    .unwrap_or_else(|| "-".into()),
+                common::when(r.last_success),
+            );
+        }
+    }
+    Ok(if rows.iter().any(|r| r.last_error.is_some()) {
+        ExitCode::from(common::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn row(tenant: String, family: &'static str, c: &Cursor, now: DateTime<Utc>) -> Row {
+    Row {
+        tenant,
+        family,
+        position: c.position,
+        lag_seconds: c.position.map(|p| (now - p).num_seconds()),
+        high_water: c.high_water,
+        last_success: c.last_success_start,
+        last_error: c.last_error.as_ref().map(|e| LastError {
+            class: e.class.clone(),
+            message: e.message.clone(),
+            at: e.at,
+        }),
+        leased_until: c.lease_until.filter(|_| c.lease_owner.is_some()),
+        never_run: false,
+    }
+}

@@ -1,0 +1,68 @@
+//! `kareo-dock tenant put`: checks a tenant config (file:line errors) and stores it where the
+//! functions read it (the state directory or the DynamoDB table).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kareo_dock_core::ports::TenantStore;
+use kareo_dock_core::TenantConfig;
+
+use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
+
+/// `tenant` verbs.
+#[derive(clap::Subcommand, Debug)]
+pub enum Verb {
+    /// Check a tenant config and store it (creating or replacing the tenant's config). An
+    /// invalid config is refused with the file, the line and the reason, and nothing is stored.
+    Put(PutArgs),
+}
+
+/// `tenant put` options.
+#[derive(clap::Args, Debug)]
+pub struct PutArgs {
+    /// The tenant config (YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit codes: 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the state
+/// could not be written.
+pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    let Verb::Put(args) = verb;
+    common::runtime()?.block_on(async { common::finish(put(args).await) })
+}
+
+async fn put(args: PutArgs) -> Outcome {
+    let config =
+        TenantConfig::from_file(&args.file).map_err(|e| Exit(common::CONFIG, e.to_string()))?;
+    let store = args.store.open().await?;
+    let existed = with_store!(&store, s => s.tenants().await)
+        .map(|ts| ts.iter().any(|t| t.tenant == config.tenant))
+        .unwrap_or(false);
+    with_store!(&store, s => s.put(&config).await).map_err(common::store_exit)?;
+    let families: Vec<&str> = config.families.keys().map(|f| f.name()).collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "tenant": config.tenant,
+                "families": families,
+                "rules": config.mapping.rules.len(),
+                "replaced": existed,
+            })
+        );
+    } else {
+        println!(
+            "{} tenant {}: families {}; {} rule(s)",
+            if existed { "replaced" } else { "stored" },
+            config.tenant,
+            families.join(", "),
+            config.mapping.rules.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1146 @@
+//! The operator verbs (`check`, `status`, `backfill`, `cursor reset`, `tenant put`, `replay`),
+//! run as a process against the Kareo and Dock simulators — with local state, and with the
+//! DynamoDB table, Secrets Manager and SQS of moto server (`AWS_ENDPOINT_URL`; the Lambda
+//! Invoke API is a stub served here, reached through `AWS_ENDPOINT_URL_LAMBDA`).
+//!
+//! Without `AWS_ENDPOINT_URL` the moto tests FAIL, saying they did not run; with
+//! `KAREO_DOCK_SKIP_MOTO=1` they pass with a loud skip. `scripts/test` starts moto.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use dock_sim::DockSim;
+use kareo_dock_core::local::LocalStore;
+use kareo_dock_core::ports::{CursorStore, TenantStore};
+use kareo_sim::{Family, KareoSim, SimConfig};
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kareo-dock"))
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("kareo-dock runs"))
+        .await
+        .unwrap()
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique(&format!("kareo-dock-ops-{name}")));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout_json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+struct Env {
+    sim: KareoSim,
+    dock: DockSim,
+    dir: PathBuf,
+}
+
+impl Env {
+    async fn start(name: &str) -> Env {
+        let sim = KareoSim::start(SimConfig {
+            enforce_throttle: false,
+            ..SimConfig::default()
+        })
+        .await;
+        let dock = DockSim::start(dock_sim::Seed::default()).await;
+        let dir = tmp(name);
+        let env = Env { sim, dock, dir };
+        env.write_secrets("secrets.json", true);
+        env
+    }
+
+    fn secrets_json(&self, good_password: bool) -> Value {
+        let c = self.sim.config();
+        json!({
+            "kareo/acme": {
+                "customer_key": c.customer_key,
+                "user": c.user,
+                "password": if good_password { c.password.clone() } else { "wrong".into() },
+            },
+            "dock/acme": self.dock.secret(),
+        })
+    }
+
+    fn write_secrets(&self, name: &str, good_password: bool) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, self.secrets_json(good_password).to_string()).unwrap();
+        p
+    }
+
+    /// A tenant config with these families and rules (YAML list items, indented 2).
+    fn config(&self, name: &str, families: &[&str], rules: &str) -> PathBuf {
+        let mut yaml = format!(
+            "tenant: acme\ntimezone: America/New_York\nstart: {}\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\ndock:\n  secret: dock/acme\nfamilies:\n",
+            (self.sim.now() - chrono::Duration::days(40)).to_rfc3339(),
+            self.sim.config().practice_name
+        );
+        for f in families {
+            yaml.push_str(&format!("  {f}: {{}}\n"));
+        }
+        if !rules.is_empty() {
+            yaml.push_str("rules:\n");
+            yaml.push_str(rules);
+        }
+        let p = self.dir.join(name);
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bin();
+        c.env("KAREO_ENDPOINT", self.sim.url())
+            .env("DOCK_API_URL", self.dock.api_url())
+            .env("DOCK_AUTH_URL", self.dock.auth_url())
+            .env_remove("KAREO_DOCK_SECRETS")
+            .env_remove("KAREO_DOCK_TASK_FUNCTION")
+            .args(args);
+        c
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn since(&self) -> String {
+        (self.sim.now() - chrono::Duration::days(40)).to_rfc3339()
+    }
+}
+
+const PAYMENT_RULE: &str = "  - name: new-payment\n    interface: payments\n    on: created\n    task: { list: Billing, group: Claims, description: \"Payment {ID}\" }\n";
+
+fn provider_rule(list: &str) -> String {
+    format!("  - name: new-provider\n    interface: providers\n    on: created\n    task: {{ list: {list}, description: \"Provider {{ID}}\" }}\n")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn check_gives_one_verdict_per_item_and_names_what_fails() {
+    let env = Env::start("check").await;
+    let rules = format!(
+        "{PAYMENT_RULE}{}  - name: assigned\n    interface: payments\n    on: created\n    task: {{ list: Billing, description: \"x\", assignee: frontdesk@acme.example }}\n  - name: ghost\n    interface: payments\n    on: updated\n    task: {{ list: Front Desk, group: Nowhere, description: \"x\", assignee: nobody@acme.example }}\n  - name: intake\n    interface: payments\n    on: updated\n    task: {{ list: Front Desk, group: New Patients, workflow: New Patient Intake }}\n",
+        provider_rule("Credentialing")
+    );
+    let cfg = env.config(
+        "acme.yaml",
+        &["payments", "providers", "appointments"],
+        &rules,
+    );
+    let secrets = env.dir.join("secrets.json");
+    let out = run(env.cmd(&[
+        "check",
+        "--json",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let v = stdout_json(&out);
+    let verdict = |item: &str| -> (bool, String) {
+        let c = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["item"] == item)
+            .unwrap_or_else(|| panic!("no verdict for {item}: {v:#}"));
+        (
+            c["ok"].as_bool().unwrap(),
+            c["detail"].as_str().unwrap().to_string(),
+        )
+    };
+    for ok in [
+        "kareo credentials",
+        "kareo practice (GetPractices)",
+        "kareo read payments (GetPayments)",
+        "kareo read providers (GetProviders)",
+        "kareo read appointments (GetAppointments)",
+        "dock token",
+        "dock list 'Billing'",
+        "dock list 'Front Desk'",
+        "dock group 'Claims' in list 'Billing'",
+        "dock group 'New Patients' in list 'Front Desk'",
+        "dock workflow template 'New Patient Intake'",
+        "dock assignee of rule assigned",
+    ] {
+        let (good, detail) = verdict(ok);
+        assert!(good, "{ok}: {detail}");
+    }
+    let (good, detail) = verdict("dock list 'Credentialing'");
+    assert!(!good && detail.starts_with("unknown_list"), "{detail}");
+    let (good, detail) = verdict("dock group 'Nowhere' in list 'Front Desk'");
+    assert!(!good && detail.starts_with("unknown_group"), "{detail}");
+    let (good, detail) = verdict("dock assignee of rule ghost");
+    assert!(!good && detail.starts_with("unknown_assignee"), "{detail}");
+    assert_eq!(v["failed"], 3, "{v:#}");
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !all.contains("nobody@acme.example"),
+        "no e-mail address printed"
+    );
+    assert!(
+        !all.contains(&env.sim.config().password),
+        "no secret printed"
+    );
+
+    // A ready tenant: every item ok, exit 0, a readable verdict per line.
+    let good = env.config("good.yaml", &["payments"], PAYMENT_RULE);
+    let out = run(env.cmd(&["check", "--config", p(&good), "--secrets", p(&secrets)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("dock group 'Claims' in list 'Billing'") && !s.contains("FAIL"),
+        "{s}"
+    );
+
+    // Wrong Kareo password: the credentials fail, the reads are not attempted; Dock still ok.
+    let bad = env.write_secrets("bad-secrets.json", false);
+    let out = run(env.cmd(&[
+        "check",
+        "--json",
+        "--config",
+        p(&good),
+        "--secrets",
+        p(&bad),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let v = stdout_json(&out);
+    let checks = v["checks"].as_array().unwrap();
+    let item = |name: &str| checks.iter().find(|c| c["item"] == name).unwrap();
+    assert_eq!(item("kareo credentials")["ok"], false);
+    assert!(
+        item("kareo credentials")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("security"),
+        "{v:#}"
+    );
+    assert_eq!(item("kareo read payments")["ok"], false);
+    assert_eq!(item("dock token")["ok"], true);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wrong"));
+
+    // An invalid config: exit 2 naming file and line.
+    let broken = env.dir.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("payments: {}", "paymints: {}"),
+    )
+    .unwrap();
+    let out = run(env.cmd(&["check", "--config", p(&broken), "--secrets", p(&secrets)])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.yaml:"),
+        "{}",
+        text(&out)
+    );
+
+    // No secrets source: bad usage.
+    let out = run(env.cmd(&["check", "--config", p(&good)])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// status, cursor reset
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn status_shows_cursors_lag_and_the_last_error_class_and_cursor_reset_moves_them() {
+    let env = Env::start("status").await;
+    let cfg = env.config("acme.yaml", &["patients", "payments"], "");
+    let state = env.state();
+    let secrets = env.dir.join("secrets.json");
+    let status = || env.cmd(&["status", "--json", "--state", p(&state)]);
+
+    let out = run(env.cmd(&["status", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no cursors yet"));
+
+    let before = Utc::now();
+    let out = run(env.cmd(&[
+        "sync",
+        "--once",
+        "--no-tasks",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = run(status()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = stdout_json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in rows {
+        assert_eq!(r["tenant"], "acme");
+        let pos: chrono::DateTime<Utc> = serde_json::from_value(r["position"].clone()).unwrap();
+        // The cursor stops at now − safety lag (2 minutes).
+        assert!(
+            pos <= Utc::now() - chrono::Duration::minutes(2)
+                && pos > before - chrono::Duration::minutes(3),
+            "{r}"
+        );
+        let lag = r["lag_seconds"].as_i64().unwrap();
+        assert!((120..600).contains(&lag), "{r}");
+        assert!(
+            r["last_success"].is_string() && r["last_error"].is_null(),
+            "{r}"
+        );
+    }
+    let out = run(env.cmd(&["status", "--state", p(&state)])).await;
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("acme") && s.contains("payments") && s.contains("2m"),
+        "{s}"
+    );
+
+    // A failed run: the class is shown, the position stays, exit 4.
+    let positions = |rows: &Value| -> Vec<Value> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["position"].clone())
+            .collect()
+    };
+    let kept = positions(&stdout_json(&run(status()).await));
+    let bad = env.write_secrets("bad.json", false);
+    let out = run(env.cmd(&[
+        "sync",
+        "--once",
+        "--no-tasks",
+        "--family",
+        "payments",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&bad),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = run(status()).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let rows = stdout_json(&out);
+    assert_eq!(positions(&rows), kept);
+    let payments = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["family"] == "payments")
+        .unwrap();
+    assert_eq!(
+        payments["last_error"]["class"], "kareo_security",
+        "{rows:#}"
+    );
+    let patients = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["family"] == "patients")
+        .unwrap();
+    assert!(patients["last_error"].is_null());
+    let out = run(env.cmd(&["status", "--state", p(&state)])).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kareo_security"),
+        "{}",
+        text(&out)
+    );
+
+    // cursor reset: to a date, then cleared; the store shows it.
+    let out = run(env.cmd(&[
+        "cursor",
+        "reset",
+        "--tenant",
+        "acme",
+        "--family",
+        "payments",
+        "--to",
+        "2026-01-02",
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cursor acme/payments"),
+        "{}",
+        text(&out)
+    );
+    let store = LocalStore::in_dir(&state).unwrap();
+    let c = store.load("acme", Family::Payments).await.unwrap().unwrap();
+    assert_eq!(c.position, Some("2026-01-02T00:00:00Z".parse().unwrap()));
+    let c = store.load("acme", Family::Patients).await.unwrap().unwrap();
+    assert!(c.position.is_some(), "the other family is untouched");
+
+    let out = run(env.cmd(&[
+        "cursor",
+        "reset",
+        "--json",
+        "--tenant",
+        "acme",
+        "--family",
+        "payments",
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout_json(&out)["position"], Value::Null);
+    let store = LocalStore::in_dir(&state).unwrap();
+    assert_eq!(
+        store
+            .load("acme", Family::Payments)
+            .await
+            .unwrap()
+            .unwrap()
+            .position,
+        None
+    );
+
+    // Bad input: an unknown family, a future date, both stores.
+    for args in [
+        vec![
+            "cursor",
+            "reset",
+            "--tenant",
+            "acme",
+            "--family",
+            "paymints",
+            "--state",
+            p(&state),
+        ],
+        vec![
+            "cursor",
+            "reset",
+            "--tenant",
+            "acme",
+            "--family",
+            "payments",
+            "--to",
+            "2999-01-01",
+            "--state",
+            p(&state),
+        ],
+        vec![
+            "cursor",
+            "reset",
+            "--tenant",
+            "acme",
+            "--family",
+            "payments",
+            "--to",
+            "yesterday",
+            "--state",
+            p(&state),
+        ],
+    ] {
+        let out = run(env.cmd(&args)).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+    }
+    let out = run(env.cmd(&["status", "--state", p(&state), "--table", "t"])).await;
+    assert_eq!(out.status.code(), Some(1), "a usage error: {}", text(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// tenant put
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_put_stores_a_valid_config_and_refuses_an_invalid_one_naming_the_line() {
+    let env = Env::start("tenant").await;
+    let cfg = env.config("acme.yaml", &["payments", "providers"], PAYMENT_RULE);
+    let state = env.state();
+    let out = run(env.cmd(&["tenant", "put", p(&cfg), "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stored tenant acme"),
+        "{}",
+        text(&out)
+    );
+    let stored = LocalStore::in_dir(&state).unwrap().tenants().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].tenant, "acme");
+    assert_eq!(stored[0].mapping.rules.len(), 1);
+
+    // Stored tenants appear in status as never run.
+    let out = run(env.cmd(&["status", "--json", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = stdout_json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["never_run"] == true));
+
+    // A bad rule: exit 2, file:line, and the stored config is unchanged.
+    let bad = env.dir.join("bad.yaml");
+    let text_ok = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&bad, text_ok.replace("on: created", "on: sometimes")).unwrap();
+    let line = text_ok
+        .lines()
+        .position(|l| l.contains("on: created"))
+        .unwrap()
+        + 1;
+    let out = run(env.cmd(&["tenant", "put", p(&bad), "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("bad.yaml:{line}:")), "{err}");
+    let stored = LocalStore::in_dir(&state).unwrap().tenants().await.unwrap();
+    assert_eq!(stored[0].families.len(), 2);
+
+    // Replacing: the new config wins.
+    let smaller = env.config("acme2.yaml", &["payments"], PAYMENT_RULE);
+    let out = run(env.cmd(&["tenant", "put", "--json", p(&smaller), "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout_json(&out)["replaced"], true);
+    let stored = LocalStore::in_dir(&state).unwrap().tenants().await.unwrap();
+    assert_eq!(stored[0].families.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backfill
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn backfill_rereads_from_a_date_with_or_without_creating_tasks() {
+    let env = Env::start("backfill").await;
+    let cfg = env.config("acme.yaml", &["payments"], PAYMENT_RULE);
+    let secrets = env.dir.join("secrets.json");
+    let state = env.state();
+    let payments = env.sim.rows(Family::Payments).len();
+    assert!(payments > 0);
+    let since = env.since();
+    let backfill = |state: &Path, extra: &[&str]| {
+        let mut c = env.cmd(&[
+            "backfill",
+            "--json",
+            "--config",
+            p(&cfg),
+            "--secrets",
+            p(&secrets),
+            "--from",
+            &since,
+        ]);
+        c.arg("--state").arg(state).args(extra);
+        c
+    };
+
+    // Events only: every payment recorded, no task created.
+    let out = run(backfill(&state, &["--no-tasks"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["runs"][0]["events"], payments, "{v:#}");
+    assert!(v["runs"][0]["windows"].as_u64().unwrap() >= 1);
+    let events = std::fs::read_to_string(state.join("events.jsonl")).unwrap();
+    assert_eq!(events.lines().count(), payments);
+    assert!(env.dock.tasks().is_empty(), "--no-tasks creates no task");
+    let store = LocalStore::in_dir(&state).unwrap();
+    let pos = store
+        .load("acme", Family::Payments)
+        .await
+        .unwrap()
+        .unwrap()
+        .position
+        .unwrap();
+    assert!(pos > Utc::now() - chrono::Duration::minutes(10));
+
+    // Again, with tasks: the snapshots say it was all handed off: nothing new, no task.
+    let out = run(backfill(&state, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["runs"][0]["events"], 0, "{v:#}");
+    assert_eq!(v["runs"][0]["duplicates"], payments);
+    assert!(env.dock.tasks().is_empty());
+
+    // A fresh state with tasks: one task per payment; the cursor never moves backwards.
+    let fresh = env.dir.join("fresh");
+    let out = run(backfill(&fresh, &["--family", "payments"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env.dock.tasks().len(), payments);
+    let store = LocalStore::in_dir(&fresh).unwrap();
+    let first = store
+        .load("acme", Family::Payments)
+        .await
+        .unwrap()
+        .unwrap()
+        .position
+        .unwrap();
+    let out = run(backfill(&fresh, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env.dock.tasks().len(), payments, "no task twice");
+    let store = LocalStore::in_dir(&fresh).unwrap();
+    assert!(
+        store
+            .load("acme", Family::Payments)
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+            .unwrap()
+            >= first
+    );
+
+    // Text output names the run, never a record's contents.
+    let out = run(env.cmd(&[
+        "backfill",
+        "--no-tasks",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+        "--from",
+        &since,
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("acme") && s.contains("payments") && s.contains("done"),
+        "{s}"
+    );
+
+    // Bad input.
+    for extra in [["--family", "paymints"], ["--family", "providers"]] {
+        let out = run(backfill(&state, &extra)).await;
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", text(&out));
+    }
+    let mut c = env.cmd(&[
+        "backfill",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+        "--from",
+        "2999-01-01",
+    ]);
+    c.arg("--state").arg(&state);
+    assert_eq!(run(c).await.status.code(), Some(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay (local)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn replay_redrives_the_dead_letters_once_the_cause_is_fixed() {
+    let env = Env::start("replay").await;
+    let broken = env.config(
+        "acme.yaml",
+        &["payments", "providers"],
+        &format!("{PAYMENT_RULE}{}", provider_rule("Credentialing")),
+    );
+    let fixed = env.config(
+        "fixed.yaml",
+        &["payments", "providers"],
+        &format!("{PAYMENT_RULE}{}", provider_rule("Front Desk")),
+    );
+    let secrets = env.dir.join("secrets.json");
+    let state = env.state();
+    let payments = env.sim.rows(Family::Payments).len();
+    let providers = env.sim.rows(Family::Providers).len();
+    let out = run(env.cmd(&[
+        "sync",
+        "--once",
+        "--config",
+        p(&broken),
+        "--secrets",
+        p(&secrets),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let dl = state.join("dead-letters.jsonl");
+    let original = std::fs::read_to_string(&dl).unwrap();
+    assert_eq!(original.lines().count(), providers);
+    assert_eq!(env.dock.tasks().len(), payments);
+
+    // Dry run: lists them, changes nothing.
+    let out = run(env.cmd(&["replay", "--dry-run", "--json", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), providers);
+    assert!(
+        items.iter().all(|i| i["status"] == "would_redrive"
+            && i["rule"] == "new-provider"
+            && i["family"] == "providers"
+            && i["class"] == "unknown_list"),
+        "{v:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&dl).unwrap(), original);
+    assert_eq!(env.dock.tasks().len(), payments);
+
+    // Still broken: exit 4, the file keeps them all.
+    let out = run(env.cmd(&[
+        "replay",
+        "--config",
+        p(&broken),
+        "--secrets",
+        p(&secrets),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&dl).unwrap().lines().count(),
+        providers
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL (unknown_list)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.dock.tasks().len(), payments);
+
+    // The mapping fixed: every dead letter becomes its task, the payments are not redone.
+    let out = run(env.cmd(&[
+        "replay",
+        "--json",
+        "--config",
+        p(&fixed),
+        "--secrets",
+        p(&secrets),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["redriven"], providers, "{v:#}");
+    assert_eq!(env.dock.tasks().len(), payments + providers);
+    assert_eq!(std::fs::read_to_string(&dl).unwrap(), "");
+
+    // Nothing left.
+    let out = run(env.cmd(&[
+        "replay",
+        "--config",
+        p(&fixed),
+        "--secrets",
+        p(&secrets),
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+    assert_eq!(env.dock.tasks().len(), payments + providers);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AWS: the table, Secrets Manager, SQS (moto) and a Lambda Invoke stub
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the moto tests run: yes with `AWS_ENDPOINT_URL` (a loopback emulator); a loud skip
+/// with `KAREO_DOCK_SKIP_MOTO=1`; else a loud failure.
+fn moto() -> bool {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.is_empty() => {
+            let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+            assert!(
+                matches!(host, "127.0.0.1" | "localhost") || host.starts_with("127."),
+                "AWS_ENDPOINT_URL={url} is not a loopback emulator: these tests create tables, \
+                 secrets and queues and only run against moto on this machine"
+            );
+            true
+        }
+        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
+            eprintln!("\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — this --table / --queue-url test did NOT run (no AWS_ENDPOINT_URL).\n");
+            false
+        }
+        _ => panic!(
+            "\n!!! AWS_ENDPOINT_URL is not set: the --table / --queue-url tests did NOT run.\n\
+             !!! Run scripts/test (it starts moto server), or start `moto_server -p PORT` and set\n\
+             !!! AWS_ENDPOINT_URL=http://127.0.0.1:PORT AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
+             AWS_SECRET_ACCESS_KEY=test,\n!!! or set KAREO_DOCK_SKIP_MOTO=1 to skip them knowingly.\n"
+        ),
+    }
+}
+
+/// Deletes the test's table when the test ends.
+struct TableGuard(kareo_dock_aws::DynamoStore);
+
+impl Drop for TableGuard {
+    fn drop(&mut self) {
+        let store = self.0.clone();
+        let _ = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(store.delete_table())
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_mode_tenant_put_check_backfill_status_and_cursor_reset() {
+    if !moto() {
+        return;
+    }
+    let env = Env::start("table").await;
+    let sdk = kareo_dock_aws::sdk_config().await;
+    let table = unique("kareo-dock-cli");
+    let store = kareo_dock_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    store.create_table().await.expect("create the test table");
+    let _guard = TableGuard(store.clone());
+    // Secrets in Secrets Manager, under names of this test only.
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let (kareo_name, dock_name) = (unique("kareo/acme"), unique("dock/acme"));
+    let secrets = env.secrets_json(true);
+    for (name, value) in [
+        (&kareo_name, &secrets["kareo/acme"]),
+        (&dock_name, &secrets["dock/acme"]),
+    ] {
+        sm.create_secret()
+            .name(name)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let cfg = env.config("acme.yaml", &["payments", "providers"], PAYMENT_RULE);
+    let yaml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("secret: kareo/acme", &format!("secret: {kareo_name}"))
+        .replace("secret: dock/acme", &format!("secret: {dock_name}"));
+    std::fs::write(&cfg, yaml).unwrap();
+
+    let out = run(env.cmd(&["tenant", "put", p(&cfg), "--table", &table])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stored = store.tenants().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].kareo.secret, kareo_name);
+
+    // check from the stored tenant, secrets from Secrets Manager.
+    let out = run(env.cmd(&["check", "--json", "--table", &table])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["failed"], 0);
+    assert!(v["checks"].as_array().unwrap().len() >= 6, "{v:#}");
+
+    // backfill needs a task function or --no-tasks on AWS.
+    let since = env.since();
+    let out = run(env.cmd(&["backfill", "--table", &table, "--from", &since])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // With a task function: the changes are handed to it (asynchronous invoke), as the pollers
+    // do; nothing is created in this process.
+    let (lambda_url, calls) = invoke_stub().await;
+    let mut c = env.cmd(&[
+        "backfill",
+        "--json",
+        "--family",
+        "providers",
+        "--function",
+        "kareo-dock-task",
+        "--table",
+        &table,
+        "--from",
+        &since,
+    ]);
+    c.env("AWS_ENDPOINT_URL_LAMBDA", &lambda_url);
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let providers = env.sim.rows(Family::Providers).len();
+    assert_eq!(stdout_json(&out)["runs"][0]["events"], providers);
+    {
+        let calls = calls.lock().unwrap();
+        assert!(calls.iter().all(|(name, _)| name == "kareo-dock-task"));
+        let handed: usize = calls
+            .iter()
+            .map(|(_, p)| p["events"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(handed, providers);
+    }
+    assert!(env.dock.tasks().is_empty());
+    let out = run(env.cmd(&[
+        "backfill",
+        "--json",
+        "--no-tasks",
+        "--table",
+        &table,
+        "--from",
+        &since,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let payments = runs.iter().find(|r| r["family"] == "payments").unwrap();
+    assert_eq!(payments["events"], env.sim.rows(Family::Payments).len());
+    assert!(env.dock.tasks().is_empty());
+    for f in [Family::Payments, Family::Providers] {
+        assert!(store
+            .load("acme", f)
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+            .is_some());
+    }
+
+    let out = run(env.cmd(&["status", "--json", "--table", &table])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = stdout_json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows:#}");
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["position"].is_string() && r["lag_seconds"].as_i64().unwrap() >= 120));
+
+    let out = run(env.cmd(&[
+        "cursor",
+        "reset",
+        "--tenant",
+        "acme",
+        "--family",
+        "providers",
+        "--to",
+        "2026-03-04T05:06:07Z",
+        "--table",
+        &table,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        store
+            .load("acme", Family::Providers)
+            .await
+            .unwrap()
+            .unwrap()
+            .position,
+        Some("2026-03-04T05:06:07Z".parse().unwrap())
+    );
+    let out = run(env.cmd(&["status", "--json", "--table", &table, "--tenant", "acme"])).await;
+    let rows = stdout_json(&out);
+    let providers = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["family"] == "providers")
+        .unwrap();
+    assert_eq!(providers["position"], "2026-03-04T05:06:07Z");
+
+    for (name, _) in [(&kareo_name, ()), (&dock_name, ())] {
+        let _ = sm
+            .delete_secret()
+            .secret_id(name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await;
+    }
+}
+
+/// A Lambda Invoke endpoint: records each payload; answers a function error when the payload's
+/// first event belongs to tenant `broken`.
+async fn invoke_stub() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+    async fn invoke(
+        State(calls): State<Calls>,
+        UrlPath(name): UrlPath<String>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> (StatusCode, HeaderMap, String) {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let broken = v["events"][0]["tenant"] == "broken";
+        calls.lock().unwrap().push((name, v));
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        if headers
+            .get("x-amz-invocation-type")
+            .is_some_and(|t| t == "Event")
+        {
+            return (StatusCode::ACCEPTED, h, String::new());
+        }
+        if broken {
+            h.insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
+            let err = json!({"errorType": "TaskError", "errorMessage": "1 of 1 tasks not created: e1/r1 dock_http"});
+            return (StatusCode::OK, h, err.to_string());
+        }
+        (StatusCode::OK, h, json!({"tasks": 1}).to_string())
+    }
+    let calls: Calls = Default::default();
+    let app = axum::Router::new()
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            axum::routing::post(invoke),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+fn destination_record(tenant: &str, event: &str) -> Value {
+    json!({
+        "version": "1.0",
+        "timestamp": "2026-11-01T00:00:00.000Z",
+        "requestContext": {
+            "requestId": "r-1",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:kareo-dock-task:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3
+        },
+        "requestPayload": {"events": [{
+            "id": event, "tenant": tenant, "family": "payments", "record_id": "7",
+            "version": "2026-10-01T00:00:00Z", "kind": "created", "changes": [], "record": {"ID": "7"}
+        }]},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "TaskError", "errorMessage": "x"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_the_on_failure_queue_reinvokes_and_deletes_only_what_succeeded() {
+    if !moto() {
+        return;
+    }
+    let sdk = kareo_dock_aws::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("kareo-dock-task-failures"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    for (tenant, event) in [("acme", "e-ok-1"), ("broken", "e-bad"), ("acme", "e-ok-2")] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(destination_record(tenant, event).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let (lambda_url, calls) = invoke_stub().await;
+    let replay = |extra: &[&str]| {
+        let mut c = bin();
+        c.env("AWS_ENDPOINT_URL_LAMBDA", &lambda_url)
+            .env_remove("KAREO_DOCK_TASK_FUNCTION")
+            .args(["replay", "--json", "--queue-url", &url])
+            .args(extra);
+        c
+    };
+    let visible = || async {
+        let a = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        a.attributes()
+            .and_then(|m| {
+                m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .map(|n| n.parse::<usize>().unwrap())
+            .unwrap()
+    };
+
+    // Dry run: lists the three, invokes nothing, leaves them visible.
+    let out = run(replay(&["--dry-run"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{v:#}");
+    assert!(items
+        .iter()
+        .all(|i| i["status"] == "would_redrive" && i["events"] == 1));
+    assert!(items.iter().all(|i| i["function"]
+        .as_str()
+        .unwrap()
+        .ends_with("function:kareo-dock-task:$LATEST")));
+    assert!(calls.lock().unwrap().is_empty());
+    assert_eq!(visible().await, 3);
+
+    // Replay to a named function: two succeed and are deleted, one fails and stays.
+    let out = run(replay(&["--function", "kareo-dock-task"])).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["redriven"], 2, "{v:#}");
+    assert_eq!(v["failed"], 1);
+    let failed = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["status"] == "failed")
+        .unwrap();
+    assert_eq!(failed["class"], "TaskError");
+    {
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        assert!(calls.iter().all(|(name, _)| name == "kareo-dock-task"));
+        let mut ids: Vec<&str> = calls
+            .iter()
+            .map(|(_, p)| p["events"][0]["id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["e-bad", "e-ok-1", "e-ok-2"]);
+        // The payload is the record's requestPayload, as it was.
+        let bad = calls
+            .iter()
+            .find(|(_, p)| p["events"][0]["id"] == "e-bad")
+            .unwrap();
+        assert_eq!(
+            bad.1,
+            destination_record("broken", "e-bad")["requestPayload"]
+        );
+    }
+    assert_eq!(visible().await, 1, "only the failed message is left");
+
+    let _ = sqs.delete_queue().queue_url(&url).send().await;
+}
