@@ -49,8 +49,47 @@ pub fn sample_tenant(sim: &KareoSim) -> TenantConfig {
         .expect("the sample tenant is valid")
 }
 
+/// The prefix of every canary value `--phi-canary` plants.
+pub const CANARY: &str = "PHICANARY";
+
+/// Puts a canary value in every text field of every patient, and in every patient field of
+/// the other families' records (names, addresses, phones, emails…): a leak of any of them into
+/// a log line, a metric or the printed summary is then a plain substring match.
+fn plant_canaries(sim: &KareoSim) {
+    let mut n = 0usize;
+    let is_text = |k: &str, v: &str| {
+        !(k.ends_with("ID")
+            || k.ends_with("Id")
+            || k.contains("Date")
+            || v.parse::<f64>().is_ok()
+            || v.eq_ignore_ascii_case("true")
+            || v.eq_ignore_ascii_case("false"))
+    };
+    for family in Family::ALL {
+        for row in sim.rows(family) {
+            let id = row.get(family.id_member()).cloned().unwrap_or_default();
+            let mut changes: Vec<(String, String)> = Vec::new();
+            for (k, v) in &row {
+                let phi = family == Family::Patients || k.contains("Patient");
+                if phi && is_text(k, v) {
+                    n += 1;
+                    changes.push((k.clone(), format!("{CANARY}{n:05}")));
+                }
+            }
+            let refs: Vec<(&str, &str)> = changes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if !refs.is_empty() {
+                sim.update(family, &id, &refs);
+            }
+        }
+    }
+    println!("planted {n} canary values in patient fields\n");
+}
+
 /// Runs the demo.
-pub fn run() -> anyhow::Result<ExitCode> {
+pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,6 +113,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
             auth_url: dock_sim.auth_url(),
             ..dock::DockConfig::default()
         })?);
+        if phi_canary {
+            plant_canaries(&sim);
+        }
         let tenant = sample_tenant(&sim);
         let mut secrets = BTreeMap::new();
         secrets.insert(
@@ -121,6 +163,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
         let first = poll_all(&poller, &tenant, &creds).await;
         print_reports("first poll (backfill from the tenant's start, 31 days)", &first);
+        crate::obs::poll_runs(&first);
         let after_first = tasks.totals();
         print_delivered("task creation", &after_first, &Delivered::default());
         print_dock(&dock_sim, 0, 0);
@@ -148,6 +191,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let before = recording.events().len();
         let second = poll_all(&poller, &tenant, &creds).await;
         print_reports("second poll (windows since the cursors, with each family's lookback)", &second);
+        crate::obs::poll_runs(&second);
         let new_events: Vec<ChangeEvent> = recording.events()[before..].to_vec();
         for e in &new_events {
             let changed: Vec<&str> = e.changes.iter().map(|c| c.field.as_str()).collect();
@@ -167,6 +211,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             dock_sim.tasks().len() - tasks_now,
             dock_sim.workflows().len() - flows_now
         );
+        crate::obs::delivered(&tasks.totals());
+        crate::obs::delivered(&again);
         let dup: usize = second.iter().map(|r| r.duplicates).sum();
         println!("{dup} records re-read in the lookback overlap were recognised and not handed off again");
         let dead = tasks.dead_letters();

@@ -1,8 +1,10 @@
 //! `kareo-dock`: the operator CLI.
 //!
 //! Exit codes: 0 success; 1 bad input (a file, an option, a request the schema rejects);
-//! 3 the Kareo response holds an error (fault, throttle, security, API error, schema
-//! mismatch, malformed XML).
+//! 2 an invalid tenant config or secrets file; 3 a remote error (`kareo decode`: the Kareo
+//! response holds an error — fault, throttle, security, API error, schema mismatch, malformed
+//! XML; the operator verbs: the state store, Secrets Manager, SQS or Lambda failed); 4 the
+//! verb ran but some item failed (a check, a poll run, a task, a redrive).
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -10,8 +12,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backfill;
+mod check;
+mod common;
+mod cursor;
 mod demo;
+mod obs;
+mod replay;
+mod status;
 mod sync;
+mod tenant;
+mod write;
 use kareo::envelope::{self, Credentials};
 use kareo::{KareoError, ResponseReader};
 
@@ -24,13 +35,26 @@ use kareo::{KareoError, ResponseReader};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr; the level comes from RUST_LOG (default warn). Logs carry ids,
+    /// counts, windows, durations and outcomes, never record content or secrets.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: obs::LogFormat,
+    /// Append CloudWatch Embedded Metric Format lines (as the Lambda functions print) here.
+    #[arg(long, global = true, env = "KAREO_DOCK_METRICS")]
+    metrics: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the product on embedded defaults: starts the Kareo simulator on loopback and reads
-    /// every family of a sample practice through the real client (no account needed).
-    Demo,
+    /// Run the product on embedded defaults (no account needed): starts the Kareo and Dock
+    /// simulators on loopback, polls every family of the sample practice
+    /// (examples/demo-practice.yaml), creates the Dock tasks its mapping asks for, changes
+    /// records, polls again and prints what happened.
+    Demo {
+        /// Put canary values in every patient field first (the PHI-leak test).
+        #[arg(long, hide = true)]
+        phi_canary: bool,
+    },
     /// Poll every enabled family of the given tenants once, in this process, with local state:
     /// cursors and snapshots in `--state`, change events appended to `<state>/events.jsonl`.
     /// Kareo is `KAREO_ENDPOINT` (default: production).
@@ -59,6 +83,46 @@ enum Command {
         /// Print the reports as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Check that tenants are ready: Kareo credentials and permissions (a read of each
+    /// enabled family), the Dock token, and every list, group, workflow template and assignee
+    /// the mapping names — one verdict per item. Exit 4 when any item fails.
+    Check(check::Args),
+    /// Per tenant and family: cursor position, lag (now − position), last success and the
+    /// class of the last error. Exit 4 when some cursor's last run failed.
+    Status(status::Args),
+    /// Re-read from a date (with a progress bar over the windows) and hand off what changed,
+    /// optionally without creating tasks.
+    Backfill(backfill::Args),
+    /// Cursor operations.
+    Cursor {
+        #[command(subcommand)]
+        verb: cursor::Verb,
+    },
+    /// Tenant configurations.
+    Tenant {
+        #[command(subcommand)]
+        verb: tenant::Verb,
+    },
+    /// Redrive the task creations that failed for good: the local dead-letter file, or the
+    /// task function's on-failure SQS queue. `--dry-run` lists them.
+    Replay(replay::Args),
+    /// Run one write-back command (JSON {"id","tenant","op","data"}) against Kareo, exactly
+    /// once per command id (ledger in --state), and print the result JSON. Kareo is
+    /// `KAREO_ENDPOINT` (default: production). Exit codes: 0 done, 2 invalid input, 3 rejected,
+    /// 4 needs review, 5 retry later.
+    Write {
+        /// Tenant config file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Secrets file: {"<secret name>": {...}, ...}.
+        #[arg(long, env = "KAREO_DOCK_SECRETS")]
+        secrets: PathBuf,
+        /// State directory (the ledger).
+        #[arg(long, default_value = "kareo-dock-state")]
+        state: PathBuf,
+        /// The command file.
+        command: PathBuf,
     },
     /// Debugging verbs for Kareo's SOAP API.
     Kareo {
@@ -92,7 +156,18 @@ enum KareoVerb {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's own default is 2, which here means an invalid config).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    if let Err(e) = obs::init(cli.log_format, cli.metrics.as_ref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -104,7 +179,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Demo => demo::run(),
+        Command::Demo { phi_canary } => demo::run(phi_canary),
         Command::Sync {
             once: _,
             configs,
@@ -123,6 +198,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_tasks,
             json,
         }),
+        Command::Check(args) => check::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Backfill(args) => backfill::run(args),
+        Command::Cursor { verb } => cursor::run(verb),
+        Command::Tenant { verb } => tenant::run(verb),
+        Command::Replay(args) => replay::run(args),
+        Command::Write {
+            config,
+            secrets,
+            state,
+            command,
+        } => write::run(&config, &secrets, &state, &command),
         Command::Kareo { verb } => match verb {
             KareoVerb::Decode { op, file } => decode(&op, &file),
             KareoVerb::Envelope { op, input } => envelope_verb(&op, &input),

@@ -108,6 +108,10 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
             }
         }
         let delivered = tasks.totals();
+        crate::obs::poll_runs(&reports);
+        if !no_tasks && !dry_run {
+            crate::obs::delivered(&delivered);
+        }
         let dead = tasks.dead_letters();
         if !dead.is_empty() {
             use std::io::Write;

@@ -149,7 +149,12 @@ async fn sync_once_creates_the_mapped_tasks_once_and_dead_letters_what_cannot_be
     };
     let out = run(sync()).await;
     // The providers' list does not exist in Dock: those tasks are dead letters, exit 4.
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let payments = sim.rows(Family::Payments).len();
     let providers = sim.rows(Family::Providers).len();
     assert_eq!(dock.tasks().len(), payments, "one task per new payment");
@@ -157,11 +162,19 @@ async fn sync_once_creates_the_mapped_tasks_once_and_dead_letters_what_cannot_be
     assert_eq!(v["tasks"]["tasks"], payments);
     let dead = std::fs::read_to_string(dir.join("state/dead-letters.jsonl")).unwrap();
     assert_eq!(dead.lines().count(), providers);
-    assert!(dead.contains("new-provider") && dead.contains("Credentialing"), "{dead}");
+    assert!(
+        dead.contains("new-provider") && dead.contains("Credentialing"),
+        "{dead}"
+    );
 
     // Again: the cursors moved, nothing is created twice.
     let out = run(sync()).await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(dock.tasks().len(), payments);
 }
 
@@ -255,4 +268,148 @@ async fn envelope_prints_the_request_or_names_what_is_wrong() {
     let out = run(c).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("request/Filter/practiceName"));
+}
+
+#[tokio::test]
+async fn the_demo_with_phi_canaries_leaks_none_into_logs_metrics_or_output() {
+    let dir = tmp("canary");
+    let metrics = dir.join("metrics.jsonl");
+    let mut cmd = bin();
+    cmd.env(
+        "RUST_LOG",
+        "info,kareo=debug,kareo_dock_core=debug,dock=debug,kareo_dock=debug",
+    )
+    .args(["--log-format", "json", "--metrics"])
+    .arg(&metrics)
+    .args(["demo", "--phi-canary"]);
+    let out = run(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The canaries were planted (task titles carry them into Dock) and the run logged and measured.
+    let planted: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("planted "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the demo says how many canaries it planted");
+    assert!(planted > 100, "{planted}");
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "task created"),
+        "task creation is logged"
+    );
+    assert!(logs.iter().any(|l| l["fields"]["message"] == "window read"));
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
+    assert!(metrics.contains("\"TasksCreated\""), "{metrics}");
+    assert!(metrics.contains("\"RecordsSeen\""));
+    for (what, text) in [
+        ("stdout", &*stdout),
+        ("logs", &*stderr),
+        ("metrics", &*metrics),
+    ] {
+        assert!(
+            !text.contains("PHICANARY"),
+            "a canary leaked into {what}: {}",
+            text.lines().find(|l| l.contains("PHICANARY")).unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn write_runs_a_command_once_and_exits_by_outcome() {
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tmp("write");
+    let cfg = write_tenant(&dir, &sim);
+    let cmd_file = dir.join("cmd.json");
+    std::fs::write(
+        &cmd_file,
+        serde_json::json!({"id": "intake-1", "tenant": "acme", "op": "CreatePatient",
+            "data": {"first_name": "Ada", "last_name": "Quill", "date_of_birth": "1970-01-31"}})
+        .to_string(),
+    )
+    .unwrap();
+    let write = |file: &Path| {
+        let mut c = bin();
+        c.env("KAREO_ENDPOINT", sim.url())
+            .args(["write", "--config"])
+            .arg(&cfg)
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg(file);
+        c
+    };
+    let before = sim.rows(Family::Patients).len();
+    let out = run(write(&cmd_file)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "done");
+    let pid = r["kareo"]["PatientID"].to_string();
+    assert!(sim.rows(Family::Patients).iter().any(|p| p["ID"] == pid));
+    assert_eq!(sim.rows(Family::Patients).len(), before + 1);
+
+    // Again, in a new process: the ledger in --state answers; Kareo is not called.
+    let out = run(write(&cmd_file)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["kareo"], r["kareo"]);
+    assert_eq!(sim.call_count("CreatePatient"), 1);
+
+    // An invalid command: exit 2, every problem named, nothing sent.
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"id": "x", "tenant": "acme", "op": "CreatePayment", "data": {"amount": "ten"}}"#,
+    )
+    .unwrap();
+    let out = run(write(&bad)).await;
+    assert_eq!(out.status.code(), Some(2));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "invalid");
+    let fields: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "data.payer_type",
+            "data.amount",
+            "data.payment_method",
+            "data.reference_number"
+        ]
+    );
+    assert_eq!(sim.call_count("CreatePayment"), 0);
+
+    // Kareo refuses (unknown appointment): exit 3.
+    let del = dir.join("del.json");
+    std::fs::write(
+        &del,
+        r#"{"id": "d", "tenant": "acme", "op": "DeleteAppointment", "data": {"appointment_id": 999999}}"#,
+    )
+    .unwrap();
+    let out = run(write(&del)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -9,7 +9,7 @@
 //!
 //! Prints a table: MB/s, ratio to the bare loop measured in the same run, peak RSS.
 //!
-//!     cargo run --release -p kareo-dock-bench --bin parse [-- --mb 100 --runs 3]
+//!     cargo run --release -p kareo-dock-bench --bin bench-parse [-- --mb 100 --runs 3]
 
 use std::io::{BufReader, BufWriter, Write};
 use std::time::Instant;

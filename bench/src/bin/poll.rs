@@ -6,7 +6,7 @@
 //! an empty poll of every tenant: remote calls per (tenant, family) — Kareo calls counted by the
 //! simulator, store calls by a counting wrapper.
 //!
-//!     cargo run --release -p kareo-dock-bench --bin poll [-- --tenants 1000 --latency-ms 200 --concurrency 64]
+//!     cargo run --release -p kareo-dock-bench --bin bench-poll [-- --tenants 1000 --latency-ms 200 --concurrency 64]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

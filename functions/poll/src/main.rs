@@ -70,7 +70,15 @@ async fn main() -> Result<(), Error> {
 }
 
 async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let payload: Payload = serde_json::from_value(event.payload).unwrap_or_default();
+    let payload: Payload = match event.payload {
+        Value::Null => Payload::default(),
+        v => serde_json::from_value(v).map_err(|e| {
+            format!(
+                "payload is not {{\"mode\", \"tenant\", \"since\"}}: {}",
+                e.to_string().split(" at line").next().unwrap_or("")
+            )
+        })?,
+    };
     let mode = payload.mode().map_err(Error::from)?;
     let remaining = event
         .context
@@ -106,6 +114,11 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .count();
+    let now = chrono::Utc::now();
+    for r in &reports {
+        // Embedded Metric Format: stdout lines Lambda turns into CloudWatch metrics.
+        println!("{}", kareo_dock_core::metrics::poll_run(r, now).line(now));
+    }
     tracing::info!(
         family = %app.family,
         tenants = reports.len(),

@@ -75,6 +75,10 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         lease: Duration::from_secs(300),
     };
     let d = deliver_batch(&delivery, &app.secrets, &tenants, &batch.events).await;
+    println!(
+        "{}",
+        kareo_dock_core::metrics::delivery(&d).line(chrono::Utc::now())
+    );
     if !d.failures.is_empty() {
         let list: Vec<String> = d
             .failures

@@ -549,6 +549,7 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
         if rule.task.workflow.is_some() {
             return match self.dock.deploy(secret, &ids, patient.as_deref()).await {
                 Ok(id) => {
+                    tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, workflow = %id, "workflow deployed");
                     self.settle(key, LedgerState::Done, Some(id), None)
                         .await
                         .map_err(store)?;
@@ -590,6 +591,7 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
         };
         match self.dock.create_task(secret, &draft).await {
             Ok(id) => {
+                tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, task = %id, "task created");
                 self.settle(key, LedgerState::Done, Some(id), None)
                     .await
                     .map_err(store)?;
@@ -604,6 +606,7 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
                     .find_task(secret, &draft.ids.list, &reference)
                     .await
                 {
+                    tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, task = %id, "task created (found after an ambiguous answer)");
                     self.settle(key, LedgerState::Done, Some(id), None)
                         .await
                         .map_err(store)?;

@@ -5,14 +5,18 @@
 
 pub mod deliver;
 pub mod event;
+pub mod function_url;
 pub mod local;
 pub mod mapping;
+pub mod metrics;
 pub mod policy;
 pub mod poll;
 pub mod ports;
 pub mod run;
 pub mod source;
 pub mod tenant;
+pub mod webhook;
+pub mod write;
 
 pub use event::{ChangeEvent, ChangeKind, FieldChange};
 pub use kareo::Family;

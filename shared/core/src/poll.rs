@@ -103,6 +103,26 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// `done`, `skipped`, `partial` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Skipped => "skipped",
+            Outcome::Partial => "partial",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// The error class of a failed run.
+    pub fn class(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { class, .. } => Some(class),
+            _ => None,
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -369,7 +389,8 @@ where
         }
         report.position = lease.cursor.position;
         tracing::info!(
-            tenant = %tenant.tenant, %family, outcome = ?report.outcome, windows = report.windows,
+            tenant = %tenant.tenant, %family, outcome = report.outcome.name(),
+            class = report.outcome.class().unwrap_or(""), windows = report.windows,
             records = report.records, events = report.events, duplicates = report.duplicates,
             elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
         );
@@ -453,10 +474,15 @@ where
             let records = read?;
             report.windows += 1;
             report.records += records.len();
+            let read = records.len();
             let (events, snaps, high) = self
                 .events(tenant, family, records, created_after, report)
                 .await?;
             report.count(&events);
+            tracing::info!(
+                tenant = %tenant.tenant, %family, from = %a.to_rfc3339(), to = %b.to_rfc3339(),
+                records = read, events = events.len(), "window read"
+            );
             let Some(lease) = lease.as_deref_mut() else {
                 continue; // dry run
             };
