@@ -360,22 +360,27 @@ pub fn check_xml_chars(s: &str) -> Result<(), String> {
 }
 
 /// Escapes text content so that any string arrives intact: the five XML specials (so `]]>`
-/// cannot close anything) and `\r` (which parsers would otherwise turn into `\n`).
+/// cannot close anything), and `\r`, U+0085 and U+2028 as character references (which parsers
+/// would otherwise turn into `\n`).
 pub fn escape_into(out: &mut String, s: &str) {
     let mut last = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let rep = match b {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'"' => "&quot;",
-            b'\'' => "&apos;",
-            b'\r' => "&#13;",
+    for (i, c) in s.char_indices() {
+        let rep = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&quot;",
+            '\'' => "&apos;",
+            '\r' => "&#13;",
+            // Line ends an XML 1.1 reader (and quick-xml's `xml_content`) would normalise to
+            // '\n': as character references they arrive as sent.
+            '\u{85}' => "&#133;",
+            '\u{2028}' => "&#8232;",
             _ => continue,
         };
         out.push_str(&s[last..i]);
         out.push_str(rep);
-        last = i + 1;
+        last = i + c.len_utf8();
     }
     out.push_str(&s[last..]);
 }
