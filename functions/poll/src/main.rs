@@ -6,8 +6,6 @@
 //! table), `KAREO_DOCK_TASK_FUNCTION` (the task-creation function), `KAREO_ENDPOINT` (optional),
 //! `KAREO_DOCK_CONCURRENCY` (default 8). Payload: see `kareo_dock_core::run::Payload`.
 
-use std::time::Duration;
-
 use kareo::{ClientConfig, Family, KareoClient};
 use kareo_dock_aws::{DynamoStore, LambdaSink, SecretsManagerSource};
 use kareo_dock_core::ports::{SystemClock, TenantStore};
@@ -32,12 +30,7 @@ fn env(name: &str) -> Result<String, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .without_time()
-        .init();
+    kareo_dock_aws::init_logging();
     let family_name = env("KAREO_DOCK_FAMILY")?;
     let family = Family::from_name(&family_name)
         .ok_or_else(|| format!("KAREO_DOCK_FAMILY={family_name} is not a Kareo family"))?;
@@ -45,14 +38,8 @@ async fn main() -> Result<(), Error> {
     let app = App {
         family,
         kareo: KareoClient::new(ClientConfig::from_env())?,
-        store: DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            env("KAREO_DOCK_TABLE")?,
-        ),
-        secrets: CachedSecrets::new(
-            SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&sdk)),
-            Duration::from_secs(300),
-        ),
+        store: kareo_dock_aws::state_store(&sdk)?,
+        secrets: kareo_dock_aws::cached_secrets(&sdk),
         sink: LambdaSink::new(
             aws_sdk_lambda::Client::new(&sdk),
             env("KAREO_DOCK_TASK_FUNCTION")?,

@@ -35,19 +35,11 @@ struct Batch {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    kareo_dock_aws::init_logging();
     let sdk = kareo_dock_aws::sdk_config().await;
-    let table = std::env::var("KAREO_DOCK_TABLE").map_err(|_| "KAREO_DOCK_TABLE is not set")?;
     let app = App {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
-        secrets: CachedSecrets::new(
-            SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&sdk)),
-            Duration::from_secs(300),
-        ),
+        store: kareo_dock_aws::state_store(&sdk)?,
+        secrets: kareo_dock_aws::cached_secrets(&sdk),
         dock: DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?),
         kareo: KareoClient::new(ClientConfig::from_env())?,
     };

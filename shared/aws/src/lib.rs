@@ -86,3 +86,31 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// JSON logs on stdout for a Lambda function (CloudWatch adds the time); the level comes
+/// from `RUST_LOG`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
+
+/// The state table named by `KAREO_DOCK_TABLE`.
+pub fn state_store(sdk: &aws_config::SdkConfig) -> Result<DynamoStore, String> {
+    let table = std::env::var("KAREO_DOCK_TABLE")
+        .map_err(|_| "environment variable KAREO_DOCK_TABLE is not set".to_string())?;
+    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table))
+}
+
+/// Secrets Manager, cached across warm invocations for five minutes.
+pub fn cached_secrets(
+    sdk: &aws_config::SdkConfig,
+) -> kareo_dock_core::run::CachedSecrets<SecretsManagerSource> {
+    kareo_dock_core::run::CachedSecrets::new(
+        SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(sdk)),
+        std::time::Duration::from_secs(300),
+    )
+}
