@@ -67,11 +67,8 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         })?,
     };
     let mode = payload.mode().map_err(Error::from)?;
-    let remaining = event
-        .context
-        .deadline()
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
+    let remaining =
+        kareo_dock_core::run::time_budget(event.context.deadline, std::time::SystemTime::now());
     let deadline = tokio::time::Instant::now() + remaining;
     let config = PollConfig {
         owner: event.context.request_id.clone(),
@@ -110,6 +107,7 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         family = %app.family,
         tenants = reports.len(),
         failed,
+        budget_ms = remaining.as_millis() as u64,
         events = reports.iter().map(|r| r.events).sum::<usize>(),
         "poll invocation"
     );

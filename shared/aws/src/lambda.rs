@@ -13,6 +13,10 @@ use crate::error::describe;
 /// once it has queued the event; the function's own retries and its failure destination take
 /// it from there. Payloads above Lambda's asynchronous limit are refused (`rejected`): keep
 /// batches small.
+///
+/// Emulators (`cargo lambda watch`) run an `Event` invoke to completion and answer 200: that is
+/// a hand-off too, unless the function failed (`X-Amz-Function-Error`), in which case nothing
+/// will retry the batch and the hand-off fails (`unavailable`), so the cursor stays put.
 #[derive(Clone, Debug)]
 pub struct LambdaSink {
     /// The Lambda client.
@@ -87,7 +91,10 @@ impl EventSink for LambdaSink {
             .send()
             .await;
         match out {
-            Ok(out) if out.status_code() == 202 => {
+            Ok(out)
+                if out.status_code() == 202
+                    || (out.status_code() == 200 && out.function_error().is_none()) =>
+            {
                 tracing::debug!(
                     function = %self.function,
                     events = batch.len(),
@@ -99,10 +106,19 @@ impl EventSink for LambdaSink {
             }
             Ok(out) => {
                 let status = out.status_code();
-                tracing::warn!(function = %self.function, status, "unexpected Invoke status");
+                let failed = out.function_error().unwrap_or("none");
+                tracing::warn!(
+                    function = %self.function,
+                    status,
+                    function_error = failed,
+                    "unexpected Invoke answer"
+                );
                 Err(SinkError {
                     class: "unavailable".into(),
-                    message: format!("invoke {}: unexpected status {status}", self.function),
+                    message: format!(
+                        "invoke {}: status {status}, function error {failed}",
+                        self.function
+                    ),
                 })
             }
             Err(e) => {
