@@ -47,3 +47,4 @@ pub async fn sim() -> KareoSim {
     })
     .await
 }
+pub mod pipeline;

@@ -50,6 +50,13 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
+/// How long an (event, rule) claim is held: it covers one item's Dock calls, and never outlives
+/// this invocation, so when an invocation dies Lambda's retry (one and three minutes later)
+/// finds the claim expired and reconciles it, instead of waiting behind it.
+fn claim_lease(budget: Duration) -> Duration {
+    budget.clamp(Duration::from_secs(30), Duration::from_secs(120))
+}
+
 async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let batch: Batch = serde_json::from_value(event.payload).map_err(|e| {
         format!(
@@ -64,7 +71,10 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         kareo: &app.kareo,
         clock: &SystemClock,
         owner: event.context.request_id.clone(),
-        lease: Duration::from_secs(300),
+        lease: claim_lease(kareo_dock_core::run::time_budget(
+            event.context.deadline,
+            std::time::SystemTime::now(),
+        )),
     };
     let d = deliver_batch(&delivery, &app.secrets, &tenants, &batch.events).await;
     println!(

@@ -67,7 +67,9 @@ pub struct Delivered {
     pub workflows: usize,
     /// Already done: duplicates avoided (ledger, or found by reconciliation).
     pub duplicates: usize,
-    /// Left to the delivery holding them, or for review.
+    /// Settled `needs_review`: waiting for a person (see `kareo-dock status`), not retried.
+    /// (A claim another delivery still holds is a transient failure of class `held`: the
+    /// holder may have died, so the batch is retried until it is done or the claim expires.)
     pub held: usize,
     /// Failures.
     pub failures: Vec<Failure>,
@@ -76,7 +78,7 @@ pub struct Delivered {
 impl Delivered {
     /// Is there something a retry of the batch could still deliver?
     pub fn has_transient(&self) -> bool {
-        self.failures.iter().any(|f| !f.permanent) || self.held > 0
+        self.failures.iter().any(|f| !f.permanent)
     }
 }
 
@@ -497,15 +499,27 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             .claim(key, &self.owner, now, until)
             .await
             .map_err(store)?;
+        fail::fail_point!("deliver.after_claim");
         let reference = reference(key);
         match claim {
             Claim::Done(_) => {
                 out.duplicates += 1;
                 return Ok(());
             }
-            Claim::Held | Claim::NeedsReview(_) => {
+            Claim::NeedsReview(_) => {
                 out.held += 1;
                 return Ok(());
+            }
+            Claim::Held => {
+                // Another delivery holds the claim. Counting it done would lose the task if
+                // that holder died before creating it: retry until done or expired.
+                return Err(DockFailure {
+                    class: "held".into(),
+                    reason: "another delivery holds this (event, rule); retried after its lease"
+                        .into(),
+                    permanent: false,
+                    ambiguous: false,
+                });
             }
             Claim::Expired(_) if rule.task.workflow.is_some() => {
                 self.settle(key, LedgerState::NeedsReview, None, Some("a workflow deploy's outcome is unknown and workflows cannot be looked up by reference: check the list, then settle".into())).await.map_err(store)?;
@@ -538,7 +552,10 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
         let patient = if rule.task.patient {
             match self.patient_draft(tenant, creds, event).await {
                 Some(d) => match self.dock.patient(secret, &d).await {
-                    Ok(id) => Some(id),
+                    Ok(id) => {
+                        fail::fail_point!("deliver.after_patient");
+                        Some(id)
+                    }
                     Err(f) => return self.give_back(key, f).await,
                 },
                 None => None,
@@ -549,10 +566,12 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
         if rule.task.workflow.is_some() {
             return match self.dock.deploy(secret, &ids, patient.as_deref()).await {
                 Ok(id) => {
+                    fail::fail_point!("deliver.after_post");
                     tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, workflow = %id, "workflow deployed");
                     self.settle(key, LedgerState::Done, Some(id), None)
                         .await
                         .map_err(store)?;
+                    fail::fail_point!("deliver.after_settle");
                     out.workflows += 1;
                     Ok(())
                 }
@@ -591,10 +610,12 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
         };
         match self.dock.create_task(secret, &draft).await {
             Ok(id) => {
+                fail::fail_point!("deliver.after_post");
                 tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, task = %id, "task created");
                 self.settle(key, LedgerState::Done, Some(id), None)
                     .await
                     .map_err(store)?;
+                fail::fail_point!("deliver.after_settle");
                 out.tasks += 1;
                 Ok(())
             }

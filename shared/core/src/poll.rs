@@ -346,6 +346,7 @@ where
                 return report;
             }
         };
+        fail::fail_point!("poll.after_lease");
         let result = match mode {
             Mode::Deletes => {
                 self.deletes(tenant, creds, family, &mut lease, &mut report)
@@ -472,6 +473,7 @@ where
                 }
             }
             let records = read?;
+            fail::fail_point!("poll.after_read");
             report.windows += 1;
             report.records += records.len();
             let read = records.len();
@@ -490,10 +492,12 @@ where
             if !snaps.is_empty() {
                 self.snapshots.put(&tenant.tenant, family, snaps).await?;
             }
+            fail::fail_point!("poll.before_checkpoint");
             let last = queue.is_empty();
             self.cursors
                 .checkpoint(lease, b, high, run_start, last)
                 .await?;
+            fail::fail_point!("poll.after_checkpoint");
         }
         Ok(())
     }
@@ -647,6 +651,7 @@ where
                     .hand_off(&events[start..i])
                     .await
                     .map_err(RunError::Sink)?;
+                fail::fail_point!("poll.after_hand_off");
                 start = i;
                 size = 2;
             }
@@ -657,6 +662,7 @@ where
                 .hand_off(&events[start..])
                 .await
                 .map_err(RunError::Sink)?;
+            fail::fail_point!("poll.after_hand_off");
         }
         Ok(())
     }

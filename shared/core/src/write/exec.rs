@@ -263,6 +263,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             }
             Claim::New => {}
         }
+        fail::fail_point!("write.after_claim");
         match &cmd.data {
             Data::UpdatePatient {
                 patient_id,
@@ -283,19 +284,22 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                 };
                 let op = kareo::op(cmd.op.name()).expect("write operations are in the schema");
                 match self.kareo.call(creds, op, &body).await {
-                    Ok(resp) => match ids_of(cmd, resp.records.first()) {
-                        Some(ids) => self.done(cmd, ids, false, None).await,
-                        None => {
-                            self.reconcile_and_settle(
-                                tenant,
-                                creds,
-                                cmd,
-                                now,
-                                "Kareo's answer carried no record id",
-                            )
-                            .await
+                    Ok(resp) => {
+                        fail::fail_point!("write.after_kareo_write");
+                        match ids_of(cmd, resp.records.first()) {
+                            Some(ids) => self.done(cmd, ids, false, None).await,
+                            None => {
+                                self.reconcile_and_settle(
+                                    tenant,
+                                    creds,
+                                    cmd,
+                                    now,
+                                    "Kareo's answer carried no record id",
+                                )
+                                .await
+                            }
                         }
-                    },
+                    }
                     Err(e) => self.failed(tenant, creds, cmd, e, now).await,
                 }
             }
@@ -334,6 +338,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         let op = kareo::op("UpdatePatient").expect("in the schema");
         match self.kareo.call(creds, op, &body).await {
             Ok(_) => {
+                fail::fail_point!("write.after_kareo_write");
                 // Kareo drops misordered or unknown members without an error: read the patient
                 // back and compare every field the command set.
                 match self.patient(creds, patient_id).await {
@@ -675,6 +680,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                 Some(&stored),
             )
             .await;
+        fail::fail_point!("write.after_settle");
         let mut r = WriteResult::of(cmd, WriteStatus::Done);
         r.kareo = Some(ids);
         r.reconciled = reconciled;
