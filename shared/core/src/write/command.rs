@@ -1144,14 +1144,14 @@ pub fn to_cents(text: &str) -> Option<u64> {
         2 => frac.parse().ok()?,
         _ => {
             // Kareo may send more decimals on reads (`125.5000`): only zeros are accepted.
-            let (two, rest) = frac.split_at(2);
+            let (two, rest) = frac.split_at_checked(2)?;
             if !rest.chars().all(|c| c == '0') {
                 return None;
             }
             two.parse().ok()?
         }
     };
-    Some(int * 100 + frac)
+    int.checked_mul(100)?.checked_add(frac)
 }
 
 fn is_procedure_code(s: &str) -> bool {
@@ -1478,6 +1478,10 @@ mod tests {
         assert_eq!(to_cents("125.5"), Some(12550));
         assert_eq!(to_cents("125.5000"), Some(12550));
         assert_eq!(to_cents("125.501"), None);
+        // Found by fuzzing (Kareo's `Amount` text on reads): no overflow, no split inside a
+        // character.
+        assert_eq!(to_cents("999999999128260474"), None);
+        assert_eq!(to_cents("2.[\u{793}"), None);
         let ok = Command::from_value(&json!({"id": "p", "tenant": "t", "op": "CreatePayment",
             "data": {"payer_type": "Patient", "patient_id": 3, "amount": 125.5,
                      "payment_method": "Check", "reference_number": "CHK-1"}}))
