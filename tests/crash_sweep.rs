@@ -259,6 +259,7 @@ async fn a_crash_at_any_step_of_a_write_never_writes_twice() {
     quiet_fault_points();
     let points = [
         "write.after_claim",
+        "write.after_mark",
         "write.after_kareo_write",
         "write.after_settle",
     ];
@@ -333,9 +334,10 @@ async fn a_crash_at_any_step_of_a_write_never_writes_twice() {
             let rows_after = w.sim.rows(family).len();
             let created = rows_after as i64 - rows_before as i64;
             match (point, r.status) {
-                // Stopped before anything reached Kareo: nothing was written, and the command
-                // is left for a person (it cannot tell a lost send from one in flight).
-                ("write.after_claim", WriteStatus::NeedsReview) => {
+                // Stopped after it recorded that it was sending, before the call went out:
+                // nothing was written, and the command is left for a person (an expired
+                // "sending" claim cannot tell a lost send from one in flight).
+                ("write.after_mark", WriteStatus::NeedsReview) => {
                     assert_eq!(w.sim.call_count(op), 0, "{at}");
                     assert!(
                         r.reason.as_deref().unwrap_or("").contains("never re-send"),
@@ -367,6 +369,6 @@ async fn a_crash_at_any_step_of_a_write_never_writes_twice() {
             cases += 1;
         }
     }
-    assert_eq!(cases, 18);
+    assert_eq!(cases, 24);
     eprintln!("{}", outcomes.join("\n"));
 }

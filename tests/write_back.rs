@@ -587,7 +587,8 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
     assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
     assert!(r.reason.unwrap().contains("2 matching records"));
 
-    // A crashed attempt (its claim expired while pending) is reconciled, not re-sent.
+    // A crashed attempt that had begun to send (its claim expired while pending, marked
+    // sending) is reconciled, not re-sent.
     let now = w.clock.now();
     let claim = w
         .store
@@ -600,6 +601,10 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
         .await
         .unwrap();
     assert_eq!(claim, kareo_dock_core::ports::Claim::New);
+    w.store
+        .mark_sending("write#acme#u-4", "crashed")
+        .await
+        .unwrap();
     let calls = w.sim.call_count("CreatePayment");
     let r = w
         .run(cmd(
@@ -612,6 +617,27 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
     assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
     assert!(r.reason.unwrap().contains("previous attempt"));
     assert_eq!(w.sim.call_count("CreatePayment"), calls, "never re-sent");
+
+    // One that died before it began to send sent nothing: this attempt sends it, once.
+    w.store
+        .claim(
+            "write#acme#u-5",
+            "crashed",
+            now - chrono::Duration::minutes(20),
+            now - chrono::Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    let r = w
+        .run(cmd(
+            "u-5",
+            "CreatePayment",
+            json!({"payer_type": "Other", "amount": "6.00",
+            "payment_method": "Cash", "reference_number": "CASH-2"}),
+        ))
+        .await;
+    assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+    assert_eq!(w.sim.call_count("CreatePayment"), calls + 1);
 }
 
 /// Every command's request envelope validates against Kareo's own XSD (xmllint).

@@ -52,6 +52,11 @@ fn entry_from(item: &Item) -> Result<LedgerEntry, StoreError> {
         reason: text("reason")?,
         attempts,
         at: get_time(item, "at")?.ok_or_else(|| corrupt(item, "at"))?,
+        sending: match item.get("sending") {
+            None => false,
+            Some(AttributeValue::Bool(b)) => *b,
+            Some(_) => return Err(corrupt(item, "sending")),
+        },
     })
 }
 
@@ -89,7 +94,7 @@ impl Ledger for DynamoStore {
                 .set_key(Some(ledger_key(key)))
                 .update_expression(
                     "SET #state = :pending, #owner = :owner, #until = :until, #at = :now \
-                     REMOVE #remote_id, #result, #reason ADD #attempts :one",
+                     REMOVE #remote_id, #result, #reason, #sending ADD #attempts :one",
                 )
                 .condition_expression(
                     "attribute_not_exists(pk) OR #state = :failed OR (#state = :pending AND \
@@ -103,6 +108,7 @@ impl Ledger for DynamoStore {
                 .expression_attribute_names("#result", "result")
                 .expression_attribute_names("#reason", "reason")
                 .expression_attribute_names("#attempts", "attempts")
+                .expression_attribute_names("#sending", "sending")
                 .expression_attribute_values(":pending", s("pending"))
                 .expression_attribute_values(":failed", s("failed"))
                 .expression_attribute_values(":owner", s(owner))
@@ -161,7 +167,7 @@ impl Ledger for DynamoStore {
     /// given, attempts kept, owner and lease removed.
     async fn settle(&self, key: &str, owner: &str, entry: LedgerEntry) -> Result<(), StoreError> {
         let mut set = vec!["#state = :state", "#at = :at"];
-        let mut remove = vec!["#owner", "#until"];
+        let mut remove = vec!["#owner", "#until", "#sending"];
         let mut req = self
             .client
             .update_item()
@@ -171,6 +177,7 @@ impl Ledger for DynamoStore {
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#sending", "sending")
             .expression_attribute_names("#at", "at")
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":owner", s(owner))
@@ -251,6 +258,32 @@ impl Ledger for DynamoStore {
             .await;
         match failed.map_err(|e| store_error("UpdateItem", e)) {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One conditional `UpdateItem` (`state = pending AND owner = :owner`): `sending = true`.
+    async fn mark_sending(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(ledger_key(key)))
+            .update_expression("SET #sending = :yes")
+            .condition_expression("#state = :pending AND #owner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#sending", "sending")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match out.map_err(|e| store_error("UpdateItem", e)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+                "ledger item {key} is no longer claimed by this run"
+            ))),
             Err(e) => Err(e),
         }
     }

@@ -590,6 +590,7 @@ mod suite {
             reason: None,
             attempts: 1,
             at: mins(0),
+            sending: false,
         };
         assert_eq!(Ledger::get(s, k).await.unwrap(), Some(pending_a.clone()));
         assert_eq!(
@@ -606,6 +607,10 @@ mod suite {
             (got.owner.as_deref(), got.attempts, got.at),
             (Some("b"), 2, mins(5))
         );
+        // Marking the send: only the holder can.
+        assert!(is_conflict(s.mark_sending(k, "a").await));
+        s.mark_sending(k, "b").await.unwrap();
+        assert!(Ledger::get(s, k).await.unwrap().unwrap().sending);
 
         // Only the holder settles.
         let done = LedgerEntry {
@@ -617,6 +622,7 @@ mod suite {
             reason: None,
             attempts: 77,
             at: mins(6),
+            sending: false,
         };
         assert!(is_conflict(s.settle(k, "a", done.clone()).await));
         s.settle(k, "b", done.clone()).await.unwrap();
@@ -675,6 +681,7 @@ mod suite {
             reason: Some("outcome unknown".into()),
             attempts: 0,
             at: mins(8),
+            sending: false,
         };
         s.settle(k2, "d", review.clone()).await.unwrap();
         let review = LedgerEntry {
@@ -685,6 +692,20 @@ mod suite {
             s.claim(k2, "e", mins(100), mins(105)).await.unwrap(),
             Claim::NeedsReview(review)
         );
+
+        // An expired claim says whether its holder had begun to send; a new claim has not.
+        let k3 = "cmd-3";
+        assert_eq!(
+            s.claim(k3, "a", mins(0), mins(5)).await.unwrap(),
+            Claim::New
+        );
+        s.mark_sending(k3, "a").await.unwrap();
+        match s.claim(k3, "b", mins(6), mins(11)).await.unwrap() {
+            Claim::Expired(prev) => assert!(prev.sending),
+            other => panic!("{other:?}"),
+        }
+        assert!(!Ledger::get(s, k3).await.unwrap().unwrap().sending);
+        assert!(is_conflict(s.mark_sending("never-claimed", "b").await));
     }
 
     /// Tenants: put and list round-trip, by id; a put replaces.

@@ -656,6 +656,7 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             reason,
             attempts: 0,
             at: self.clock.now(),
+            sending: false,
         };
         self.ledger.settle(key, &self.owner, entry).await
     }

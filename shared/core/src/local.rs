@@ -318,6 +318,7 @@ impl Ledger for LocalStore {
                     reason: None,
                     attempts: prev.map_or(0, |p| p.attempts) + 1,
                     at: now,
+                    sending: false,
                 },
             );
             Ok(claim)
@@ -340,9 +341,24 @@ impl Ledger for LocalStore {
                 attempts,
                 owner: None,
                 until: None,
+                sending: false,
                 ..entry
             };
             Ok(())
+        })
+    }
+
+    async fn mark_sending(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.with(|s| match s.ledger.get_mut(key) {
+            Some(cur)
+                if cur.state == LedgerState::Pending && cur.owner.as_deref() == Some(owner) =>
+            {
+                cur.sending = true;
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict(format!(
+                "ledger item {key} is no longer claimed by this run"
+            ))),
         })
     }
 

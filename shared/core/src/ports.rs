@@ -319,6 +319,10 @@ pub struct LedgerEntry {
     pub reason: Option<String>,
     /// Claims so far.
     pub attempts: u32,
+    /// The holder recorded that it is sending the remote call (`mark_sending`). An expired
+    /// claim without it never reached the remote side and may be sent again.
+    #[serde(default)]
+    pub sending: bool,
     /// Last change.
     pub at: DateTime<Utc>,
 }
@@ -382,4 +386,12 @@ pub trait Ledger: Send + Sync {
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
+
+    /// Records on a held claim (conditional on `owner`) that its remote call is about to be
+    /// sent: from here on, an expired claim must be reconciled, not sent again.
+    fn mark_sending(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

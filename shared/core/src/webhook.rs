@@ -988,6 +988,7 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
             reason: None,
             attempts: 0,
             at: self.writer.clock.now(),
+            sending: false,
         };
         if let Err(e) = self.writer.ledger.settle(&key, owner, entry).await {
             tracing::warn!(class = e.class(), "webhook ledger settle failed");

@@ -250,6 +250,9 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                 return WriteResult::of(cmd, WriteStatus::InProgress)
                     .reason("another attempt of this command id is under way")
             }
+            // The previous attempt died before it began to send: nothing reached Kareo, and
+            // the claim is now this attempt's.
+            Claim::Expired(prev) if !prev.sending => {}
             Claim::Expired(prev) => {
                 return self
                     .reconcile_and_settle(
@@ -283,6 +286,9 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                     }
                 };
                 let op = kareo::op(cmd.op.name()).expect("write operations are in the schema");
+                if let Some(r) = self.begin_sending(cmd, &key).await {
+                    return r;
+                }
                 match self.kareo.call(creds, op, &body).await {
                     Ok(resp) => {
                         fail::fail_point!("write.after_kareo_write");
@@ -336,6 +342,9 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             }
         };
         let op = kareo::op("UpdatePatient").expect("in the schema");
+        if let Some(r) = self.begin_sending(cmd, &key).await {
+            return r;
+        }
         match self.kareo.call(creds, op, &body).await {
             Ok(_) => {
                 fail::fail_point!("write.after_kareo_write");
@@ -739,12 +748,32 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             reason,
             attempts: 0,
             at: self.clock.now(),
+            sending: false,
         };
         match self.ledger.settle(key, &self.owner, entry).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(class = e.class(), "ledger settle failed");
                 false
+            }
+        }
+    }
+
+    /// Records that the Kareo call is about to go out (after this, a crash leaves an outcome
+    /// to reconcile). If the ledger cannot record it, nothing is sent: the claim is given back
+    /// and the caller answers `Retry`.
+    async fn begin_sending(&self, cmd: &Command, key: &str) -> Option<WriteResult> {
+        match self.ledger.mark_sending(key, &self.owner).await {
+            Ok(()) => {
+                fail::fail_point!("write.after_mark");
+                None
+            }
+            Err(e) => {
+                self.release(key).await;
+                Some(WriteResult::of(cmd, WriteStatus::Retry).reason(format!(
+                    "ledger unavailable ({}): nothing was sent",
+                    e.class()
+                )))
             }
         }
     }
