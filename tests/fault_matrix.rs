@@ -20,6 +20,7 @@ use kareo_dock_core::deliver::Failure;
 use kareo_dock_core::ports::{Claim, CursorStore, Ledger};
 use kareo_dock_core::{Outcome, Report};
 use kareo_dock_tests::pipeline::{expected_keys, world_with_rules, World, FAMILIES, RULES};
+use kareo_dock_tests::{moto, unique};
 use kareo_sim::{Fault, FaultRule};
 
 /// What the first run, with the fault present, must do.
@@ -315,21 +316,6 @@ async fn every_kareo_and_dock_fault_has_its_outcome_and_loses_nothing() {
 // DynamoDB and Secrets Manager (moto)
 // ---------------------------------------------------------------------------------------------
 
-fn moto() -> bool {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if url.starts_with("http://127.") || url.starts_with("http://localhost") => true,
-        Ok(url) if !url.is_empty() => panic!("AWS_ENDPOINT_URL={url} is not a loopback emulator"),
-        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
-            eprintln!("\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — the DynamoDB / Secrets Manager fault rows did NOT run.\n");
-            false
-        }
-        _ => panic!(
-            "\n!!! AWS_ENDPOINT_URL is not set: the DynamoDB / Secrets Manager fault rows did NOT run.\n\
-             !!! Run scripts/test (it starts moto server).\n"
-        ),
-    }
-}
-
 /// A proxy in front of moto that answers the next `throttle` DynamoDB calls with
 /// `ProvisionedThroughputExceededException` (HTTP 400), as DynamoDB does.
 async fn throttling_proxy(upstream: String, throttle: Arc<AtomicUsize>) -> String {
@@ -402,16 +388,6 @@ async fn throttling_proxy(upstream: String, throttle: Arc<AtomicUsize>) -> Strin
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
-}
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// The state table (through the proxy) and Secrets Manager holding the world's secrets.
@@ -497,7 +473,7 @@ async fn aws_world(name: &str) -> (Arc<World>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_throttling_is_retried_and_when_it_persists_loses_nothing() {
-    if !moto() {
+    if !moto("the DynamoDB / Secrets Manager fault rows") {
         return;
     }
     let (w, k, d) = aws_world("throttle").await;
@@ -571,7 +547,7 @@ async fn dynamodb_throttling_is_retried_and_when_it_persists_loses_nothing() {
 /// deliveries test runs on the atomic in-memory ledger.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conditional_conflict_on_a_lease_or_a_claim_defers_the_work_and_loses_nothing() {
-    if !moto() {
+    if !moto("the DynamoDB / Secrets Manager fault rows") {
         return;
     }
     let (w, k, d) = aws_world("conflict").await;
@@ -626,7 +602,7 @@ async fn a_conditional_conflict_on_a_lease_or_a_claim_defers_the_work_and_loses_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_fails_with_a_clear_class_and_loses_nothing() {
-    if !moto() {
+    if !moto("the DynamoDB / Secrets Manager fault rows") {
         return;
     }
     // The Kareo secret is missing: the poller cannot read Kareo. Every run fails with class

@@ -8,8 +8,8 @@
 //! `cargo-lambda` binary, or `cargo lambda` on the PATH); `scripts/test` provides both. Without
 //! them the test FAILS saying what is missing; `KAREO_DOCK_SKIP_MOTO=1` skips it loudly.
 
+use kareo_dock_tests::{moto, unique};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -20,36 +20,6 @@ use kareo_dock_core::ports::{CursorStore, TenantStore};
 use kareo_dock_core::{ChangeEvent, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Whether the test runs: yes with a loopback `AWS_ENDPOINT_URL`; a loud skip with
-/// `KAREO_DOCK_SKIP_MOTO=1`; else a loud failure.
-fn moto() -> bool {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if url.starts_with("http://127.") || url.starts_with("http://localhost") => true,
-        Ok(url) if !url.is_empty() => panic!(
-            "AWS_ENDPOINT_URL={url} is not a loopback emulator: this test creates a table and \
-             secrets and only runs against moto on this machine"
-        ),
-        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
-            eprintln!("\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — the cargo lambda watch round trip did NOT run.\n");
-            false
-        }
-        _ => panic!(
-            "\n!!! AWS_ENDPOINT_URL is not set: the cargo lambda watch round trip did NOT run.\n\
-             !!! Run scripts/test (it starts moto server and installs cargo-lambda).\n"
-        ),
-    }
-}
 
 /// The cargo-lambda command: `KAREO_DOCK_CARGO_LAMBDA` (a `cargo-lambda` binary), else
 /// `cargo lambda` when cargo finds the subcommand.
@@ -266,7 +236,7 @@ async fn tasks_settle(dock: &DockSim, watch: &Watch, n: usize, within: Duration)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
-    if !moto() {
+    if !moto("the cargo lambda watch round trip") {
         return;
     }
     // Start nothing before we know cargo-lambda is there.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use dock_sim::{DockSim, Fault as DockFault, FaultRule as DockRule, Seed};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -13,14 +12,8 @@ use kareo_dock_core::deliver::{deliver_batch, Delivery, DeliverySink, DockTasks}
 use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
 use kareo_dock_core::ports::{Clock, Ledger, LedgerState};
 use kareo_dock_core::{ChangeEvent, Mode, PollConfig, Poller, TenantConfig};
+use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{KareoSim, SimConfig};
-
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 const RULES: &str = r#"rules:
   - name: cancelled-appointment-callback

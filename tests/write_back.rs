@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_core::local::{LocalSecrets, LocalStore};
@@ -15,15 +14,9 @@ use kareo_dock_core::ports::{Clock, Ledger, LedgerState};
 use kareo_dock_core::write::command::update_body;
 use kareo_dock_core::write::{run_command, Command, Data, WriteResult, WriteStatus, Writer};
 use kareo_dock_core::TenantConfig;
+use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{Fault, FaultRule, KareoSim, SimConfig};
 use serde_json::{json, Value};
-
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 struct World {
     sim: KareoSim,

@@ -48,3 +48,34 @@ pub async fn sim() -> KareoSim {
     .await
 }
 pub mod pipeline;
+
+/// A name no other test of this run uses: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Whether a test that needs moto runs (`what` names it in the messages): yes with a loopback
+/// `AWS_ENDPOINT_URL`; a loud skip with `KAREO_DOCK_SKIP_MOTO=1`; else a loud failure. It
+/// creates tables and secrets, so never against anything but an emulator on this machine.
+pub fn moto(what: &str) -> bool {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if url.starts_with("http://127.") || url.starts_with("http://localhost") => true,
+        Ok(url) if !url.is_empty() => panic!(
+            "AWS_ENDPOINT_URL={url} is not a loopback emulator: {what} creates tables and \
+             secrets and only runs against moto on this machine"
+        ),
+        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
+            eprintln!("\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — {what} did NOT run.\n");
+            false
+        }
+        _ => panic!(
+            "\n!!! AWS_ENDPOINT_URL is not set: {what} did NOT run.\n\
+             !!! Run scripts/test (it starts moto server).\n"
+        ),
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,15 +56,9 @@ pub const RULES: &str = r#"rules:
       description: "Payment {ID}"
 "#;
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
 /// A fresh state directory.
 pub fn state_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "kareo-dock-crash-{name}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let d = std::env::temp_dir().join(crate::unique(&format!("kareo-dock-crash-{name}")));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use dock::DockSecret;
 use kareo::{Credentials, KareoError, Record};
+use kareo_dock_bench::{arg, thread_cpu_ns};
 use kareo_dock_core::deliver::*;
 use kareo_dock_core::event::event_id;
 use kareo_dock_core::local::{LocalSecrets, LocalStore};
@@ -28,23 +29,6 @@ use kareo_dock_core::mapping::TaskSpec;
 use kareo_dock_core::ports::Clock;
 use kareo_dock_core::source::KareoSource;
 use kareo_dock_core::{ChangeEvent, ChangeKind, Family, TenantConfig};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
 
 struct Fixed(DateTime<Utc>);
 impl Clock for Fixed {

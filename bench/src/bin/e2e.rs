@@ -11,29 +11,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_bench::{mib, peak_rss_bytes};
+use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
 use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks};
 use kareo_dock_core::local::{LocalSecrets, LocalStore};
 use kareo_dock_core::ports::Clock;
 use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
 
 struct SimClock(KareoSim);
 impl Clock for SimClock {
@@ -43,7 +26,7 @@ impl Clock for SimClock {
 }
 
 fn main() {
-    let n = arg("--records", 100_000) as usize;
+    let n: usize = arg("--records", 100_000);
     // The simulators on their own threads.
     let sims = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

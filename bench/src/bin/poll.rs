@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_bench::{mib, peak_rss_bytes};
+use kareo_dock_bench::{arg, mib, peak_rss_bytes};
 use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
 use kareo_dock_core::ports::*;
 use kareo_dock_core::run::poll_tenants;
 use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct SimClock(KareoSim);
 impl Clock for SimClock {
@@ -126,9 +117,9 @@ impl SnapshotStore for Counting {
 }
 
 fn main() {
-    let tenants_n = arg("--tenants", 1000) as usize;
-    let latency = Duration::from_millis(arg("--latency-ms", 200));
-    let concurrency = arg("--concurrency", 64) as usize;
+    let tenants_n: usize = arg("--tenants", 1000);
+    let latency = Duration::from_millis(arg("--latency-ms", 200u64));
+    let concurrency: usize = arg("--concurrency", 64);
     let family = Family::Practices;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
