@@ -1,9 +1,13 @@
 //! Dock webhooks → Kareo writes, end to end: a task completed in the Dock simulator, the
 //! signed delivery Dock would send (as a Function URL event), the webhook handler, the write
 //! executor, a new patient in the Kareo simulator. Forged, replayed, stale, malformed and
-//! duplicate deliveries change nothing.
+//! duplicate deliveries change nothing; a request without the tenant's URL token costs no
+//! secret read and no query; the verification challenge signs nothing outside a
+//! registration; a Dock user cannot choose which Kareo chart a write touches.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,12 +15,19 @@ use dock_sim::webhook::{challenge_digest, sign};
 use dock_sim::{DockSim, Seed, SeedField, WebhookDelivery};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Family, KareoClient};
+use kareo_dock_core::deliver::{Delivery, DockTasks};
 use kareo_dock_core::function_url;
 use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::{Clock, Ledger, LedgerState};
-use kareo_dock_core::webhook::{Hooks, HttpRequest, HttpResponse};
+use kareo_dock_core::ports::{
+    Clock, HookRegistration, HookStore, Ledger, LedgerState, Link, LinkKey, LinkStore, SecretError,
+    SecretSource, SecretValue, StoreError, TenantStore,
+};
+use kareo_dock_core::webhook::gate::ARMED_FOR;
+use kareo_dock_core::webhook::{
+    Directory, DirectoryCache, Hooks, HttpRequest, HttpResponse, Token,
+};
 use kareo_dock_core::write::Writer;
-use kareo_dock_core::TenantConfig;
+use kareo_dock_core::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
 
@@ -37,12 +48,101 @@ struct World {
     store: LocalStore,
     secrets: LocalSecrets,
     tenant: TenantConfig,
+    /// The tenant's YAML as written.
+    yaml: String,
     clock: SimClock,
+    token: Token,
 }
+
+/// Counts the calls that reach a store or the secrets: a request refused at the gate must
+/// make none.
+#[derive(Clone, Default)]
+struct Counted<S> {
+    inner: S,
+    calls: Arc<AtomicUsize>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            calls: Arc::default(),
+        }
+    }
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TenantStore for Counted<LocalStore> {
+    async fn tenants(&self) -> Result<Vec<TenantConfig>, StoreError> {
+        self.tick();
+        self.inner.tenants().await
+    }
+    async fn put(&self, config: &TenantConfig) -> Result<(), StoreError> {
+        self.tick();
+        TenantStore::put(&self.inner, config).await
+    }
+}
+
+impl HookStore for Counted<LocalStore> {
+    async fn hooks(&self) -> Result<Vec<(String, HookRegistration)>, StoreError> {
+        self.tick();
+        self.inner.hooks().await
+    }
+    async fn hook(&self, tenant: &str) -> Result<Option<HookRegistration>, StoreError> {
+        self.tick();
+        self.inner.hook(tenant).await
+    }
+    async fn put_hook(&self, tenant: &str, hook: &HookRegistration) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.put_hook(tenant, hook).await
+    }
+}
+
+impl LinkStore for Counted<LocalStore> {
+    async fn link(&self, tenant: &str, key: &LinkKey) -> Result<Option<Link>, StoreError> {
+        self.tick();
+        self.inner.link(tenant, key).await
+    }
+    async fn put_link(&self, tenant: &str, key: &LinkKey, link: &Link) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.put_link(tenant, key, link).await
+    }
+}
+
+impl SecretSource for Counted<LocalSecrets> {
+    async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
+        self.tick();
+        self.inner.get(name).await
+    }
+}
+
+/// The mapping: a task with the Dock patient linked for each new Kareo patient.
+const RULES: &str = r#"rules:
+  - name: new-patient
+    interface: patients
+    on: any
+    task:
+      list: Front Desk
+      description: "New patient {ID}"
+      patient: true
+"#;
 
 const HOOKS: &str = r#"webhooks:
   max_age: 5m
   rules:
+    - name: phone-confirmed
+      event: UPDATE_TASK_STATUS
+      list: Front Desk
+      op: UpdatePatient
+      modify_existing: true
+      data:
+        patient_id: "{link.patient_id}"
+        home_phone: "(617) 555-0142"
     - name: intake
       event: [MARK_COMPLETE]
       list: Front Desk
@@ -95,10 +195,11 @@ async fn world() -> World {
     })
     .unwrap();
     let yaml = format!(
-        "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\n  practice_id: 1\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {{}}\n{HOOKS}",
+        "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\n  practice_id: 1\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {{}}\n{RULES}{HOOKS}",
         c.practice_name
     );
     let tenant = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
+    let yaml_text = yaml.clone();
     let mut dock_secret = serde_json::to_value(dock_sim.secret()).unwrap();
     dock_secret["webhook_secret"] = json!(SECRET);
     let mut secrets = BTreeMap::new();
@@ -107,15 +208,24 @@ async fn world() -> World {
         json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
     );
     secrets.insert("dock/acme".to_string(), dock_secret);
+    let store = LocalStore::memory();
+    TenantStore::put(&store, &tenant).await.unwrap();
+    let token = Token::generate();
+    store
+        .put_hook("acme", &token.registration(Utc::now(), None, None))
+        .await
+        .unwrap();
     World {
         clock: SimClock(kareo_sim.clone()),
         kareo_sim,
         dock_sim,
         kareo,
         dock,
-        store: LocalStore::memory(),
+        store,
         secrets: LocalSecrets::from_map(secrets),
         tenant,
+        yaml: yaml_text,
+        token,
     }
 }
 
@@ -135,20 +245,37 @@ impl World {
             "body": body, "isBase64Encoded": false
         });
         let req: HttpRequest = function_url::parse(&event).expect("a Function URL event");
+        let directory = Directory::load(&self.store).await.unwrap();
         let writer = Writer::new(&self.kareo, &self.store, &self.clock, "hook".into());
         let hooks = Hooks {
             writer: &writer,
             dock: &self.dock,
             secrets: &self.secrets,
-            tenants: std::slice::from_ref(&self.tenant),
+            directory: &directory,
+            store: &self.store,
         };
         hooks.handle(&req).await
+    }
+
+    /// The tenant's webhook URL path: `/acme/<token>`.
+    fn path(&self) -> String {
+        format!("/acme/{}", self.token.expose())
+    }
+
+    /// Arms (or disarms) the registration, as `kareo-dock webhook register` does.
+    async fn arm(&self, on: bool) {
+        let now = self.clock.now();
+        let until = on.then(|| now + chrono::Duration::from_std(ARMED_FOR).unwrap());
+        self.store
+            .put_hook("acme", &self.token.registration(now, until, None))
+            .await
+            .unwrap();
     }
 
     async fn deliver(&self, d: &WebhookDelivery) -> HttpResponse {
         self.handle(
             "POST",
-            "/acme",
+            &self.path(),
             json!({"X-Dock-Signature-256": d.signature, "content-type": "application/json"}),
             &d.body,
         )
@@ -284,7 +411,7 @@ async fn forged_replayed_stale_and_malformed_deliveries_are_refused_and_change_n
     let r = w
         .handle(
             "POST",
-            "/acme",
+            &w.path(),
             json!({"content-type": "application/json"}),
             &good.body,
         )
@@ -308,7 +435,7 @@ async fn forged_replayed_stale_and_malformed_deliveries_are_refused_and_change_n
     let r = w
         .handle(
             "POST",
-            "/acme",
+            &w.path(),
             json!({"x-dock-signature-256": sign(SECRET, now.timestamp(), body.as_bytes())}),
             body,
         )
@@ -321,16 +448,18 @@ async fn forged_replayed_stale_and_malformed_deliveries_are_refused_and_change_n
     let r = w.deliver(&WebhookDelivery::of(SECRET, &ev, now)).await;
     assert_eq!(r.status, 403);
 
-    // An unknown tenant path.
-    let r = w
-        .handle(
-            "POST",
-            "/zeta",
-            json!({"x-dock-signature-256": good.signature}),
-            &good.body,
-        )
-        .await;
-    assert_eq!(r.status, 404);
+    // An unknown tenant path, and the tenant's path without its token.
+    for path in [format!("/zeta/{}", w.token.expose()), "/acme".to_string()] {
+        let r = w
+            .handle(
+                "POST",
+                &path,
+                json!({"x-dock-signature-256": good.signature}),
+                &good.body,
+            )
+            .await;
+        assert_eq!(r.status, 404, "{path}");
+    }
 
     assert_eq!(w.patients(), before);
     assert_eq!(w.kareo_sim.call_count("CreatePatient"), 0);
@@ -431,13 +560,398 @@ async fn a_task_without_the_patient_fields_gives_named_errors_and_writes_nothing
 }
 
 #[tokio::test]
-async fn the_verification_challenge_is_answered_with_the_hmac_digest() {
+async fn the_verification_challenge_is_answered_with_the_hmac_digest_only_while_armed() {
     let w = world().await;
-    let r = w
-        .handle("GET", "/acme?message=a1b2%20c3", json!({}), "")
-        .await;
+    let q = format!("{}?message=a1b2%20c3", w.path());
+    let r = w.handle("GET", &q, json!({}), "").await;
+    assert_eq!(r.status, 403, "not armed: {}", r.body);
+    assert!(r.body.get("digest").is_none());
+    w.arm(true).await;
+    let r = w.handle("GET", &q, json!({}), "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["digest"], challenge_digest(SECRET, "a1b2 c3"));
-    let r = w.handle("GET", "/acme", json!({}), "").await;
+    let r = w.handle("GET", &w.path(), json!({}), "").await;
     assert_eq!(r.status, 400);
+    // The armed window closes.
+    w.kareo_sim
+        .advance(chrono::Duration::from_std(ARMED_FOR).unwrap());
+    let r = w.handle("GET", &q, json!({}), "").await;
+    assert_eq!(r.status, 403);
+}
+
+/// The attack this endpoint was open to: ask the challenge to sign a delivery body of one's
+/// choosing, then POST that body with the digest as its signature.
+#[tokio::test]
+async fn the_forged_challenge_attack_is_refused_and_reaches_neither_kareo_nor_the_state() {
+    let w = world().await;
+    let task = w.intake_task().await;
+    let now = w.clock.now();
+    let mut ev = w
+        .dock_sim
+        .webhook_event("MARK_COMPLETE", &task, &w.frontdesk(), now);
+    ev["eventIdentifier"] = json!("e0e0e0e0-0000-4000-8000-0000000f0e6e");
+    let body = ev.to_string();
+    let q = |path: &str| {
+        let m: String = form_urlencoded::byte_serialize(body.as_bytes()).collect();
+        format!("{path}?message={m}")
+    };
+    // Without the token (the attacker knows the slug): the same 404 as any unknown path.
+    let r = w.handle("GET", &q("/acme"), json!({}), "").await;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (404, json!({"outcome": "not_found"}))
+    );
+    // With the token, outside a registration: nothing signed (not even a plain message).
+    let r = w.handle("GET", &q(&w.path()), json!({}), "").await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.get("digest").is_none());
+    let r = w
+        .handle("GET", &format!("{}?message=abc", w.path()), json!({}), "")
+        .await;
+    assert_eq!(r.status, 403);
+    // With the token, during a registration: a message that could be a body is not signed.
+    w.arm(true).await;
+    let r = w.handle("GET", &q(&w.path()), json!({}), "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.get("digest").is_none());
+    // What the attacker could have sent had the challenge answered: refused.
+    let sig = format!(
+        "t={},v1={}",
+        now.timestamp(),
+        challenge_digest("whatever the endpoint answered", &body)
+    );
+    let r = w
+        .handle(
+            "POST",
+            &w.path(),
+            json!({"x-dock-signature-256": sig}),
+            &body,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 0);
+    assert_eq!(
+        w.store
+            .get("webhook#acme#e0e0e0e0-0000-4000-8000-0000000f0e6e")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn requests_without_the_token_read_no_secret_and_query_nothing() {
+    let w = world().await;
+    let task = w.intake_task().await;
+    let good = w.dock_sim.webhook_delivery(
+        SECRET,
+        "MARK_COMPLETE",
+        &task,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    let store = Counted::new(w.store.clone());
+    let secrets = Counted::new(w.secrets.clone());
+    let cache = DirectoryCache::new(Duration::from_secs(3600));
+    // The function reads the directory at start, before any request.
+    cache.get(&store).await.unwrap();
+    let at_start = store.calls();
+    assert_eq!(at_start, 2, "one query of tenants, one of registrations");
+    let other = Token::generate();
+    let too_big = "x".repeat(64 * 1024 + 1);
+    let cases: Vec<(String, &str, u16)> = vec![
+        ("/acme".into(), good.body.as_str(), 404),
+        ("/acme/".into(), good.body.as_str(), 404),
+        (format!("/acme/{}", other.expose()), good.body.as_str(), 404),
+        (
+            format!("/zeta/{}", w.token.expose()),
+            good.body.as_str(),
+            404,
+        ),
+        (
+            format!("/acme/{}/x", w.token.expose()),
+            good.body.as_str(),
+            404,
+        ),
+        (format!("/{}", w.token.expose()), good.body.as_str(), 404),
+        (w.path(), too_big.as_str(), 413),
+    ];
+    let writer = Writer::new(&w.kareo, &w.store, &w.clock, "hook".into());
+    for _ in 0..50 {
+        for (path, body, status) in &cases {
+            let event = json!({
+                "version": "2.0", "rawPath": path, "rawQueryString": "message=abc",
+                "headers": {"x-dock-signature-256": good.signature},
+                "requestContext": {"http": {"method": "POST", "path": path}},
+                "body": body, "isBase64Encoded": false
+            });
+            let req = function_url::parse(&event).unwrap();
+            let directory = cache.get(&store).await.unwrap();
+            let hooks = Hooks {
+                writer: &writer,
+                dock: &w.dock,
+                secrets: &secrets,
+                directory: &directory,
+                store: &store,
+            };
+            let r = hooks.handle(&req).await;
+            assert_eq!(r.status, *status, "{path}");
+            if *status == 404 {
+                assert_eq!(r.body, json!({"outcome": "not_found"}), "{path}");
+            }
+        }
+    }
+    assert_eq!(
+        store.calls(),
+        at_start,
+        "no query for a request without the token"
+    );
+    assert_eq!(secrets.calls(), 0, "no secret read");
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 0);
+    assert_eq!(
+        w.store
+            .get(&format!("webhook#acme#{}", good.event_id))
+            .await
+            .unwrap(),
+        None
+    );
+    // The same delivery at the tenant's URL goes through.
+    let directory = cache.get(&store).await.unwrap();
+    let hooks = Hooks {
+        writer: &writer,
+        dock: &w.dock,
+        secrets: &secrets,
+        directory: &directory,
+        store: &store,
+    };
+    let event = json!({
+        "version": "2.0", "rawPath": w.path(), "rawQueryString": "",
+        "headers": {"x-dock-signature-256": good.signature},
+        "requestContext": {"http": {"method": "POST", "path": w.path()}},
+        "body": good.body, "isBase64Encoded": false
+    });
+    let r = hooks.handle(&function_url::parse(&event).unwrap()).await;
+    assert_eq!(r.body["outcome"], "processed", "{}", r.body);
+    assert!(secrets.calls() >= 1);
+}
+
+#[tokio::test]
+async fn a_replay_with_a_fresh_t_is_refused() {
+    let w = world().await;
+    let task = w.intake_task().await;
+    let d = w.dock_sim.webhook_delivery(
+        SECRET,
+        "MARK_COMPLETE",
+        &task,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    assert_eq!(w.deliver(&d).await.body["outcome"], "processed");
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 1);
+    // The header's `t` is not signed: anyone can refresh it and keep `v1`.
+    let v1 = d.signature.split_once(",v1=").unwrap().1.to_string();
+    let refreshed = |at: DateTime<Utc>| WebhookDelivery {
+        signature: format!("t={},v1={v1}", at.timestamp()),
+        ..d.clone()
+    };
+    // Within max_age: a duplicate.
+    let r = w.deliver(&refreshed(w.clock.now())).await;
+    assert_eq!(
+        (r.status, r.body["outcome"].clone()),
+        (200, json!("duplicate"))
+    );
+    // Later, even with the dedupe item gone: the signed createdAt is stale.
+    w.kareo_sim.advance(chrono::Duration::days(8));
+    let r = w.deliver(&refreshed(w.clock.now())).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["error"], "stale timestamp");
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 1);
+}
+
+#[tokio::test]
+async fn an_ignored_event_replayed_after_a_rule_is_added_is_a_duplicate() {
+    let w = world().await;
+    let task = w.intake_task().await;
+    let d = w.dock_sim.webhook_delivery(
+        SECRET,
+        "ADD_TASK_LABEL",
+        &task,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    let r = w.deliver(&d).await;
+    assert_eq!(r.body["outcome"], "ignored", "{}", r.body);
+    let e = w
+        .store
+        .get(&format!("webhook#acme#{}", d.event_id))
+        .await
+        .unwrap()
+        .expect("an ignored event is remembered");
+    assert_eq!(e.state, LedgerState::Done);
+    assert!(e.expires.is_some(), "and forgotten after a while");
+    // A rule for that event is added; the old delivery comes again.
+    let yaml = w.yaml.replace(
+        "    - name: intake\n",
+        "    - name: labelled\n      event: ADD_TASK_LABEL\n      op: CreatePatient\n      data:\n        first_name: \"{patient.firstName}\"\n        last_name: \"{patient.lastName}\"\n        date_of_birth: \"{patient.dob}\"\n    - name: intake\n",
+    );
+    let t2 = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
+    assert_eq!(t2.hooks.rules.len(), 3, "{yaml}");
+    TenantStore::put(&w.store, &t2).await.unwrap();
+    let r = w.deliver(&d).await;
+    assert_eq!(r.body["outcome"], "duplicate", "{}", r.body);
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 0);
+}
+
+#[test]
+fn a_webhook_rule_cannot_target_a_record_through_a_dock_field_nor_change_one_without_opting_in() {
+    let base = "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: k\n  practice: P\ndock:\n  secret: d\nfamilies:\n  patients: {}\nwebhooks:\n  rules:\n    - name: upd\n      event: MARK_COMPLETE\n      op: UpdatePatient\n      modify_existing: true\n      data:\n        patient_id: \"{patient.mrn}\"\n        home_phone: \"{field.Phone}\"\n";
+    let err = match TenantConfig::from_yaml(base, "acme.yaml") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a Dock field as the target is refused"),
+    };
+    assert!(err.contains("acme.yaml:18"), "{err}");
+    assert!(
+        err.contains("patient_id: must be \"{link.patient_id}\""),
+        "{err}"
+    );
+    let no_opt_in = base
+        .replace("      modify_existing: true\n", "")
+        .replace("{patient.mrn}", "{link.patient_id}");
+    let err = match TenantConfig::from_yaml(&no_opt_in, "acme.yaml") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an update without the opt-in is refused"),
+    };
+    assert!(err.contains("acme.yaml:15"), "{err}");
+    assert!(err.contains("set modify_existing: true"), "{err}");
+    let ok = base.replace("{patient.mrn}", "{link.patient_id}");
+    assert!(TenantConfig::from_yaml(&ok, "acme.yaml").is_ok());
+}
+
+/// The product created the Dock patient for Kareo patient A and linked its task; a Dock user
+/// then gives that Dock patient the MRN of patient B. A write from the task still goes to A;
+/// once the Dock patient no longer matches A, nothing is written and the command waits for
+/// review.
+#[tokio::test]
+async fn a_dock_user_editing_an_mrn_cannot_redirect_a_write() {
+    let w = world().await;
+    let rows = w.kareo_sim.rows(Family::Patients);
+    let (a, b) = (&rows[0], &rows[1]);
+    let record: BTreeMap<String, String> = ["ID", "FirstName", "LastName", "DOB"]
+        .iter()
+        .filter_map(|k| a.get(*k).map(|v| (k.to_string(), v.to_string())))
+        .collect();
+    let event = ChangeEvent {
+        id: "ev-patient-a".into(),
+        tenant: "acme".into(),
+        family: Family::Patients,
+        record_id: a["ID"].to_string(),
+        version: w.clock.now(),
+        kind: ChangeKind::Created,
+        changes: Vec::new(),
+        record,
+    };
+    let dock_secret = w.dock_sim.secret();
+    let c = w.kareo_sim.config().clone();
+    let creds = kareo::Credentials {
+        customer_key: c.customer_key.clone(),
+        user: c.user.clone(),
+        password: c.password.clone(),
+    };
+    let tasks = DockTasks::new(w.dock.clone());
+    let delivery = Delivery {
+        dock: &tasks,
+        ledger: &w.store,
+        kareo: &w.kareo,
+        clock: &w.clock,
+        owner: "deliver".into(),
+        lease: Duration::from_secs(60),
+    };
+    let out = delivery
+        .deliver(
+            &w.tenant,
+            &dock_secret,
+            Some(&creds),
+            std::slice::from_ref(&event),
+        )
+        .await;
+    assert_eq!(out.tasks, 1, "{:?}", out.failures);
+    let task = w
+        .dock_sim
+        .tasks()
+        .into_iter()
+        .find(|t| t.description.as_deref() == Some(&format!("New patient {}", a["ID"])))
+        .expect("the task");
+    let dock_patient = task.patient.clone().expect("linked").id;
+    // A Dock user re-labels the patient with B's chart number.
+    w.dock
+        .patch_patient(
+            &dock_secret,
+            &dock_patient,
+            &dock::PatientPatch {
+                mrn: Some(b["ID"].to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let phone = |row_id: &str| {
+        w.kareo_sim
+            .rows(Family::Patients)
+            .into_iter()
+            .find(|p| p["ID"] == row_id)
+            .and_then(|p| p.get("HomePhone").map(|v| v.to_string()))
+    };
+    let b_phone = phone(&b["ID"]);
+    let d = w.dock_sim.webhook_delivery(
+        SECRET,
+        "UPDATE_TASK_STATUS",
+        &task.id,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    let r = w.deliver(&d).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let res = &r.body["results"][0];
+    assert_eq!(res["status"], "done", "{}", r.body);
+    assert_eq!(res["kareo"]["PatientID"].to_string(), a["ID"].to_string());
+    assert_eq!(phone(&a["ID"]).as_deref(), Some("(617) 555-0142"));
+    assert_eq!(phone(&b["ID"]), b_phone, "B's chart is untouched");
+    let updates = w.kareo_sim.call_count("UpdatePatient");
+
+    // The Dock patient is renamed: it no longer is Kareo's A, so the next write waits.
+    w.dock
+        .patch_patient(
+            &dock_secret,
+            &dock_patient,
+            &dock::PatientPatch {
+                first_name: Some("Someone".into()),
+                last_name: Some("Else".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d2 = w.dock_sim.webhook_delivery(
+        SECRET,
+        "UPDATE_TASK_STATUS",
+        &task.id,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    let r = w.deliver(&d2).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let res = &r.body["results"][0];
+    assert_eq!(res["status"], "needs_review", "{}", r.body);
+    assert!(res["reason"]
+        .as_str()
+        .unwrap()
+        .contains("do not match Kareo patient"));
+    assert_eq!(w.kareo_sim.call_count("UpdatePatient"), updates);
+    let held = w
+        .store
+        .get(&format!("write#acme#dock-{}-phone-confirmed", d2.event_id))
+        .await
+        .unwrap()
+        .expect("held in the write ledger");
+    assert_eq!(held.state, LedgerState::NeedsReview);
 }

@@ -388,7 +388,7 @@ WEBHOOK = """
             comment: "invoked synchronously by Dock through the Function URL: Dock retries on a 5xx"
     Properties:
       FunctionName: !Sub ${AWS::StackName}-webhook
-      Description: Receives Dock webhooks (HMAC-verified) and runs the configured write commands
+      Description: Receives Dock webhooks (URL token, then HMAC) and runs the configured write commands
       ReservedConcurrentExecutions: 10
       CodeUri: .
       Timeout: 60
@@ -396,7 +396,7 @@ WEBHOOK = """
       LoggingConfig:
         LogGroup: !Ref WebhookLogs
       FunctionUrlConfig:
-        AuthType: NONE   # Dock cannot sign AWS requests: every delivery is HMAC-verified instead
+        AuthType: NONE   # Dock cannot sign AWS requests: a per-tenant URL token, then Dock's HMAC
 """
 
 FOOTER = """
@@ -441,7 +441,7 @@ Outputs:
     Description: Write commands over HTTPS (SigV4-signed, lambda:InvokeFunctionUrl)
     Value: !GetAtt WriteFunctionUrl.FunctionUrl
   WebhookUrl:
-    Description: The URL to register as the Dock webhook
+    Description: The base of the Dock webhook URLs (kareo-dock webhook register --base-url)
     Value: !GetAtt WebhookFunctionUrl.FunctionUrl
 """
 

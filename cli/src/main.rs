@@ -22,6 +22,7 @@ mod replay;
 mod status;
 mod sync;
 mod tenant;
+mod webhook;
 mod write;
 use kareo::envelope::{self, Credentials};
 use kareo::{KareoError, ResponseReader};
@@ -103,6 +104,12 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         verb: tenant::Verb,
+    },
+    /// The tenant's Dock webhook endpoint: register it through Dock's API, or print a new URL
+    /// to register by hand. Each mints a new URL token (the old URL stops working).
+    Webhook {
+        #[command(subcommand)]
+        verb: webhook::Verb,
     },
     /// Redrive the task creations that failed for good: the local dead-letter file, or the
     /// task function's on-failure SQS queue. `--dry-run` lists them.
@@ -204,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cursor { verb } => cursor::run(verb),
         Command::Tenant { verb } => tenant::run(verb),
         Command::Replay(args) => replay::run(args),
+        Command::Webhook { verb } => webhook::run(verb),
         Command::Write {
             config,
             secrets,

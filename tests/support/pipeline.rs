@@ -14,7 +14,7 @@ use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks, Failure};
 use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
-use kareo_dock_core::ports::{Clock, CursorStore, Ledger, SecretSource, SnapshotStore};
+use kareo_dock_core::ports::{Clock, CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
 use kareo_dock_core::run::poll_tenants;
 use kareo_dock_core::{ChangeEvent, Mode, Outcome, PollConfig, Poller, Report, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
@@ -197,7 +197,7 @@ impl World {
         owner: &str,
     ) -> (Vec<Report>, Vec<Failure>)
     where
-        S: CursorStore + SnapshotStore + Ledger,
+        S: CursorStore + SnapshotStore + Ledger + LinkStore,
         Sec: SecretSource,
     {
         let delivery = Delivery {

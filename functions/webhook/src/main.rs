@@ -1,9 +1,11 @@
 //! The Dock webhook function (a Function URL with auth `NONE`: Dock cannot sign requests the
-//! AWS way, so every delivery is authenticated by its `X-Dock-Signature-256` HMAC instead).
-//! Register `https://<function url>/<tenant>` in Dock with the tenant's `webhook_secret`.
-//! Answers Dock's verification challenge, verifies and deduplicates deliveries, and runs the
-//! write commands the tenant's `webhooks:` rules make of them (see
-//! `kareo_dock_core::webhook`).
+//! AWS way). A request must first carry the tenant's URL token (`/<tenant>/<token>`, made by
+//! `kareo-dock webhook register`), checked against the tenant directory this function holds
+//! in memory — read at start and again at most every 15 s — so a request without it costs no
+//! secret read, no query and no HMAC. Then: Dock's verification challenge (only while a
+//! registration is armed), or a delivery verified by its `X-Dock-Signature-256` HMAC and its
+//! signed `createdAt`, deduplicated, and turned into the write commands the tenant's
+//! `webhooks:` rules make of it (see `kareo_dock_core::webhook`).
 //!
 //! Environment: `KAREO_DOCK_TABLE`, `KAREO_ENDPOINT` (optional), `DOCK_API_URL` /
 //! `DOCK_AUTH_URL` (optional). IAM: DynamoDB item access on the table,
@@ -12,15 +14,17 @@
 use kareo::{ClientConfig, KareoClient};
 use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
 use kareo_dock_core::function_url;
-use kareo_dock_core::ports::{SystemClock, TenantStore};
+use kareo_dock_core::ports::SystemClock;
 use kareo_dock_core::run::CachedSecrets;
-use kareo_dock_core::webhook::Hooks;
+use kareo_dock_core::webhook::gate::DIRECTORY_TTL;
+use kareo_dock_core::webhook::{DirectoryCache, Hooks};
 use kareo_dock_core::write::Writer;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
 struct App {
     store: DynamoStore,
+    directory: DirectoryCache,
     secrets: CachedSecrets<SecretsManagerSource>,
     kareo: KareoClient,
     dock: dock::DockClient,
@@ -32,10 +36,16 @@ async fn main() -> Result<(), Error> {
     let sdk = kareo_dock_aws::sdk_config().await;
     let app = App {
         store: kareo_dock_aws::state_store(&sdk)?,
+        directory: DirectoryCache::new(DIRECTORY_TTL),
         secrets: kareo_dock_aws::cached_secrets(&sdk),
         kareo: KareoClient::new(ClientConfig::from_env())?,
         dock: dock::DockClient::new(dock::DockConfig::from_env())?,
     };
+    // Read the directory before the first request: a cold start costs no query that a
+    // caller's request caused (a failure here is retried at the first request).
+    if let Err(e) = app.directory.get(&app.store).await {
+        tracing::warn!(class = e.class(), "tenant directory not read at start");
+    }
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(app, event).await
@@ -50,8 +60,8 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
             &json!({"outcome": "malformed", "error": "not a Function URL request"}),
         ));
     };
-    let tenants = match app.store.tenants().await {
-        Ok(t) => t,
+    let directory = match app.directory.get(&app.store).await {
+        Ok(d) => d,
         Err(e) => {
             return Ok(function_url::response(
                 503,
@@ -69,7 +79,8 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         writer: &writer,
         dock: &app.dock,
         secrets: &app.secrets,
-        tenants: &tenants,
+        directory: &directory,
+        store: &app.store,
     };
     let out = hooks.handle(&req).await;
     Ok(function_url::response(out.status, &out.body))

@@ -236,6 +236,25 @@ pub(crate) fn t(v: DateTime<Utc>) -> AttributeValue {
     s(v.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
+/// An instant as the table's TTL attribute holds it: epoch seconds, a number.
+pub(crate) fn epoch(v: DateTime<Utc>) -> AttributeValue {
+    AttributeValue::N(v.timestamp().to_string())
+}
+
+/// Reads an epoch-seconds number attribute.
+pub(crate) fn get_epoch(item: &Item, attr: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    match item.get(attr) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .map(Some)
+            .ok_or_else(|| corrupt(item, attr)),
+        Some(_) => Err(corrupt(item, attr)),
+    }
+}
+
 pub(crate) fn corrupt(item: &Item, attr: &str) -> StoreError {
     let pk = item.get("pk").and_then(|v| v.as_s().ok());
     let sk = item.get("sk").and_then(|v| v.as_s().ok());

@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use chrono::{DateTime, Utc};
 use kareo_dock_core::ports::{Claim, Ledger, LedgerEntry, LedgerState, StoreError};
 
-use crate::dynamo::{corrupt, get_str, get_time, n, s, store_error, t, Item};
+use crate::dynamo::{
+    corrupt, epoch, get_epoch, get_str, get_time, n, s, store_error, t, Item, TTL_ATTRIBUTE,
+};
 use crate::DynamoStore;
 
 /// Claims retried when the item changes between a lost condition and the read of it.
@@ -57,6 +59,7 @@ fn entry_from(item: &Item) -> Result<LedgerEntry, StoreError> {
             Some(AttributeValue::Bool(b)) => *b,
             Some(_) => return Err(corrupt(item, "sending")),
         },
+        expires: get_epoch(item, TTL_ATTRIBUTE)?,
     })
 }
 
@@ -94,7 +97,7 @@ impl Ledger for DynamoStore {
                 .set_key(Some(ledger_key(key)))
                 .update_expression(
                     "SET #state = :pending, #owner = :owner, #until = :until, #at = :now \
-                     REMOVE #remote_id, #result, #reason, #sending ADD #attempts :one",
+                     REMOVE #remote_id, #result, #reason, #sending, #expires ADD #attempts :one",
                 )
                 .condition_expression(
                     "attribute_not_exists(pk) OR #state = :failed OR (#state = :pending AND \
@@ -109,6 +112,7 @@ impl Ledger for DynamoStore {
                 .expression_attribute_names("#reason", "reason")
                 .expression_attribute_names("#attempts", "attempts")
                 .expression_attribute_names("#sending", "sending")
+                .expression_attribute_names("#expires", TTL_ATTRIBUTE)
                 .expression_attribute_values(":pending", s("pending"))
                 .expression_attribute_values(":failed", s("failed"))
                 .expression_attribute_values(":owner", s(owner))
@@ -200,6 +204,14 @@ impl Ledger for DynamoStore {
                 }
                 None => remove.push(name),
             }
+        }
+        req = req.expression_attribute_names("#expires", TTL_ATTRIBUTE);
+        match entry.expires {
+            Some(at) => {
+                set.push("#expires = :expires");
+                req = req.expression_attribute_values(":expires", epoch(at));
+            }
+            None => remove.push("#expires"),
         }
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match req.update_expression(update).send().await {

@@ -72,6 +72,7 @@ mod dynamo;
 mod error;
 mod lambda;
 mod ledger;
+mod links;
 mod secrets;
 
 pub use dynamo::{DynamoStore, TTL_ATTRIBUTE};

@@ -591,6 +591,7 @@ mod suite {
             attempts: 1,
             at: mins(0),
             sending: false,
+            expires: None,
         };
         assert_eq!(Ledger::get(s, k).await.unwrap(), Some(pending_a.clone()));
         assert_eq!(
@@ -623,6 +624,7 @@ mod suite {
             attempts: 77,
             at: mins(6),
             sending: false,
+            expires: None,
         };
         assert!(is_conflict(s.settle(k, "a", done.clone()).await));
         s.settle(k, "b", done.clone()).await.unwrap();
@@ -682,6 +684,7 @@ mod suite {
             attempts: 0,
             at: mins(8),
             sending: false,
+            expires: None,
         };
         s.settle(k2, "d", review.clone()).await.unwrap();
         let review = LedgerEntry {

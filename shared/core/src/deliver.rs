@@ -431,7 +431,7 @@ pub struct Delivery<'a, D, L, K, T> {
     pub lease: Duration,
 }
 
-impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> {
+impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> {
     /// Delivers a batch of one tenant's events.
     pub async fn deliver(
         &self,
@@ -550,15 +550,13 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             Err(f) => return self.give_back(key, f).await,
         };
         let patient = if rule.task.patient {
-            match self.patient_draft(tenant, creds, event).await {
-                Some(d) => match self.dock.patient(secret, &d).await {
-                    Ok(id) => {
-                        fail::fail_point!("deliver.after_patient");
-                        Some(id)
-                    }
-                    Err(f) => return self.give_back(key, f).await,
-                },
-                None => None,
+            match self.linked_patient(tenant, secret, creds, event).await {
+                Ok(Some(id)) => {
+                    fail::fail_point!("deliver.after_patient");
+                    Some(id)
+                }
+                Ok(None) => None,
+                Err(f) => return self.give_back(key, f).await,
             }
         } else {
             None
@@ -612,6 +610,8 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             Ok(id) => {
                 fail::fail_point!("deliver.after_post");
                 tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, task = %id, "task created");
+                self.link_task(tenant, event, &id, draft.patient.as_deref())
+                    .await;
                 self.settle(key, LedgerState::Done, Some(id), None)
                     .await
                     .map_err(store)?;
@@ -628,6 +628,8 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
                     .await
                 {
                     tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, task = %id, "task created (found after an ambiguous answer)");
+                    self.link_task(tenant, event, &id, draft.patient.as_deref())
+                        .await;
                     self.settle(key, LedgerState::Done, Some(id), None)
                         .await
                         .map_err(store)?;
@@ -657,6 +659,7 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             attempts: 0,
             at: self.clock.now(),
             sending: false,
+            expires: None,
         };
         self.ledger.settle(key, &self.owner, entry).await
     }
@@ -682,6 +685,98 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
             permanent: false,
             ..f
         })
+    }
+
+    /// The Dock patient for the event's Kareo patient: the one this product recorded for it
+    /// when there is one (a Dock user editing some patient's MRN cannot take its place), else
+    /// found by MRN or created — and then recorded both ways.
+    async fn linked_patient(
+        &self,
+        tenant: &TenantConfig,
+        secret: &DockSecret,
+        creds: Option<&Credentials>,
+        event: &ChangeEvent,
+    ) -> Result<Option<String>, DockFailure> {
+        let link_fail = |e: StoreError| DockFailure {
+            class: e.class().into(),
+            reason: format!("patient link: {e}"),
+            permanent: false,
+            ambiguous: false,
+        };
+        if let Some(kareo_id) = kareo_patient_of(event) {
+            let key = LinkKey::KareoPatient(kareo_id);
+            if let Some(id) = self
+                .ledger
+                .link(&tenant.tenant, &key)
+                .await
+                .map_err(link_fail)?
+                .and_then(|l| l.dock_patient)
+            {
+                return Ok(Some(id));
+            }
+        }
+        let Some(d) = self.patient_draft(tenant, creds, event).await else {
+            return Ok(None);
+        };
+        let id = self.dock.patient(secret, &d).await?;
+        let now = self.clock.now();
+        let expires = Some(now + chrono::Duration::days(LINK_TTL_DAYS));
+        let both = [
+            (
+                LinkKey::KareoPatient(d.mrn.clone()),
+                Link {
+                    family: None,
+                    record: None,
+                    kareo_patient: None,
+                    dock_patient: Some(id.clone()),
+                    at: now,
+                    expires,
+                },
+            ),
+            (
+                LinkKey::DockPatient(id.clone()),
+                Link {
+                    family: None,
+                    record: None,
+                    kareo_patient: Some(d.mrn.clone()),
+                    dock_patient: None,
+                    at: now,
+                    expires,
+                },
+            ),
+        ];
+        for (key, link) in both {
+            self.ledger
+                .put_link(&tenant.tenant, &key, &link)
+                .await
+                .map_err(link_fail)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// Records which Kareo record a created task stands for (the only way a Dock-driven write
+    /// later finds it). A failure is logged: the task exists, and a write from it will be
+    /// held for review for want of the link.
+    async fn link_task(
+        &self,
+        tenant: &TenantConfig,
+        event: &ChangeEvent,
+        task: &str,
+        dock_patient: Option<&str>,
+    ) {
+        let now = self.clock.now();
+        let link = Link {
+            family: Some(event.family),
+            record: Some(event.record_id.clone()),
+            kareo_patient: kareo_patient_of(event),
+            dock_patient: dock_patient.map(str::to_string),
+            at: now,
+            expires: Some(now + chrono::Duration::days(LINK_TTL_DAYS)),
+        };
+        let key = LinkKey::DockTask(task.to_string());
+        if let Err(e) = self.ledger.put_link(&tenant.tenant, &key, &link).await {
+            tracing::warn!(tenant = %tenant.tenant, event = %event.id, task, class = e.class(), "task link not recorded");
+        }
     }
 
     async fn patient_draft(
@@ -727,6 +822,21 @@ impl<D: DockPort, L: Ledger, K: KareoSource, T: Clock> Delivery<'_, D, L, K, T> 
     }
 }
 
+/// The Kareo patient an event is about: the record itself for patients, else its
+/// `PatientID` member.
+fn kareo_patient_of(event: &ChangeEvent) -> Option<String> {
+    if event.family == Family::Patients {
+        event
+            .record
+            .get("ID")
+            .cloned()
+            .or(Some(event.record_id.clone()))
+    } else {
+        event.record.get("PatientID").cloned()
+    }
+    .filter(|s| !s.is_empty())
+}
+
 /// Reads Dock credentials (`{"client_id","client_secret","api_key","organization_id",
 /// "user_id"}`) from a secret.
 pub async fn dock_secret<S: SecretSource>(
@@ -752,7 +862,7 @@ pub async fn deliver_batch<D, L, K, T, S>(
 ) -> Delivered
 where
     D: DockPort,
-    L: Ledger,
+    L: Ledger + LinkStore,
     K: KareoSource,
     T: Clock,
     S: SecretSource,
@@ -864,7 +974,7 @@ impl<'a, D, L, K, T, S> DeliverySink<'a, D, L, K, T, S> {
 impl<D, L, K, T, S> EventSink for DeliverySink<'_, D, L, K, T, S>
 where
     D: DockPort,
-    L: Ledger,
+    L: Ledger + LinkStore,
     K: KareoSource,
     T: Clock,
     S: SecretSource,

@@ -23,6 +23,10 @@ struct State {
     tenants: BTreeMap<String, String>,
     #[serde(default)]
     ledger: BTreeMap<String, LedgerEntry>,
+    #[serde(default)]
+    hooks: BTreeMap<String, HookRegistration>,
+    #[serde(default)]
+    links: BTreeMap<String, Link>,
 }
 
 fn key(tenant: &str, family: Family) -> String {
@@ -294,6 +298,9 @@ impl Ledger for LocalStore {
         until: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
         self.with(|s| {
+            // Items past their expiry are forgotten, as DynamoDB's TTL forgets them.
+            s.ledger.retain(|_, e| e.expires.is_none_or(|x| x > now));
+            s.links.retain(|_, l| l.expires.is_none_or(|x| x > now));
             let prev = s.ledger.get(key).cloned();
             let claim = match &prev {
                 None => Claim::New,
@@ -319,6 +326,7 @@ impl Ledger for LocalStore {
                     attempts: prev.map_or(0, |p| p.attempts) + 1,
                     at: now,
                     sending: false,
+                    expires: None,
                 },
             );
             Ok(claim)
@@ -381,6 +389,48 @@ impl Ledger for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
         Ok(self.read(|s| s.ledger.get(key).cloned()))
+    }
+}
+
+impl HookStore for LocalStore {
+    async fn hooks(&self) -> Result<Vec<(String, HookRegistration)>, StoreError> {
+        Ok(self.read(|s| {
+            s.hooks
+                .iter()
+                .map(|(t, h)| (t.clone(), h.clone()))
+                .collect()
+        }))
+    }
+
+    async fn hook(&self, tenant: &str) -> Result<Option<HookRegistration>, StoreError> {
+        Ok(self.read(|s| s.hooks.get(tenant).cloned()))
+    }
+
+    async fn put_hook(&self, tenant: &str, hook: &HookRegistration) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.hooks.insert(tenant.to_string(), hook.clone());
+            Ok(())
+        })
+    }
+}
+
+impl LinkStore for LocalStore {
+    async fn link(&self, tenant: &str, key: &LinkKey) -> Result<Option<Link>, StoreError> {
+        let now = Utc::now();
+        Ok(self.read(|s| {
+            s.links
+                .get(&format!("{tenant}#{}", key.as_key()))
+                .filter(|l| l.expires.is_none_or(|x| x > now))
+                .cloned()
+        }))
+    }
+
+    async fn put_link(&self, tenant: &str, key: &LinkKey, link: &Link) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.links
+                .insert(format!("{tenant}#{}", key.as_key()), link.clone());
+            Ok(())
+        })
     }
 }
 

@@ -325,6 +325,29 @@ pub struct LedgerEntry {
     pub sending: bool,
     /// Last change.
     pub at: DateTime<Utc>,
+    /// When the store may forget the item (DynamoDB TTL `expires_at`; the embedded store drops
+    /// it at its next claim). `None`: kept. Dedupe-only items (webhook events) expire; an item
+    /// whose absence would allow a second remote call outlives every way to repeat that call.
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl LedgerEntry {
+    /// A settled entry in `state` at `at`: no holder, no remote id, nothing kept for repeats.
+    pub fn settled(state: LedgerState, at: DateTime<Utc>) -> LedgerEntry {
+        LedgerEntry {
+            state,
+            owner: None,
+            until: None,
+            remote_id: None,
+            result: None,
+            reason: None,
+            attempts: 0,
+            sending: false,
+            at,
+            expires: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for LedgerEntry {
@@ -393,5 +416,122 @@ pub trait Ledger: Send + Sync {
         &self,
         key: &str,
         owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A tenant's webhook endpoint: the SHA-256 of the capability token in its URL
+/// (`https://<function url>/<tenant>/<token>`; the token itself is never stored), whether
+/// Dock's verification challenge may be answered now, and Dock's id of the webhook.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRegistration {
+    /// Lowercase hex SHA-256 of the URL token.
+    pub token_sha256: String,
+    /// The challenge is answered until then (a registration in progress); `None`: never.
+    pub armed_until: Option<DateTime<Utc>>,
+    /// Dock's webhook id, once registered through the API.
+    pub webhook_id: Option<String>,
+    /// Last change.
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for HookRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRegistration")
+            .field("armed_until", &self.armed_until)
+            .field("webhook_id", &self.webhook_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Webhook registrations, one per tenant.
+pub trait HookStore: Send + Sync {
+    /// Every registration: (tenant, registration).
+    fn hooks(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, HookRegistration)>, StoreError>> + Send;
+    /// One tenant's registration (read through, never cached).
+    fn hook(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = Result<Option<HookRegistration>, StoreError>> + Send;
+    /// Creates or replaces a tenant's registration.
+    fn put_hook(
+        &self,
+        tenant: &str,
+        hook: &HookRegistration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a link is keyed by: an id on one side, whose counterpart the product recorded itself
+/// when it created (or first linked) the other side.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkKey {
+    /// A Dock task (or workflow) the product created: → the Kareo record it was made for.
+    DockTask(String),
+    /// A Dock patient the product created or linked: → the Kareo patient.
+    DockPatient(String),
+    /// A Kareo patient: → the Dock patient the product created or linked for it.
+    KareoPatient(String),
+}
+
+impl LinkKey {
+    /// The key as stored: `dock-task#<id>`, `dock-patient#<id>`, `kareo-patient#<id>`.
+    pub fn as_key(&self) -> String {
+        match self {
+            LinkKey::DockTask(id) => format!("dock-task#{id}"),
+            LinkKey::DockPatient(id) => format!("dock-patient#{id}"),
+            LinkKey::KareoPatient(id) => format!("kareo-patient#{id}"),
+        }
+    }
+
+    /// Reads [`Self::as_key`] back.
+    pub fn from_key(key: &str) -> Option<LinkKey> {
+        let (kind, id) = key.split_once('#')?;
+        let id = id.to_string();
+        match kind {
+            "dock-task" => Some(LinkKey::DockTask(id)),
+            "dock-patient" => Some(LinkKey::DockPatient(id)),
+            "kareo-patient" => Some(LinkKey::KareoPatient(id)),
+            _ => None,
+        }
+    }
+}
+
+/// The other side of a link: ids only, never record content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The Kareo family of the record (task links).
+    pub family: Option<Family>,
+    /// The Kareo record id (task links).
+    pub record: Option<String>,
+    /// The Kareo patient id (task links with a patient, Dock patient links).
+    pub kareo_patient: Option<String>,
+    /// The Dock patient id (Kareo patient links, task links with a patient).
+    pub dock_patient: Option<String>,
+    /// When recorded.
+    pub at: DateTime<Utc>,
+    /// When the store may forget it.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// How long a link is kept after it was recorded.
+pub const LINK_TTL_DAYS: i64 = 400;
+
+/// Links between Dock and Kareo ids that the product recorded: the only way a Dock-driven
+/// write chooses which Kareo record it touches (Dock's own fields, such as a patient's MRN,
+/// can be edited by any Dock user).
+pub trait LinkStore: Send + Sync {
+    /// The link, if recorded (and not expired).
+    fn link(
+        &self,
+        tenant: &str,
+        key: &LinkKey,
+    ) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send;
+    /// Records (or replaces) a link.
+    fn put_link(
+        &self,
+        tenant: &str,
+        key: &LinkKey,
+        link: &Link,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

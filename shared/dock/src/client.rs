@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{parse_retry_after, DockError, ErrorBody};
 use crate::model::{
     CustomField, DeployWorkflow, DeployedWorkflow, NewPatient, NewTask, Patient, PatientPatch,
-    Task, TaskGroup, TaskList, TaskPatch, TaskQuery, User, WorkflowTemplate,
+    Task, TaskGroup, TaskList, TaskPatch, TaskQuery, User, Webhook, WebhookBody, WorkflowTemplate,
 };
 
 /// Dock's production API base URL (\[C\] README, Awell `dock.types.ts`).
@@ -549,6 +549,55 @@ impl DockClient {
             Kind::Idempotent,
         )
         .await
+    }
+
+    /// `POST /api/v1/webhook` (scope `user.all.write`): creates a webhook; Dock then sends
+    /// its verification challenge to the URL. Not retried after an ambiguous failure (a URL
+    /// is unique across Dock: look it up with [`Self::list_webhooks`]).
+    pub async fn create_webhook(
+        &self,
+        secret: &DockSecret,
+        body: &WebhookBody,
+    ) -> Result<Webhook, DockError> {
+        self.send(
+            secret,
+            "create_webhook",
+            Method::POST,
+            &["webhook"],
+            &[],
+            Some(body),
+            Kind::Create,
+        )
+        .await
+    }
+
+    /// `PUT /api/v1/webhook/{id}`: replaces every field and re-triggers verification.
+    pub async fn update_webhook(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+        body: &WebhookBody,
+    ) -> Result<Webhook, DockError> {
+        self.send(
+            secret,
+            "update_webhook",
+            Method::PUT,
+            &["webhook", id],
+            &[],
+            Some(body),
+            Kind::Idempotent,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/webhook/{id}`.
+    pub async fn get_webhook(&self, secret: &DockSecret, id: &str) -> Result<Webhook, DockError> {
+        self.get(secret, "get_webhook", &["webhook", id], &[]).await
+    }
+
+    /// `GET /api/v1/webhook`: the organisation's webhooks.
+    pub async fn list_webhooks(&self, secret: &DockSecret) -> Result<Vec<Webhook>, DockError> {
+        self.get(secret, "list_webhooks", &["webhook"], &[]).await
     }
 
     // ---- machinery ---------------------------------------------------------------------

@@ -70,5 +70,6 @@ pub use error::{DockError, ErrorBody};
 pub use model::{
     CustomField, CustomFieldOption, DeployWorkflow, DeployedWorkflow, ExternalIdentifier, ListUser,
     MetaDataValue, NewPatient, NewTask, Patient, PatientPatch, Priority, Ref, Task, TaskGroup,
-    TaskList, TaskPatch, TaskQuery, TaskStatus, User, UserOrganization, WorkflowTemplate,
+    TaskList, TaskPatch, TaskQuery, TaskStatus, User, UserOrganization, Webhook, WebhookBody,
+    WorkflowTemplate,
 };

@@ -1012,3 +1012,48 @@ mod tests {
         }
     }
 }
+
+/// A webhook as Dock answers it (`/api/v1/webhook`, `dock-api.md` §5): `verified` turns true
+/// once Dock's verification challenge was answered, asynchronously after a create or update.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Id.
+    #[serde(default)]
+    pub id: String,
+    /// The endpoint.
+    #[serde(default)]
+    pub url: String,
+    /// Deliveries are sent.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The endpoint answered the challenge.
+    #[serde(default)]
+    pub verified: bool,
+    /// The subscribed events (`[{type, description}]` or names, as Dock sends them).
+    #[serde(default)]
+    pub events: Vec<Value>,
+}
+
+/// The body of a webhook create (`POST`) or update (`PUT`, which must resend every field and
+/// re-triggers verification). `Debug` leaves out the secret and the URL (it holds a token).
+#[derive(Clone, PartialEq, Serialize)]
+pub struct WebhookBody {
+    /// The endpoint (https, publicly reachable, unique across Dock).
+    pub url: String,
+    /// The signing secret (unique across Dock).
+    pub secret: String,
+    /// Deliveries are sent.
+    pub enabled: bool,
+    /// Event type names (`MARK_COMPLETE`, …).
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookBody")
+            .field("enabled", &self.enabled)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}

@@ -113,6 +113,11 @@ pub(crate) struct State {
     pub calls: Vec<Call>,
     /// Webhook events built so far (their identifiers count up).
     pub webhook_events: u64,
+    /// Registered webhooks (`/api/v1/webhook`), with their secrets.
+    pub webhooks: Vec<crate::webhook::Hook>,
+    /// Verification challenges to send (webhook id, url, secret, message), taken by the
+    /// server after the call that queued them.
+    pub challenges: Vec<(String, String, String, String)>,
 }
 
 pub(crate) fn is_uuid(s: &str) -> bool {
@@ -121,6 +126,10 @@ pub(crate) fn is_uuid(s: &str) -> bool {
             8 | 13 | 18 | 23 => c == '-',
             _ => c.is_ascii_hexdigit(),
         })
+}
+
+fn str_of_map<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -156,6 +165,8 @@ impl State {
             faults: Vec::new(),
             calls: Vec::new(),
             webhook_events: 0,
+            webhooks: Vec::new(),
+            challenges: Vec::new(),
             seed: seed.clone(),
         };
         assert!(
@@ -404,6 +415,26 @@ impl State {
             ("POST", ["taskWorkflow"]) => self.deploy(need(body, path)?, user, path),
             ("PATCH", ["taskWorkflow", id]) => self.rename_workflow(id, need(body, path)?, path),
             ("DELETE", ["taskWorkflow", id]) => self.delete_workflow(id, path),
+            ("GET", ["webhook"]) => Ok(Reply::json(
+                200,
+                &Value::Array(self.webhooks.iter().map(|h| h.json()).collect()),
+            )),
+            ("GET", ["webhook", id]) => self
+                .webhooks
+                .iter()
+                .find(|h| h.id == *id)
+                .map(|h| Reply::json(200, &h.json()))
+                .ok_or_else(|| Reply::spring(404, &format!("Webhook not found: {id}"), path)),
+            ("POST", ["webhook"]) => self.put_webhook(None, need(body, path)?, path),
+            ("PUT", ["webhook", id]) => self.put_webhook(Some(id), need(body, path)?, path),
+            ("DELETE", ["webhook", id]) => {
+                let i = self
+                    .webhooks
+                    .iter()
+                    .position(|h| h.id == *id)
+                    .ok_or_else(|| Reply::spring(404, &format!("Webhook not found: {id}"), path))?;
+                Ok(Reply::json(200, &self.webhooks.remove(i).json()))
+            }
             (
                 _,
                 ["list"]
@@ -419,7 +450,9 @@ impl State {
                 | ["task"]
                 | ["task", _]
                 | ["taskWorkflow"]
-                | ["taskWorkflow", _],
+                | ["taskWorkflow", _]
+                | ["webhook"]
+                | ["webhook", _],
             ) => Err(Reply::spring(
                 405,
                 &format!("Request method '{method}' is not supported"),
@@ -427,6 +460,89 @@ impl State {
             )),
             _ => Err(Reply::spring(404, "No handler found", path)),
         }
+    }
+
+    /// `POST /api/v1/webhook` (id `None`) or `PUT /api/v1/webhook/{id}`, by Dock's rules
+    /// (`dock-api.md` §5): every field on a PUT, `url` https (plain http only for a loopback
+    /// host, the simulator's one leniency) and unique, `secret` unique, `enabled` false and
+    /// `events` empty when absent on a create. Each create or update queues the verification
+    /// challenge and leaves the hook unverified until it is answered.
+    fn put_webhook(&mut self, id: Option<&str>, b: &Map<String, Value>, path: &str) -> HResult {
+        let url = str_of_map(b, "url").unwrap_or("").to_string();
+        let secret = str_of_map(b, "secret").unwrap_or("").to_string();
+        let bad = |m: &str| Err(Reply::spring(400, m, path));
+        let loopback = url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost");
+        if !(url.starts_with("https://") || loopback) {
+            return bad("HeyDocValidationException: url must be https");
+        }
+        if secret.is_empty() {
+            return bad("HeyDocValidationException: secret is required");
+        }
+        if id.is_some()
+            && ["url", "secret", "enabled", "events"]
+                .iter()
+                .any(|k| !b.contains_key(*k))
+        {
+            return bad(
+                "HeyDocValidationException: an update must resend url, secret, enabled and events",
+            );
+        }
+        let others = |h: &&crate::webhook::Hook| Some(h.id.as_str()) != id;
+        if self.webhooks.iter().filter(others).any(|h| h.url == url) {
+            return bad("HeyDocValidationException: url is already used by a webhook");
+        }
+        if self
+            .webhooks
+            .iter()
+            .filter(others)
+            .any(|h| h.secret == secret)
+        {
+            return bad("HeyDocValidationException: secret is already used by a webhook");
+        }
+        let enabled = b.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+        let events: Vec<String> = b
+            .get("events")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hook_id = match id {
+            Some(id) => {
+                if !self.webhooks.iter().any(|h| h.id == id) {
+                    return Err(Reply::spring(
+                        404,
+                        &format!("Webhook not found: {id}"),
+                        path,
+                    ));
+                }
+                id.to_string()
+            }
+            None => self.new_id(),
+        };
+        let hook = crate::webhook::Hook {
+            id: hook_id.clone(),
+            url: url.clone(),
+            secret: secret.clone(),
+            enabled,
+            verified: false,
+            events,
+        };
+        match self.webhooks.iter_mut().find(|h| h.id == hook_id) {
+            Some(h) => *h = hook,
+            None => self.webhooks.push(hook),
+        }
+        let message = format!("{:032x}", rand::random::<u128>());
+        self.challenges
+            .push((hook_id.clone(), url, secret, message));
+        let h = self
+            .webhooks
+            .iter()
+            .find(|h| h.id == hook_id)
+            .expect("just stored");
+        Ok(Reply::json(200, &h.json()))
     }
 
     fn get_lists(&self, user: &str) -> Reply {

@@ -207,6 +207,10 @@ impl std::fmt::Debug for DockSim {
 }
 
 impl DockSim {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> DockSim {
+        DockSim { inner }
+    }
+
     /// Loads the seed and starts serving on two `127.0.0.1` ports. Panics on an invalid seed
     /// (ids that are not UUIDs, an integration user or list member that is not a user).
     pub async fn start(seed: Seed) -> DockSim {

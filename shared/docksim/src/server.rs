@@ -129,7 +129,7 @@ async fn serve(
         }
     };
 
-    let (reply, delay, fault_name) = {
+    let (reply, delay, fault_name, challenges) = {
         let mut st = inner.lock();
         let fault = pick_fault(&mut st, &method, &path);
         let fault_name = fault.as_ref().map(Fault::name);
@@ -185,9 +185,17 @@ async fn serve(
             status: reply.status,
             fault: fault_name,
         });
-        (reply, delay, fault_name)
+        let challenges = std::mem::take(&mut st.challenges);
+        (reply, delay, fault_name, challenges)
     };
     let _ = fault_name;
+    for (id, url, secret, message) in challenges {
+        // Verification is asynchronous, as Dock's (the answer to the create comes first).
+        let sim = crate::DockSim::from_inner(inner.clone());
+        tokio::spawn(crate::webhook::verify_endpoint(
+            sim, id, url, secret, message,
+        ));
+    }
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }

@@ -126,3 +126,76 @@ impl WebhookDelivery {
         }
     }
 }
+
+/// A registered webhook, as the simulator keeps it.
+#[derive(Clone)]
+pub struct Hook {
+    /// Id.
+    pub id: String,
+    /// Endpoint.
+    pub url: String,
+    /// Signing secret.
+    pub secret: String,
+    /// Deliveries are sent.
+    pub enabled: bool,
+    /// The endpoint answered the last challenge.
+    pub verified: bool,
+    /// Subscribed event types.
+    pub events: Vec<String>,
+}
+
+impl Hook {
+    /// As Dock answers it: no secret.
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "url": self.url,
+            "enabled": self.enabled,
+            "verified": self.verified,
+            "events": self.events.iter().map(|e| json!({"type": e, "description": e})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Sends Dock's verification challenge, as Dock does after a create or update: `GET
+/// <url>?message=<random>`, and the hook is verified when the answer is 200 with `{"digest":
+/// hex HMAC-SHA256(secret, message)}`.
+pub(crate) async fn verify_endpoint(
+    sim: DockSim,
+    id: String,
+    url: String,
+    secret: String,
+    message: String,
+) {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let target = format!("{url}{sep}message={message}");
+    let ok = match reqwest::Client::new()
+        .get(&target)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().as_u16() == 200 => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("digest").and_then(Value::as_str).map(str::to_string))
+            .is_some_and(|d| d == challenge_digest(&secret, &message)),
+        _ => false,
+    };
+    let mut st = sim.inner.lock();
+    if let Some(h) = st
+        .webhooks
+        .iter_mut()
+        .find(|h| h.id == id && h.secret == secret)
+    {
+        h.verified = ok;
+    }
+}
+
+impl DockSim {
+    /// The registered webhooks (with their secrets), for assertions.
+    pub fn webhooks(&self) -> Vec<Hook> {
+        self.inner.lock().webhooks.clone()
+    }
+}

@@ -648,6 +648,58 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         Ok(self.kareo.call(creds, op, &body).await?.records)
     }
 
+    /// A patient's simple members (GetPatient), for a caller's cross-check before a write;
+    /// `None` when Kareo has no such patient.
+    pub async fn read_patient(
+        &self,
+        creds: &Credentials,
+        patient_id: i64,
+    ) -> Result<Option<BTreeMap<String, String>>, KareoError> {
+        self.patient(creds, patient_id).await
+    }
+
+    /// The patient of an appointment (GetAppointment's `PatientSummary.PatientId`), for a
+    /// caller's cross-check; `None` when Kareo has no such appointment or it names none.
+    pub async fn appointment_patient(
+        &self,
+        creds: &Credentials,
+        appointment_id: i64,
+    ) -> Result<Option<String>, KareoError> {
+        let op = kareo::op("GetAppointment").expect("in the schema");
+        let body = json!({"Appointment": {"AppointmentId": appointment_id}});
+        match self.kareo.call(creds, op, &body).await {
+            Ok(resp) => Ok(resp
+                .records
+                .first()
+                .and_then(|r| r.record("PatientSummary"))
+                .and_then(|p| p.get("PatientId"))
+                .map(str::to_string)),
+            Err(KareoError::Api { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Settles a command `needs_review` without calling Kareo: a caller's check before the
+    /// write failed (`reason`: ids and classes only). A repeated id answers as stored; a claim
+    /// held elsewhere answers `in_progress`.
+    pub async fn hold(&self, cmd: &Command, reason: String) -> WriteResult {
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        match self
+            .ledger
+            .claim(&cmd.ledger_key(), &self.owner, now, until)
+            .await
+        {
+            Err(e) => WriteResult::of(cmd, WriteStatus::Retry)
+                .reason(format!("ledger unavailable ({})", e.class())),
+            Ok(Claim::Done(e)) => stored(cmd, &e, WriteStatus::Done),
+            Ok(Claim::NeedsReview(e)) => stored(cmd, &e, WriteStatus::NeedsReview),
+            Ok(Claim::Held) => WriteResult::of(cmd, WriteStatus::InProgress)
+                .reason("another attempt of this command id is under way"),
+            Ok(Claim::New) | Ok(Claim::Expired(_)) => self.review(cmd, reason).await,
+        }
+    }
+
     /// A patient's simple members (GetPatient); `None` when Kareo has no such patient.
     async fn patient(
         &self,
@@ -749,6 +801,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             attempts: 0,
             at: self.clock.now(),
             sending: false,
+            expires: None,
         };
         match self.ledger.settle(key, &self.owner, entry).await {
             Ok(()) => true,

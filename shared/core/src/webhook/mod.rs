@@ -21,24 +21,40 @@
 //! ```
 //!
 //! Placeholders: `{patient.<firstName|middleName|lastName|dob|gender|email|phoneHome|
-//! phoneMobile|mrn|id>}` (the task's Dock patient, or the target of a patient event; `mrn` is
-//! the Kareo PatientID for patients this product created), `{task.<id|description|details|
-//! dueDate|status>}`, `{field.<custom field name>}`, `{event.<id|type|createdAt>}`. A value
-//! whose placeholder has nothing to fill is left out (so a required field is reported
-//! missing). Gender values are read as Kareo's (`FEMALE`/`F` → `Female`), and a date-time in
-//! a date field keeps its date.
+//! phoneMobile|mrn|id>}` (the task's Dock patient, or the target of a patient event),
+//! `{task.<id|description|details|dueDate|status>}`, `{field.<custom field name>}`,
+//! `{event.<id|type|createdAt>}`, and `{link.<patient_id|appointment_id|record_id>}`: the
+//! Kareo ids this product recorded itself when it created the Dock task (the record it was
+//! made for) or created or linked the Dock patient. A value whose placeholder has nothing to
+//! fill is left out (so a required field is reported missing). Gender values are read as
+//! Kareo's (`FEMALE`/`F` → `Female`), and a date-time in a date field keeps its date.
 //!
-//! The endpoint (a Function URL with auth NONE; the tenant is the last path segment,
-//! `https://…/acme`):
-//! - `GET ?message=<m>` → `{"digest": hex HMAC-SHA256(webhook_secret, m)}` (Dock's
-//!   verification challenge);
+//! **Which Kareo record a command touches is never up to a Dock user.** `patient_id` and
+//! `appointment_id` may only be `"{link.patient_id}"` / `"{link.appointment_id}"` (Dock's own
+//! fields — a patient's MRN, a custom field — can be edited by anyone in the organisation).
+//! UpdatePatient and DeleteAppointment rules need `modify_existing: true`, and each such
+//! command is cross-checked before it is sent: the appointment must belong to the linked
+//! patient, and the Kareo patient's first name, last name and date of birth must be the Dock
+//! patient's. A failed check settles the command `needs_review`; nothing is written.
+//!
+//! The endpoint (a Function URL with auth NONE), in this order — see [`gate`]:
+//! - a body over 64 KiB → 413;
+//! - the path must be `/<tenant>/<token>` with the token whose SHA-256 is the tenant's
+//!   registration (`kareo-dock webhook register` / `webhook url`); anything else → the same
+//!   404, before any secret read, state-store query or HMAC;
+//! - `GET ?message=<m>` (Dock's verification challenge) → `{"digest": hex HMAC-SHA256(
+//!   webhook_secret, m)}` only while the registration is armed, and never for a message that
+//!   could be a delivery body;
 //! - `POST`: `X-Dock-Signature-256: t=…,v1=…` verified over the raw body with the tenant's
-//!   `webhook_secret` (a field of its Dock secret) in constant time — missing or forged → 401;
-//!   a timestamp more than `max_age` away from now → 401 (replay); a body that is not a Dock
-//!   event → 400; another organisation → 403. Nothing is written for any of these.
-//! - events caused by the integration's own Dock user (`user_id` of the Dock secret) or by
-//!   `ignore_users` are ignored (200); events are deduplicated on `eventIdentifier` through
-//!   the ledger (`webhook#<tenant>#<eventIdentifier>`): a repeat answers 200 `duplicate`.
+//!   `webhook_secret` (or `previous_webhook_secret`, during a rotation) in constant time —
+//!   missing or forged → 401; a body that is not a Dock event → 400; another organisation →
+//!   403; a signed `createdAt` (or header `t`) more than `max_age` from now → 401. Nothing is
+//!   written for any of these.
+//! - every verified event is deduplicated on `eventIdentifier` through the ledger
+//!   (`webhook#<tenant>#<eventIdentifier>`, kept [`DEDUPE_TTL_DAYS`] days), ignored ones too:
+//!   a repeat answers 200 `duplicate`. Events caused by the integration's own Dock user
+//!   (`user_id` of the Dock secret) or by `ignore_users`, and events no rule names, are
+//!   ignored (200).
 //! - each matching rule becomes a command with id `dock-<eventIdentifier>-<rule>` (exactly
 //!   once by the write ledger too), run at once. When a command must be retried (Kareo or Dock
 //!   unavailable), the event's claim is given back and the answer is 503, so that Dock
@@ -57,8 +73,12 @@ use sha2::Sha256;
 
 use crate::ports::*;
 use crate::tenant::{ConfigError, TenantConfig};
-use crate::write::command::valid_id;
+use crate::write::command::{valid_id, Data};
 use crate::write::{Command, Op, WriteResult, WriteStatus, Writer};
+use crate::Family;
+
+pub mod gate;
+pub use gate::{Directory, DirectoryCache, Token};
 
 /// A tenant's webhook settings.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,6 +106,9 @@ pub struct HookRule {
     pub op: Op,
     /// The command's data template.
     pub data: BTreeMap<String, Template>,
+    /// The rule may change or delete an existing Kareo record (UpdatePatient,
+    /// DeleteAppointment): an explicit opt-in, and each such write is cross-checked first.
+    pub modify_existing: bool,
     /// Line of the rule.
     pub line: usize,
 }
@@ -127,6 +150,14 @@ const PATIENT_KEYS: [&str; 10] = [
 ];
 const TASK_KEYS: [&str; 5] = ["id", "description", "details", "dueDate", "status"];
 const EVENT_KEYS: [&str; 3] = ["id", "type", "createdAt"];
+/// `{link.*}`: Kareo ids the product itself recorded against the Dock task or patient.
+const LINK_KEYS: [&str; 3] = ["patient_id", "appointment_id", "record_id"];
+/// Data fields that choose which Kareo record a command touches, and the one placeholder each
+/// may be filled from.
+const TARGET_FIELDS: [(&str, &str); 2] = [
+    ("patient_id", "patient_id"),
+    ("appointment_id", "appointment_id"),
+];
 
 /// Dock's webhook event types (`dock-samples/webhook/event-types.json`, 128 types).
 pub const DOCK_EVENT_TYPES: [&str; 128] = [
@@ -347,6 +378,7 @@ impl P<'_> {
                 "patient" => PATIENT_KEYS.contains(&key),
                 "task" => TASK_KEYS.contains(&key),
                 "event" => EVENT_KEYS.contains(&key),
+                "link" => LINK_KEYS.contains(&key),
                 "field" => !key.trim().is_empty(),
                 _ => false,
             };
@@ -354,10 +386,11 @@ impl P<'_> {
                 self.err(
                     at,
                     format!(
-                        "{path}: unknown placeholder {{{inner}}} (expected patient.<{}>, task.<{}>, event.<{}> or field.<custom field name>)",
+                        "{path}: unknown placeholder {{{inner}}} (expected patient.<{}>, task.<{}>, event.<{}>, link.<{}> or field.<custom field name>)",
                         PATIENT_KEYS.join("|"),
                         TASK_KEYS.join("|"),
-                        EVENT_KEYS.join("|")
+                        EVENT_KEYS.join("|"),
+                        LINK_KEYS.join("|")
                     ),
                 );
                 return None;
@@ -384,10 +417,10 @@ impl P<'_> {
         let mut get = BTreeMap::new();
         for (k, v) in m.iter() {
             let key = k.data.as_str().unwrap_or("");
-            if !["name", "event", "list", "op", "data"].contains(&key) {
+            if !["name", "event", "list", "op", "data", "modify_existing"].contains(&key) {
                 self.err(
                     line(k),
-                    format!("webhooks.rules[{i}]: unknown key '{key}' (expected name, event, list, op, data)"),
+                    format!("webhooks.rules[{i}]: unknown key '{key}' (expected name, event, list, op, data, modify_existing)"),
                 );
             } else {
                 get.insert(key.to_string(), v);
@@ -440,6 +473,19 @@ impl P<'_> {
             }
         }
         let list = get.get("list").and_then(|v| self.text(v, &prefix("list")));
+        let modify_existing = match get.get("modify_existing") {
+            None => false,
+            Some(v) => match scalar(v) {
+                Some(Value::Bool(b)) => b,
+                _ => {
+                    self.err(
+                        line(v),
+                        format!("{}: expected true or false", prefix("modify_existing")),
+                    );
+                    false
+                }
+            },
+        };
         let op = match get.get("op") {
             None => {
                 self.err(at, format!("{}: required", prefix("op")));
@@ -482,12 +528,37 @@ impl P<'_> {
                             }
                         }
                         if let Some(t) = self.template(val, &format!("{}.{key}", prefix("data"))) {
+                            if let Some((_, from)) = TARGET_FIELDS.iter().find(|(f, _)| *f == key) {
+                                let linked = matches!(&t, Template::Text(parts)
+                                    if matches!(parts.as_slice(), [Part::Ref(src, k)] if src == "link" && k == from));
+                                if !linked {
+                                    self.err(
+                                        line(val),
+                                        format!(
+                                            "{}.{key}: must be \"{{link.{from}}}\": a Kareo record is chosen only through a link this product recorded (Dock fields such as {{patient.mrn}} can be edited by any Dock user)",
+                                            prefix("data")
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            }
                             data.insert(key, t);
                         }
                     }
                 }
                 _ => self.err(line(v), format!("{}: expected a mapping", prefix("data"))),
             },
+        }
+        if let Some(op) = op {
+            if modifies_existing(op) && !modify_existing {
+                self.err(
+                    get.get("op").map_or(at, |v| line(v)),
+                    format!(
+                        "{}: {op} changes an existing Kareo record: set modify_existing: true on this rule to allow it (each such write is cross-checked against the Dock patient's name and date of birth first)",
+                        prefix("op")
+                    ),
+                );
+            }
         }
         if self.errors.len() > before {
             return None;
@@ -498,9 +569,15 @@ impl P<'_> {
             list,
             op: op?,
             data,
+            modify_existing,
             line: at,
         })
     }
+}
+
+/// Does `op` change or delete a record that already exists in Kareo?
+pub fn modifies_existing(op: Op) -> bool {
+    matches!(op, Op::UpdatePatient | Op::DeleteAppointment)
 }
 
 impl WebhookConfig {
@@ -597,17 +674,30 @@ impl WebhookConfig {
     }
 }
 
-/// The webhook signing secret: the `webhook_secret` field of the tenant's Dock secret.
-/// `Debug` is redacted.
+/// The webhook signing secret: the `webhook_secret` field of the tenant's Dock secret, and
+/// while a rotation is under way the one before it (`previous_webhook_secret`), which is
+/// accepted for deliveries but never used to answer a challenge. `Debug` is redacted.
 #[derive(Clone, Deserialize)]
 pub struct WebhookSecret {
-    /// The secret given to Dock when the webhook was created.
+    /// The secret given to Dock when the webhook was created or last updated.
     pub webhook_secret: String,
+    /// The secret before the last rotation (deliveries Dock signed before it switched).
+    #[serde(default)]
+    pub previous_webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+impl WebhookSecret {
+    fn for_deliveries(&self) -> Vec<&str> {
+        std::iter::once(self.webhook_secret.as_str())
+            .chain(self.previous_webhook_secret.as_deref())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 
@@ -643,15 +733,27 @@ pub enum Refused {
     /// No `v1` signature matches the body.
     #[error("signature does not match")]
     Forged,
-    /// The timestamp is too far from now.
+    /// The timestamp (the header's `t`, or the signed `createdAt`) is too far from now.
     #[error("stale timestamp")]
     Stale,
 }
 
 /// Verifies `X-Dock-Signature-256` over the raw body (constant-time comparison), then the
-/// timestamp against `now` ± `max_age`.
+/// header's timestamp against `now` ± `max_age`. The timestamp is not signed (Dock signs the
+/// body only), so it blocks no replay by itself: [`fresh`] checks the signed `createdAt`.
 pub fn verify(
     secret: &str,
+    header: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), Refused> {
+    verify_any(&[secret], header, body, now, max_age)
+}
+
+/// [`verify`] against any of several secrets (the current one and the one before a rotation).
+pub fn verify_any(
+    secrets: &[&str],
     header: Option<&str>,
     body: &[u8],
     now: DateTime<Utc>,
@@ -671,10 +773,12 @@ pub fn verify(
     if sigs.is_empty() {
         return Err(Refused::NoSignature);
     }
-    let ok = sigs.iter().any(|sig| {
-        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("any key length");
-        mac.update(body);
-        mac.verify_slice(sig).is_ok()
+    let ok = secrets.iter().any(|secret| {
+        sigs.iter().any(|sig| {
+            let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("any key length");
+            mac.update(body);
+            mac.verify_slice(sig).is_ok()
+        })
     });
     if !ok {
         return Err(Refused::Forged);
@@ -684,6 +788,27 @@ pub fn verify(
     }
     Ok(())
 }
+
+/// Is the event's signed `createdAt` (ISO-8601) within `max_age` of `now`? A missing or
+/// unreadable one is not.
+pub fn fresh(
+    created_at: Option<&str>,
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), Refused> {
+    let at = created_at
+        .and_then(|c| DateTime::parse_from_rfc3339(c.trim()).ok())
+        .ok_or(Refused::Stale)?;
+    let age = (now - at.with_timezone(&Utc)).num_seconds().unsigned_abs();
+    if age > max_age.as_secs() {
+        return Err(Refused::Stale);
+    }
+    Ok(())
+}
+
+/// How long a verified event's id is remembered (dedupe): far longer than any `max_age`, so a
+/// replay is refused as a duplicate while it is fresh and as stale after.
+pub const DEDUPE_TTL_DAYS: i64 = 7;
 
 /// An HTTP request as the Function URL hands it over.
 #[derive(Clone, Default)]
@@ -713,6 +838,12 @@ fn reply(status: u16, body: Value) -> HttpResponse {
     HttpResponse { status, body }
 }
 
+/// The one answer to every request that fails the gate's path check: nothing in it tells an
+/// unknown tenant from a wrong token.
+fn not_found() -> HttpResponse {
+    reply(404, json!({"outcome": "not_found"}))
+}
+
 /// A Dock event, as far as it is read.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -729,22 +860,63 @@ struct Event {
 }
 
 /// What a delivery needs.
-pub struct Hooks<'a, L, T, S> {
+pub struct Hooks<'a, L, T, S, St> {
     /// Runs the commands (and holds the ledger and clock).
     pub writer: &'a Writer<'a, L, T>,
     /// Dock (reads the task, its list and patient).
     pub dock: &'a DockClient,
     /// Secrets (Dock with `webhook_secret`, Kareo).
     pub secrets: &'a S,
-    /// Tenant configs.
-    pub tenants: &'a [TenantConfig],
+    /// Tenant configs and webhook registrations, as the function holds them.
+    pub directory: &'a Directory,
+    /// Registrations read through (the challenge's armed state) and the links the product
+    /// recorded (which Kareo record a Dock task or patient stands for).
+    pub store: &'a St,
 }
 
-/// Filled from Dock for one event.
+/// Filled from Dock and the links for one event.
 #[derive(Default)]
 struct Context {
     task: Option<dock::Task>,
     patient: Option<dock::Patient>,
+    /// The Kareo record the task was created for (a link the product recorded).
+    task_link: Option<Link>,
+    /// The Kareo patient the Dock patient stands for (a link the product recorded).
+    patient_link: Option<Link>,
+}
+
+impl Context {
+    /// The Kareo patient, from the links only. Two links that disagree give none.
+    fn kareo_patient(&self) -> Result<Option<String>, String> {
+        let from_patient = self
+            .patient_link
+            .as_ref()
+            .and_then(|l| l.kareo_patient.clone());
+        let from_task = self
+            .task_link
+            .as_ref()
+            .and_then(|l| l.kareo_patient.clone());
+        match (from_patient, from_task) {
+            (Some(a), Some(b)) if a != b => Err(
+                "the task's Dock patient and the task's Kareo record link to different Kareo patients"
+                    .into(),
+            ),
+            (a, b) => Ok(a.or(b)),
+        }
+    }
+
+    fn link_value(&self, key: &str) -> Option<String> {
+        match key {
+            "patient_id" => self.kareo_patient().ok().flatten(),
+            "appointment_id" => self
+                .task_link
+                .as_ref()
+                .filter(|l| l.family == Some(Family::Appointments))
+                .and_then(|l| l.record.clone()),
+            "record_id" => self.task_link.as_ref().and_then(|l| l.record.clone()),
+            _ => None,
+        }
+    }
 }
 
 enum Fail {
@@ -760,7 +932,28 @@ fn dock_fail(what: &str, e: &DockError) -> Fail {
     }
 }
 
-impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
+fn store_fail(what: &str, e: &StoreError) -> Fail {
+    Fail::Transient(format!("{what}: {}", e.class()))
+}
+
+/// Names compared as people write them: case, surrounding and repeated blanks aside.
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    !a.trim().is_empty() && norm(a) == norm(b)
+}
+
+/// The date part of a Dock or Kareo date (`1991-11-02`, `1991-11-02T00:00:00`).
+fn date_part(s: &str) -> Option<chrono::NaiveDate> {
+    s.get(..10)
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+}
+
+impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, L, T, S, St> {
     /// Handles one request to the webhook endpoint.
     pub async fn handle(&self, req: &HttpRequest) -> HttpResponse {
         let out = self.handle_inner(req).await;
@@ -775,72 +968,103 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
     }
 
     async fn handle_inner(&self, req: &HttpRequest) -> HttpResponse {
-        let tenant_id = req
-            .path
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("");
-        let Some(tenant) = self
-            .tenants
-            .iter()
-            .find(|t| t.tenant == tenant_id && t.hooks.enabled)
-        else {
-            return reply(
-                404,
-                json!({"outcome": "unknown_tenant", "error": "no webhooks for this path"}),
-            );
-        };
-        let raw = match self.secrets.get(&tenant.dock.secret).await {
-            Ok(v) => v,
-            Err(SecretError::Unavailable(_)) => {
-                return reply(
-                    503,
-                    json!({"outcome": "retry", "error": "secret store unavailable"}),
-                )
-            }
-            Err(_) => {
-                return reply(
-                    500,
-                    json!({"outcome": "config", "error": "the Dock secret is missing"}),
-                )
-            }
-        };
-        let (Ok(secret), Ok(hook_secret)) = (
-            serde_json::from_str::<DockSecret>(&raw.0),
-            serde_json::from_str::<WebhookSecret>(&raw.0),
-        ) else {
-            return reply(
-                500,
-                json!({"outcome": "config", "error": "the Dock secret has no webhook_secret"}),
-            );
+        // The gate: size, then the URL token — before any secret, query or HMAC.
+        if req.body.len() > gate::MAX_BODY {
+            return reply(413, json!({"outcome": "too_large"}));
+        }
+        let Some(tenant) = self.directory.admit(&req.path) else {
+            return not_found();
         };
         match req.method.to_ascii_uppercase().as_str() {
-            "GET" => match req.query.get("message") {
-                Some(m) if !m.is_empty() => reply(
-                    200,
-                    json!({"digest": challenge_digest(&hook_secret.webhook_secret, m)}),
-                ),
-                _ => reply(
-                    400,
-                    json!({"outcome": "malformed", "error": "GET needs ?message="}),
-                ),
-            },
-            "POST" => self.delivery(tenant, &secret, &hook_secret, req).await,
+            "GET" => self.challenge(tenant, req).await,
+            "POST" => self.delivery(tenant, req).await,
             _ => reply(405, json!({"outcome": "malformed", "error": "GET or POST"})),
         }
     }
 
-    async fn delivery(
+    async fn secrets_of(
         &self,
         tenant: &TenantConfig,
-        secret: &DockSecret,
-        hook_secret: &WebhookSecret,
-        req: &HttpRequest,
-    ) -> HttpResponse {
+    ) -> Result<(DockSecret, WebhookSecret), HttpResponse> {
+        let raw = match self.secrets.get(&tenant.dock.secret).await {
+            Ok(v) => v,
+            Err(SecretError::Unavailable(_)) => {
+                return Err(reply(
+                    503,
+                    json!({"outcome": "retry", "error": "secret store unavailable"}),
+                ))
+            }
+            Err(_) => {
+                return Err(reply(
+                    500,
+                    json!({"outcome": "config", "error": "the Dock secret is missing"}),
+                ))
+            }
+        };
+        match (
+            serde_json::from_str::<DockSecret>(&raw.0),
+            serde_json::from_str::<WebhookSecret>(&raw.0),
+        ) {
+            (Ok(d), Ok(w)) if !w.webhook_secret.is_empty() => Ok((d, w)),
+            _ => Err(reply(
+                500,
+                json!({"outcome": "config", "error": "the Dock secret has no webhook_secret"}),
+            )),
+        }
+    }
+
+    /// Dock's verification challenge: answered only while the tenant's registration is armed,
+    /// and never for a message that could be a delivery body.
+    async fn challenge(&self, tenant: &TenantConfig, req: &HttpRequest) -> HttpResponse {
+        let Some(message) = req.query.get("message") else {
+            return reply(
+                400,
+                json!({"outcome": "malformed", "error": "GET needs ?message="}),
+            );
+        };
+        if !gate::challenge_allowed(message) {
+            tracing::warn!(tenant = %tenant.tenant, "webhook challenge refused: not a challenge message");
+            return reply(
+                400,
+                json!({"outcome": "refused", "error": "not a challenge message"}),
+            );
+        }
         let now = self.writer.clock.now();
-        if let Err(r) = verify(
-            &hook_secret.webhook_secret,
+        match self.store.hook(&tenant.tenant).await {
+            Ok(Some(h)) if gate::armed(&h, now) => {}
+            Ok(_) => {
+                tracing::warn!(tenant = %tenant.tenant, "webhook challenge refused: no registration in progress");
+                return reply(
+                    403,
+                    json!({"outcome": "not_armed", "error": "no registration in progress: run `kareo-dock webhook register`"}),
+                );
+            }
+            Err(e) => {
+                return reply(
+                    503,
+                    json!({"outcome": "retry", "error": format!("state store {}", e.class())}),
+                )
+            }
+        }
+        let (_, hook_secret) = match self.secrets_of(tenant).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        tracing::info!(tenant = %tenant.tenant, "webhook challenge answered");
+        reply(
+            200,
+            json!({"digest": challenge_digest(&hook_secret.webhook_secret, message)}),
+        )
+    }
+
+    async fn delivery(&self, tenant: &TenantConfig, req: &HttpRequest) -> HttpResponse {
+        let (secret, hook_secret) = match self.secrets_of(tenant).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let now = self.writer.clock.now();
+        if let Err(r) = verify_any(
+            &hook_secret.for_deliveries(),
             req.headers.get("x-dock-signature-256").map(String::as_str),
             &req.body,
             now,
@@ -867,25 +1091,13 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
                 json!({"outcome": "refused", "error": "another organisation"}),
             );
         }
-        let by = event.user_identifier.as_deref().unwrap_or("");
-        if by == secret.user_id || tenant.hooks.ignore_users.iter().any(|u| u == by) {
-            return reply(
-                200,
-                json!({"outcome": "ignored", "reason": "caused by the integration's own user"}),
-            );
+        // The header's `t` is not signed; `createdAt` is.
+        if let Err(r) = fresh(event.created_at.as_deref(), now, tenant.hooks.max_age) {
+            tracing::warn!(tenant = %tenant.tenant, event = %event.event_identifier, "webhook delivery refused: createdAt not fresh");
+            return reply(401, json!({"outcome": "refused", "error": r.to_string()}));
         }
-        let rules: Vec<_> = tenant
-            .hooks
-            .rules
-            .iter()
-            .filter(|r| r.events.contains(&event.event_type))
-            .collect();
-        if rules.is_empty() {
-            return reply(
-                200,
-                json!({"outcome": "ignored", "reason": "no rule for this event"}),
-            );
-        }
+        // Every verified event is remembered, ignored ones too: a replay of an event that
+        // matched nothing must not match a rule added since.
         let key = format!("webhook#{}#{}", tenant.tenant, event.event_identifier);
         let owner = &self.writer.owner;
         let until = now + chrono::Duration::from_std(self.writer.lease).unwrap_or_default();
@@ -910,6 +1122,29 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
             }
             Ok(Claim::New) | Ok(Claim::Expired(_)) => {}
         }
+        let by = event.user_identifier.as_deref().unwrap_or("");
+        let ignored = if by == secret.user_id || tenant.hooks.ignore_users.iter().any(|u| u == by) {
+            Some("caused by the integration's own user")
+        } else if !tenant
+            .hooks
+            .rules
+            .iter()
+            .any(|r| r.events.contains(&event.event_type))
+        {
+            Some("no rule for this event")
+        } else {
+            None
+        };
+        if let Some(reason) = ignored {
+            self.remember(&key, json!({"ignored": reason})).await;
+            return reply(200, json!({"outcome": "ignored", "reason": reason}));
+        }
+        let rules: Vec<_> = tenant
+            .hooks
+            .rules
+            .iter()
+            .filter(|r| r.events.contains(&event.event_type))
+            .collect();
         let creds = match kareo_credentials(self.secrets, &tenant.kareo.secret).await {
             Ok(c) => c,
             Err(e) => {
@@ -922,7 +1157,7 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
         let mut transient = false;
         for rule in rules {
             if ctx.is_none() {
-                match self.context(secret, &event).await {
+                match self.context(tenant, &secret, &event).await {
                     Ok(c) => ctx = Some(c),
                     Err(Fail::Transient(r)) => {
                         transient = true;
@@ -937,7 +1172,7 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
             }
             let c = ctx.as_ref().expect("context read above");
             if let Some(list) = &rule.list {
-                match self.in_list(secret, c, list).await {
+                match self.in_list(&secret, c, list).await {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(Fail::Transient(r)) => {
@@ -964,7 +1199,19 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
                 "data": data,
             });
             let r = match Command::from_value(&raw) {
-                Ok(cmd) => self.writer.execute(tenant, &creds, &cmd).await,
+                Ok(cmd) => match self.cross_check(tenant, &creds, &cmd, c).await {
+                    Ok(None) => self.writer.execute(tenant, &creds, &cmd).await,
+                    Ok(Some(reason)) => {
+                        tracing::warn!(tenant = %tenant.tenant, command = %cmd.id, op = cmd.op.name(), "webhook write held for review: cross-check failed");
+                        self.writer.hold(&cmd, reason).await
+                    }
+                    Err(reason) => {
+                        transient = true;
+                        results
+                            .push(json!({"rule": rule.name, "status": "retry", "reason": reason}));
+                        continue;
+                    }
+                },
                 Err(problems) => WriteResult::invalid(&raw, problems),
             };
             if matches!(r.status, WriteStatus::Retry | WriteStatus::InProgress) {
@@ -979,27 +1226,113 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
                 json!({"outcome": "retry", "event": event.event_identifier, "results": results}),
             );
         }
-        let entry = LedgerEntry {
-            state: LedgerState::Done,
-            owner: None,
-            until: None,
-            remote_id: None,
-            result: Some(Value::Array(results.clone()).to_string()),
-            reason: None,
-            attempts: 0,
-            at: self.writer.clock.now(),
-            sending: false,
-        };
-        if let Err(e) = self.writer.ledger.settle(&key, owner, entry).await {
-            tracing::warn!(class = e.class(), "webhook ledger settle failed");
-        }
+        self.remember(&key, Value::Array(results.clone())).await;
         reply(
             200,
             json!({"outcome": "processed", "event": event.event_identifier, "results": results}),
         )
     }
 
-    async fn context(&self, secret: &DockSecret, event: &Event) -> Result<Context, Fail> {
+    /// Settles an event's dedupe item `done`, with an expiry.
+    async fn remember(&self, key: &str, result: Value) {
+        let at = self.writer.clock.now();
+        let entry = LedgerEntry {
+            result: Some(result.to_string()),
+            expires: Some(at + chrono::Duration::days(DEDUPE_TTL_DAYS)),
+            ..LedgerEntry::settled(LedgerState::Done, at)
+        };
+        if let Err(e) = self
+            .writer
+            .ledger
+            .settle(key, &self.writer.owner, entry)
+            .await
+        {
+            tracing::warn!(class = e.class(), "webhook ledger settle failed");
+        }
+    }
+
+    /// Before a command that chooses an existing Kareo record (a patient to update, an
+    /// appointment to delete, a patient to book or bill): the record must be the one the
+    /// links name, and for a change or a delete the Kareo patient must be the Dock patient
+    /// (name and date of birth). `Ok(Some(reason))`: hold for review; `Err`: retry later.
+    async fn cross_check(
+        &self,
+        tenant: &TenantConfig,
+        creds: &kareo::Credentials,
+        cmd: &Command,
+        c: &Context,
+    ) -> Result<Option<String>, String> {
+        let linked = match c.kareo_patient() {
+            Ok(p) => p,
+            Err(reason) => return Ok(Some(reason)),
+        };
+        if !modifies_existing(cmd.op) {
+            return Ok(None);
+        }
+        let Some(kareo_patient) = linked else {
+            return Ok(Some(
+                "no Kareo patient is linked to this Dock task or patient".into(),
+            ));
+        };
+        let Some(dock_patient) = c.patient.as_ref() else {
+            return Ok(Some(
+                "the task has no Dock patient to cross-check against".into(),
+            ));
+        };
+        let Ok(pid) = kareo_patient.parse::<i64>() else {
+            return Ok(Some("the linked Kareo patient id is not a number".into()));
+        };
+        if let Data::DeleteAppointment { appointment_id } = &cmd.data {
+            match self.writer.appointment_patient(creds, *appointment_id).await {
+                Ok(Some(p)) if p == kareo_patient => {}
+                Ok(Some(_)) => {
+                    return Ok(Some(format!(
+                        "appointment {appointment_id} belongs to another Kareo patient than the linked one"
+                    )))
+                }
+                Ok(None) => {
+                    return Ok(Some(format!(
+                        "appointment {appointment_id} was not found in Kareo"
+                    )))
+                }
+                Err(e) if e.is_retryable() => return Err(format!("kareo {}", e.class())),
+                Err(e) => return Ok(Some(format!("appointment read failed ({})", e.class()))),
+            }
+        }
+        let current = match self.writer.read_patient(creds, pid).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(Some(format!("Kareo patient {pid} was not found"))),
+            Err(e) if e.is_retryable() => return Err(format!("kareo {}", e.class())),
+            Err(e) => return Ok(Some(format!("patient read failed ({})", e.class()))),
+        };
+        let tz = tenant.timezone;
+        let kareo_dob = current
+            .get("DOB")
+            .and_then(|d| kareo::dates::parse(d, tz).ok())
+            .map(|t| t.with_timezone(&tz).date_naive());
+        let dock_dob = dock_patient.dob.as_deref().and_then(date_part);
+        let text = |k: &str| current.get(k).map(String::as_str).unwrap_or("");
+        let names = same_name(
+            dock_patient.first_name.as_deref().unwrap_or(""),
+            text("FirstName"),
+        ) && same_name(
+            dock_patient.last_name.as_deref().unwrap_or(""),
+            text("LastName"),
+        );
+        if !names || kareo_dob.is_none() || kareo_dob != dock_dob {
+            return Ok(Some(format!(
+                "the Dock patient's name and date of birth do not match Kareo patient {pid}"
+            )));
+        }
+        Ok(None)
+    }
+
+    async fn context(
+        &self,
+        tenant: &TenantConfig,
+        secret: &DockSecret,
+        event: &Event,
+    ) -> Result<Context, Fail> {
         let mut c = Context::default();
         let patient_id = match event.target_type.as_str() {
             "TASK" => {
@@ -1008,6 +1341,11 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
                     .get_task(secret, &event.target_identifier)
                     .await
                     .map_err(|e| dock_fail("task", &e))?;
+                c.task_link = self
+                    .store
+                    .link(&tenant.tenant, &LinkKey::DockTask(task.id.clone()))
+                    .await
+                    .map_err(|e| store_fail("links", &e))?;
                 let pid = task
                     .patient
                     .as_ref()
@@ -1020,6 +1358,11 @@ impl<L: Ledger, T: Clock, S: SecretSource> Hooks<'_, L, T, S> {
             _ => None,
         };
         if let Some(pid) = patient_id {
+            c.patient_link = self
+                .store
+                .link(&tenant.tenant, &LinkKey::DockPatient(pid.clone()))
+                .await
+                .map_err(|e| store_fail("links", &e))?;
             c.patient = Some(
                 self.dock
                     .get_patient(secret, &pid)
@@ -1104,6 +1447,7 @@ fn lookup(c: &Context, event: &Event, src: &str, key: &str) -> Option<String> {
                 _ => None,
             }
         }
+        "link" => c.link_value(key),
         "event" => match key {
             "id" => Some(event.event_identifier.clone()),
             "type" => Some(event.event_type.clone()),
