@@ -1144,3 +1144,180 @@ async fn replay_from_the_on_failure_queue_reinvokes_and_deletes_only_what_succee
 
     let _ = sqs.delete_queue().queue_url(&url).send().await;
 }
+
+/// The webhook function as an HTTP server on loopback, reading the local state afresh on
+/// every request (as the function reads its table), so that what `webhook register` stores
+/// is what it answers from.
+async fn webhook_endpoint(state: PathBuf, secrets: PathBuf, dock: &DockSim) -> String {
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use kareo_dock_core::local::LocalSecrets;
+    use kareo_dock_core::ports::SystemClock;
+    use kareo_dock_core::webhook::{Directory, Hooks, HttpRequest};
+    use kareo_dock_core::write::Writer;
+    #[derive(Clone)]
+    struct App {
+        state: PathBuf,
+        secrets: PathBuf,
+        kareo: kareo::KareoClient,
+        dock: dock::DockClient,
+    }
+    async fn serve(
+        axum::extract::State(app): axum::extract::State<App>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> (StatusCode, String) {
+        let req = HttpRequest {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: body.to_vec(),
+        };
+        let store = LocalStore::in_dir(&app.state).unwrap();
+        let secrets = LocalSecrets::from_file(&app.secrets).unwrap();
+        let directory = Directory::load(&store).await.unwrap();
+        let writer = Writer::new(&app.kareo, &store, &SystemClock, "hook".into());
+        let hooks = Hooks {
+            writer: &writer,
+            dock: &app.dock,
+            secrets: &secrets,
+            directory: &directory,
+            store: &store,
+        };
+        let out = hooks.handle(&req).await;
+        (
+            StatusCode::from_u16(out.status).unwrap(),
+            out.body.to_string(),
+        )
+    }
+    let app = App {
+        state,
+        secrets,
+        kareo: kareo::KareoClient::new(kareo::ClientConfig::default()).unwrap(),
+        dock: dock::DockClient::new(dock::DockConfig {
+            api_url: dock.api_url(),
+            auth_url: dock.auth_url(),
+            ..dock::DockConfig::default()
+        })
+        .unwrap(),
+    };
+    let router = axum::Router::new().fallback(serve).with_state(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_register_creates_a_verified_hook_with_a_token_url_and_rotates_it() {
+    let env = Env::start("webhook").await;
+    let mut secrets = env.secrets_json(true);
+    let secrets_file = env.dir.join("secrets-hook.json");
+    // Without a webhook_secret: a clear error, nothing registered.
+    std::fs::write(&secrets_file, secrets.to_string()).unwrap();
+    let config = env.config("acme.yaml", &["patients"], "");
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str("webhooks:\n  rules:\n    - name: intake\n      event: [MARK_COMPLETE, UPDATE_TASK_STATUS]\n      op: CreatePatient\n      data:\n        first_name: \"{patient.firstName}\"\n        last_name: \"{patient.lastName}\"\n        date_of_birth: \"{patient.dob}\"\n");
+    std::fs::write(&config, yaml).unwrap();
+    let state = env.state();
+    let o = run(env.cmd(&["tenant", "put", p(&config), "--state", p(&state)])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let base = webhook_endpoint(state.clone(), secrets_file.clone(), &env.dock).await;
+    let register = || {
+        env.cmd(&[
+            "webhook",
+            "register",
+            "--tenant",
+            "acme",
+            "--base-url",
+            &base,
+            "--state",
+            p(&state),
+            "--secrets",
+            p(&secrets_file),
+            "--settle",
+            "0s",
+            "--wait",
+            "10s",
+        ])
+    };
+    let o = run(register()).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no webhook_secret"), "{}", text(&o));
+    assert!(env.dock.webhooks().is_empty());
+
+    secrets["dock/acme"]["webhook_secret"] = json!("whsec-register-7d1e0a9f3b2c");
+    std::fs::write(&secrets_file, secrets.to_string()).unwrap();
+    let o = run(register()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let url = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(url.starts_with(&format!("{base}/acme/")), "{url}");
+    let hooks = env.dock.webhooks();
+    assert_eq!(hooks.len(), 1);
+    assert!(hooks[0].verified, "Dock's challenge was answered");
+    assert!(hooks[0].enabled);
+    assert_eq!(hooks[0].url, url);
+    assert_eq!(hooks[0].events, ["MARK_COMPLETE", "UPDATE_TASK_STATUS"]);
+    assert!(
+        !text(&o).contains("whsec-register"),
+        "the secret is never printed"
+    );
+    let stored = std::fs::read_to_string(state.join("state.json")).unwrap();
+    let token = url.rsplit('/').next().unwrap();
+    assert!(!stored.contains(token), "only the token's hash is stored");
+
+    // Registered: the challenge is disarmed, and the tenant's path without the token is 404.
+    let http = reqwest::Client::new();
+    let status = |u: String| {
+        let http = http.clone();
+        async move { http.get(u).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("{url}?message=abc")).await, 403);
+    assert_eq!(status(format!("{base}/acme?message=abc")).await, 404);
+
+    // Again: a new token, the same Dock webhook updated (PUT), the old URL dead.
+    let o = run(register()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let url2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_ne!(url2, url);
+    let hooks2 = env.dock.webhooks();
+    assert_eq!(hooks2.len(), 1);
+    assert_eq!(hooks2[0].id, hooks[0].id);
+    assert_eq!(hooks2[0].url, url2);
+    assert!(hooks2[0].verified);
+    assert_eq!(status(format!("{url}?message=abc")).await, 404);
+
+    // `webhook url`: a URL for registering by hand, armed meanwhile.
+    let o = run(env.cmd(&[
+        "webhook",
+        "url",
+        "--tenant",
+        "acme",
+        "--base-url",
+        &base,
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let url3 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let r = http
+        .get(format!("{url3}?message=abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["digest"],
+        dock_sim::webhook::challenge_digest("whsec-register-7d1e0a9f3b2c", "abc")
+    );
+}

@@ -16,8 +16,9 @@ use kareo::Family;
 use kareo_dock_aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
 use kareo_dock_core::local::LocalStore;
 use kareo_dock_core::ports::{
-    kareo_credentials, Claim, Cursor, CursorError, CursorStore, Ledger, LedgerEntry, LedgerState,
-    SecretError, SecretSource, Snapshot, SnapshotStore, StoreError, TenantStore,
+    kareo_credentials, Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore,
+    Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore, SecretError, SecretSource,
+    Snapshot, SnapshotStore, StoreError, TenantStore,
 };
 use kareo_dock_core::{ChangeEvent, ChangeKind, TenantConfig};
 
@@ -711,6 +712,108 @@ mod suite {
         assert!(is_conflict(s.mark_sending("never-claimed", "b").await));
     }
 
+    /// Webhook registrations: put, read one, list all; a put replaces; optional parts absent.
+    pub async fn hooks<S: HookStore>(s: &S) {
+        assert!(s.hooks().await.unwrap().is_empty());
+        assert_eq!(s.hook("acme").await.unwrap(), None);
+        let armed = HookRegistration {
+            token_sha256: "ab".repeat(32),
+            armed_until: Some(mins(10)),
+            webhook_id: None,
+            at: mins(0),
+        };
+        s.put_hook("acme", &armed).await.unwrap();
+        let done = HookRegistration {
+            token_sha256: "cd".repeat(32),
+            armed_until: None,
+            webhook_id: Some("0a0c0000-0000-4000-8000-000000000777".into()),
+            at: mins(1),
+        };
+        s.put_hook("zeta", &done).await.unwrap();
+        assert_eq!(s.hook("acme").await.unwrap(), Some(armed.clone()));
+        let mut all = s.hooks().await.unwrap();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            all,
+            vec![
+                ("acme".to_string(), armed),
+                ("zeta".to_string(), done.clone())
+            ]
+        );
+        s.put_hook("acme", &done).await.unwrap();
+        assert_eq!(s.hook("acme").await.unwrap(), Some(done));
+    }
+
+    /// Links: put and read back by kind and id, per tenant; an expired one is gone.
+    pub async fn links<S: LinkStore>(s: &S) {
+        let now = Utc::now();
+        let task = LinkKey::DockTask("0a0c0000-0000-4000-8000-000000000001".into());
+        let patient = LinkKey::DockPatient("0a0c0000-0000-4000-8000-000000000001".into());
+        assert_eq!(s.link("acme", &task).await.unwrap(), None);
+        let l = Link {
+            family: Some(Family::Appointments),
+            record: Some("5001".into()),
+            kareo_patient: Some("42".into()),
+            dock_patient: Some("0a0c0000-0000-4000-8000-000000000002".into()),
+            at: mins(0),
+            expires: Some(now + Duration::days(400)),
+        };
+        s.put_link("acme", &task, &l).await.unwrap();
+        let mut got = s.link("acme", &task).await.unwrap().expect("the link");
+        // The store keeps expiry to the second.
+        assert_eq!(
+            got.expires.map(|e| e.timestamp()),
+            l.expires.map(|e| e.timestamp())
+        );
+        got.expires = l.expires;
+        assert_eq!(got, l);
+        assert_eq!(s.link("zeta", &task).await.unwrap(), None, "per tenant");
+        assert_eq!(s.link("acme", &patient).await.unwrap(), None, "per kind");
+        let only_patient = Link {
+            family: None,
+            record: None,
+            kareo_patient: Some("42".into()),
+            dock_patient: None,
+            at: mins(1),
+            expires: None,
+        };
+        s.put_link("acme", &patient, &only_patient).await.unwrap();
+        assert_eq!(s.link("acme", &patient).await.unwrap(), Some(only_patient));
+        let old = Link {
+            expires: Some(now - Duration::seconds(5)),
+            ..l
+        };
+        s.put_link("acme", &task, &old).await.unwrap();
+        assert_eq!(s.link("acme", &task).await.unwrap(), None, "expired");
+    }
+
+    /// A settled entry keeps its expiry (the table's TTL attribute); a new claim drops it.
+    pub async fn ledger_expiry<S: Ledger>(s: &S) {
+        let k = "webhook#acme#e1";
+        assert_eq!(s.claim(k, "a", mins(0), mins(5)).await.unwrap(), Claim::New);
+        let expires = Utc.timestamp_opt(4_102_444_800, 0).unwrap();
+        let done = LedgerEntry {
+            result: Some("[]".into()),
+            expires: Some(expires),
+            ..LedgerEntry::settled(LedgerState::Done, mins(1))
+        };
+        s.settle(k, "a", done).await.unwrap();
+        let got = Ledger::get(s, k).await.unwrap().unwrap();
+        assert_eq!((got.state, got.expires), (LedgerState::Done, Some(expires)));
+        let k2 = "webhook#acme#e2";
+        s.claim(k2, "a", mins(0), mins(5)).await.unwrap();
+        let failed = LedgerEntry {
+            expires: Some(expires),
+            ..LedgerEntry::settled(LedgerState::Failed, mins(1))
+        };
+        s.settle(k2, "a", failed).await.unwrap();
+        assert_eq!(
+            s.claim(k2, "b", mins(2), mins(7)).await.unwrap(),
+            Claim::New
+        );
+        assert_eq!(Ledger::get(s, k2).await.unwrap().unwrap().expires, None);
+    }
+
     /// Tenants: put and list round-trip, by id; a put replaces.
     pub async fn tenants<S: TenantStore>(s: &S) {
         assert!(s.tenants().await.unwrap().is_empty());
@@ -782,7 +885,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {
