@@ -178,13 +178,18 @@ impl Directory {
     }
 }
 
+/// After a failed first read, how long requests are answered "unavailable" without reading
+/// again (so an outage at a cold start does not turn every request into a query).
+pub const RETRY_FLOOR: Duration = Duration::from_secs(2);
+
 /// A [`Directory`] kept across warm invocations and read again when older than its TTL.
 /// However many requests arrive, the store is queried at most once per TTL per function
-/// instance (and a failed read is not retried before then for the same cache either: the old
-/// directory keeps serving).
+/// instance: a failed refresh keeps serving the old directory for another TTL, and a failed
+/// first read is not tried again for [`RETRY_FLOOR`].
 pub struct DirectoryCache {
     ttl: Duration,
     held: Mutex<Option<(Instant, Arc<Directory>)>>,
+    failed: Mutex<Option<Instant>>,
 }
 
 impl DirectoryCache {
@@ -193,6 +198,7 @@ impl DirectoryCache {
         DirectoryCache {
             ttl,
             held: Mutex::new(None),
+            failed: Mutex::new(None),
         }
     }
 
@@ -207,6 +213,12 @@ impl DirectoryCache {
             if at.elapsed() < self.ttl {
                 return Ok(d.clone());
             }
+        }
+        let failed = *self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() && failed.is_some_and(|f| f.elapsed() < RETRY_FLOOR) {
+            return Err(StoreError::Unavailable(
+                "tenant directory: the last read failed moments ago".into(),
+            ));
         }
         match Directory::load(store).await {
             Ok(d) => {
@@ -223,7 +235,10 @@ impl DirectoryCache {
                     tracing::warn!(class = e.class(), "tenant directory refresh failed");
                     Ok(d)
                 }
-                None => Err(e),
+                None => {
+                    *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    Err(e)
+                }
             },
         }
     }
@@ -303,6 +318,40 @@ mod tests {
         ] {
             assert!(!challenge_allowed(no), "{no:?}");
         }
+    }
+
+    /// A store that fails every read, counting them.
+    #[derive(Default)]
+    struct Down(std::sync::atomic::AtomicUsize);
+    impl TenantStore for Down {
+        async fn tenants(&self) -> Result<Vec<TenantConfig>, StoreError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn put(&self, _: &TenantConfig) -> Result<(), StoreError> {
+            unreachable!()
+        }
+    }
+    impl HookStore for Down {
+        async fn hooks(&self) -> Result<Vec<(String, HookRegistration)>, StoreError> {
+            unreachable!("tenants fail first")
+        }
+        async fn hook(&self, _: &str) -> Result<Option<HookRegistration>, StoreError> {
+            unreachable!()
+        }
+        async fn put_hook(&self, _: &str, _: &HookRegistration) -> Result<(), StoreError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_at_a_cold_start_does_not_make_every_request_a_query() {
+        let down = Down::default();
+        let cache = DirectoryCache::new(DIRECTORY_TTL);
+        for _ in 0..100 {
+            assert!(cache.get(&down).await.is_err());
+        }
+        assert_eq!(down.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
