@@ -54,6 +54,17 @@ struct World {
     token: Token,
 }
 
+/// A request as the webhook function receives it: through a Function URL event.
+fn request(method: &str, path_query: &str, headers: Value, body: &str) -> HttpRequest {
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let event = json!({
+        "version": "2.0", "rawPath": path, "rawQueryString": query, "headers": headers,
+        "requestContext": {"http": {"method": method, "path": path}},
+        "body": body, "isBase64Encoded": false
+    });
+    function_url::parse(&event).expect("a Function URL event")
+}
+
 /// Counts the calls that reach a store or the secrets: a request refused at the gate must
 /// make none.
 #[derive(Clone, Default)]
@@ -238,13 +249,7 @@ impl World {
         headers: Value,
         body: &str,
     ) -> HttpResponse {
-        let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
-        let event = json!({
-            "version": "2.0", "rawPath": path, "rawQueryString": query, "headers": headers,
-            "requestContext": {"http": {"method": method, "path": path}},
-            "body": body, "isBase64Encoded": false
-        });
-        let req: HttpRequest = function_url::parse(&event).expect("a Function URL event");
+        let req = request(method, path_query, headers, body);
         let directory = Directory::load(&self.store).await.unwrap();
         let writer = Writer::new(&self.kareo, &self.store, &self.clock, "hook".into());
         let hooks = Hooks {
@@ -677,24 +682,26 @@ async fn requests_without_the_token_read_no_secret_and_query_nothing() {
         (w.path(), too_big.as_str(), 413),
     ];
     let writer = Writer::new(&w.kareo, &w.store, &w.clock, "hook".into());
+    // As the function serves a request: the cached directory, counted store and secrets.
+    let serve = |req: HttpRequest| {
+        let (writer, cache, store, secrets, dock) = (&writer, &cache, &store, &secrets, &w.dock);
+        async move {
+            let directory = cache.get(store).await.unwrap();
+            let hooks = Hooks {
+                writer,
+                dock,
+                secrets,
+                directory: &directory,
+                store,
+            };
+            hooks.handle(&req).await
+        }
+    };
+    let signed = json!({"x-dock-signature-256": good.signature});
     for _ in 0..50 {
         for (path, body, status) in &cases {
-            let event = json!({
-                "version": "2.0", "rawPath": path, "rawQueryString": "message=abc",
-                "headers": {"x-dock-signature-256": good.signature},
-                "requestContext": {"http": {"method": "POST", "path": path}},
-                "body": body, "isBase64Encoded": false
-            });
-            let req = function_url::parse(&event).unwrap();
-            let directory = cache.get(&store).await.unwrap();
-            let hooks = Hooks {
-                writer: &writer,
-                dock: &w.dock,
-                secrets: &secrets,
-                directory: &directory,
-                store: &store,
-            };
-            let r = hooks.handle(&req).await;
+            let req = request("POST", &format!("{path}?message=abc"), signed.clone(), body);
+            let r = serve(req).await;
             assert_eq!(r.status, *status, "{path}");
             if *status == 404 {
                 assert_eq!(r.body, json!({"outcome": "not_found"}), "{path}");
@@ -716,21 +723,7 @@ async fn requests_without_the_token_read_no_secret_and_query_nothing() {
         None
     );
     // The same delivery at the tenant's URL goes through.
-    let directory = cache.get(&store).await.unwrap();
-    let hooks = Hooks {
-        writer: &writer,
-        dock: &w.dock,
-        secrets: &secrets,
-        directory: &directory,
-        store: &store,
-    };
-    let event = json!({
-        "version": "2.0", "rawPath": w.path(), "rawQueryString": "",
-        "headers": {"x-dock-signature-256": good.signature},
-        "requestContext": {"http": {"method": "POST", "path": w.path()}},
-        "body": good.body, "isBase64Encoded": false
-    });
-    let r = hooks.handle(&function_url::parse(&event).unwrap()).await;
+    let r = serve(request("POST", &w.path(), signed, &good.body)).await;
     assert_eq!(r.body["outcome"], "processed", "{}", r.body);
     assert!(secrets.calls() >= 1);
 }

@@ -147,6 +147,31 @@ impl DynamoStore {
         }
     }
 
+    /// Every item of one partition (`pk = :pk`, consistent, all pages).
+    pub(crate) async fn partition(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     fn cursor_key(tenant: &str, family: Family) -> Item {
         HashMap::from([
             ("pk".to_string(), s(format!("cursor#{tenant}#{family}"))),
@@ -760,31 +785,13 @@ impl SnapshotStore for DynamoStore {
 impl TenantStore for DynamoStore {
     async fn tenants(&self) -> Result<Vec<TenantConfig>, StoreError> {
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("tenant"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error("Query", e))?;
-            for item in page.items() {
-                let id = get_str(item, "sk")?.unwrap_or_default();
-                let yaml = get_str(item, "yaml")?.ok_or_else(|| corrupt(item, "yaml"))?;
-                out.push(
-                    TenantConfig::from_yaml(yaml, &format!("stored tenant {id}"))
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
+        for item in self.partition("tenant").await? {
+            let id = get_str(&item, "sk")?.unwrap_or_default();
+            let yaml = get_str(&item, "yaml")?.ok_or_else(|| corrupt(&item, "yaml"))?;
+            out.push(
+                TenantConfig::from_yaml(yaml, &format!("stored tenant {id}"))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
         }
         Ok(out)
     }

@@ -45,29 +45,11 @@ fn link_key(tenant: &str, key: &LinkKey) -> Item {
 
 impl HookStore for DynamoStore {
     async fn hooks(&self) -> Result<Vec<(String, HookRegistration)>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("hook"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error("Query", e))?;
-            for item in page.items() {
-                out.push(hook_from(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.partition("hook")
+            .await?
+            .iter()
+            .map(hook_from)
+            .collect()
     }
 
     async fn hook(&self, tenant: &str) -> Result<Option<HookRegistration>, StoreError> {

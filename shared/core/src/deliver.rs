@@ -786,15 +786,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         event: &ChangeEvent,
     ) -> Option<PatientDraft> {
         let tz = tenant.timezone;
-        let mrn = if event.family == Family::Patients {
-            event
-                .record
-                .get("ID")
-                .cloned()
-                .or(Some(event.record_id.clone()))
-        } else {
-            event.record.get("PatientID").cloned()
-        }?;
+        let mrn = kareo_patient_of(event)?;
         let from_fields = |f: &std::collections::BTreeMap<String, String>| {
             Some(PatientDraft {
                 mrn: mrn.clone(),
@@ -834,7 +826,6 @@ fn kareo_patient_of(event: &ChangeEvent) -> Option<String> {
     } else {
         event.record.get("PatientID").cloned()
     }
-    .filter(|s| !s.is_empty())
 }
 
 /// Reads Dock credentials (`{"client_id","client_secret","api_key","organization_id",

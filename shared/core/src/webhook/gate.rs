@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::hex;
 use crate::ports::{HookRegistration, HookStore, StoreError, TenantStore};
 use crate::tenant::TenantConfig;
 
@@ -80,10 +81,6 @@ impl Token {
             at: now,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {

@@ -703,7 +703,7 @@ impl WebhookSecret {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -1123,14 +1123,15 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             Ok(Claim::New) | Ok(Claim::Expired(_)) => {}
         }
         let by = event.user_identifier.as_deref().unwrap_or("");
-        let ignored = if by == secret.user_id || tenant.hooks.ignore_users.iter().any(|u| u == by) {
-            Some("caused by the integration's own user")
-        } else if !tenant
+        let rules: Vec<_> = tenant
             .hooks
             .rules
             .iter()
-            .any(|r| r.events.contains(&event.event_type))
-        {
+            .filter(|r| r.events.contains(&event.event_type))
+            .collect();
+        let ignored = if by == secret.user_id || tenant.hooks.ignore_users.iter().any(|u| u == by) {
+            Some("caused by the integration's own user")
+        } else if rules.is_empty() {
             Some("no rule for this event")
         } else {
             None
@@ -1139,12 +1140,6 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             self.remember(&key, json!({"ignored": reason})).await;
             return reply(200, json!({"outcome": "ignored", "reason": reason}));
         }
-        let rules: Vec<_> = tenant
-            .hooks
-            .rules
-            .iter()
-            .filter(|r| r.events.contains(&event.event_type))
-            .collect();
         let creds = match kareo_credentials(self.secrets, &tenant.kareo.secret).await {
             Ok(c) => c,
             Err(e) => {
