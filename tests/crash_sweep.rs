@@ -3,7 +3,7 @@
 //! the cursor advance, after the ledger claim, after the Dock POST, after each ledger write,
 //! after the Kareo write — and is started again: at once, then with every lease expired.
 //!
-//! Each stop is a test-only fault point (`fail_point!` in kareo-dock-core, feature
+//! Each stop is a test-only fault point (`fail_point!` in domain, feature
 //! `failpoints`) that panics, inside a spawned task: nothing after it runs, nothing is cleaned
 //! up, and all state comes back from disk (`LocalStore::in_dir`) as a new process would see it.
 //! After each crash the cursor must not have passed a change whose tasks are not in Dock; after
@@ -14,16 +14,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::CursorStore;
+use domain::{ChangeEvent, TenantConfig};
 use kareo::{Family, KareoClient};
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::CursorStore;
-use kareo_dock_core::write::{run_command, WriteResult, WriteStatus, Writer};
-use kareo_dock_core::{ChangeEvent, Outcome, TenantConfig};
 use kareo_dock_tests::pipeline::{
     expected_keys, kareo_client, state_dir, world, SimClock, World, FAMILIES,
 };
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
+use sync::Outcome;
+use writeback::write::{run_command, WriteResult, WriteStatus, Writer};
 
 /// Arms `point` to stop the process at its `hit`-th pass.
 fn arm(point: &str, hit: usize) {

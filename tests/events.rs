@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use kareo_dock_core::run::Payload;
-use kareo_dock_core::write::command::Command;
-use kareo_dock_core::ChangeEvent;
+use domain::command::Command;
+use domain::ChangeEvent;
+use sync::run::Payload;
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dock_sim::{Fault as DockFault, FaultRule as DockRule};
+use domain::ports::{Claim, CursorStore, Ledger};
 use kareo::Family;
-use kareo_dock_core::deliver::Failure;
-use kareo_dock_core::ports::{Claim, CursorStore, Ledger};
-use kareo_dock_core::{Outcome, Report};
 use kareo_dock_tests::pipeline::{expected_keys, world_with_rules, World, FAMILIES, RULES};
 use kareo_dock_tests::{moto, unique};
 use kareo_sim::{Fault, FaultRule};
+use sync::{Outcome, Report};
+use tasks::deliver::Failure;
 
 /// What the first run, with the fault present, must do.
 #[derive(Clone, Copy, Debug)]
@@ -392,8 +392,8 @@ async fn throttling_proxy(upstream: String, throttle: Arc<AtomicUsize>) -> Strin
 
 /// The state table (through the proxy) and Secrets Manager holding the world's secrets.
 struct Aws {
-    store: kareo_dock_aws::DynamoStore,
-    secrets: kareo_dock_aws::SecretsManagerSource,
+    store: aws::DynamoStore,
+    secrets: aws::SecretsManagerSource,
     sm: aws_sdk_secretsmanager::Client,
     throttle: Arc<AtomicUsize>,
     names: Vec<String>,
@@ -404,11 +404,11 @@ impl Aws {
         let upstream = std::env::var("AWS_ENDPOINT_URL").unwrap();
         let throttle = Arc::new(AtomicUsize::new(0));
         let proxy = throttling_proxy(upstream, throttle.clone()).await;
-        let sdk = kareo_dock_aws::sdk_config().await;
+        let sdk = aws::sdk_config().await;
         let dynamo_conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .endpoint_url(proxy)
             .build();
-        let store = kareo_dock_aws::DynamoStore::new(
+        let store = aws::DynamoStore::new(
             aws_sdk_dynamodb::Client::from_conf(dynamo_conf),
             unique("kareo-dock-matrix"),
         );
@@ -427,7 +427,7 @@ impl Aws {
         }
         Aws {
             store,
-            secrets: kareo_dock_aws::SecretsManagerSource::new(sm.clone()),
+            secrets: aws::SecretsManagerSource::new(sm.clone()),
             sm,
             throttle,
             names,

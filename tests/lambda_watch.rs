@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use dock_sim::DockSim;
+use domain::event::{event_id, ChangeKind};
+use domain::ports::{CursorStore, TenantStore};
+use domain::{ChangeEvent, TenantConfig};
 use kareo::Family;
-use kareo_dock_core::event::{event_id, ChangeKind};
-use kareo_dock_core::ports::{CursorStore, TenantStore};
-use kareo_dock_core::{ChangeEvent, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
 
@@ -188,7 +188,7 @@ impl Drop for Watch {
 
 /// Deletes the test's table and secrets when the test ends.
 struct Cleanup {
-    store: kareo_dock_aws::DynamoStore,
+    store: aws::DynamoStore,
     sm: aws_sdk_secretsmanager::Client,
     secrets: Vec<String>,
 }
@@ -249,9 +249,9 @@ async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
     .await;
     let dock = DockSim::start(dock_sim::Seed::default()).await;
 
-    let sdk = kareo_dock_aws::sdk_config().await;
+    let sdk = aws::sdk_config().await;
     let table = unique("kareo-dock-watch");
-    let store = kareo_dock_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let store = aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
     store.create_table().await.expect("create the test table");
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
     let (kareo_secret, dock_secret) = (unique("kareo/acme"), unique("dock/acme"));

@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dock_sim::{DockSim, Fault as DockFault, FaultRule as DockRule, Seed};
+use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::ports::{Clock, Ledger, LedgerState};
+use domain::{ChangeEvent, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::deliver::{deliver_batch, Delivery, DeliverySink, DockTasks};
-use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
-use kareo_dock_core::ports::{Clock, Ledger, LedgerState};
-use kareo_dock_core::{ChangeEvent, Mode, PollConfig, Poller, TenantConfig};
 use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{KareoSim, SimConfig};
+use sync::{Mode, PollConfig, Poller};
+use tasks::deliver::{deliver_batch, Delivery, DeliverySink, DockTasks};
 
 const RULES: &str = r#"rules:
   - name: cancelled-appointment-callback
@@ -319,7 +320,7 @@ async fn new_patients_and_payments_each_fire_their_rule_once() {
     .await;
     let created_patients = patients
         .iter()
-        .filter(|e| e.kind == kareo_dock_core::ChangeKind::Created)
+        .filter(|e| e.kind == domain::ChangeKind::Created)
         .count();
     assert_eq!(d.tasks, created_patients + payments.len(), "{d:?}");
     assert_eq!(
@@ -466,7 +467,7 @@ async fn an_unknown_list_fails_that_event_only_and_the_poller_moves_on() {
         .await;
     assert_eq!(
         r.outcome,
-        kareo_dock_core::Outcome::Done,
+        sync::Outcome::Done,
         "permanent failures do not hold the cursor"
     );
     let dead = sink.dead_letters();
@@ -502,15 +503,12 @@ async fn transient_dock_failures_hold_the_cursor_until_delivered() {
     let r = p
         .run(&w.tenant, &w.creds(), Family::Payments, Mode::Poll, None)
         .await;
-    assert!(
-        matches!(r.outcome, kareo_dock_core::Outcome::Failed { .. }),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, sync::Outcome::Failed { .. }), "{r:?}");
     w.dock_sim.clear_faults();
     let r = p
         .run(&w.tenant, &w.creds(), Family::Payments, Mode::Poll, None)
         .await;
-    assert_eq!(r.outcome, kareo_dock_core::Outcome::Done);
+    assert_eq!(r.outcome, sync::Outcome::Done);
     assert_eq!(
         w.dock_sim.tasks().len(),
         w.kareo_sim.rows(Family::Payments).len()

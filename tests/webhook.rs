@@ -10,26 +10,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws::function_url;
 use chrono::{DateTime, Utc};
 use dock_sim::webhook::{challenge_digest, sign};
 use dock_sim::{DockSim, Seed, SeedField, WebhookDelivery};
-use kareo::throttle::RetryPolicy;
-use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_core::deliver::{Delivery, DockTasks};
-use kareo_dock_core::function_url;
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::{
+use domain::http::{HttpRequest, HttpResponse};
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::{
     Clock, HookRegistration, HookStore, Ledger, LedgerState, Link, LinkKey, LinkStore, SecretError,
     SecretSource, SecretValue, StoreError, TenantStore,
 };
-use kareo_dock_core::webhook::gate::ARMED_FOR;
-use kareo_dock_core::webhook::{
-    Directory, DirectoryCache, Hooks, HttpRequest, HttpResponse, Token,
-};
-use kareo_dock_core::write::Writer;
-use kareo_dock_core::{ChangeEvent, ChangeKind, TenantConfig};
+use domain::{ChangeEvent, ChangeKind, TenantConfig};
+use kareo::throttle::RetryPolicy;
+use kareo::{ClientConfig, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
+use tasks::deliver::{Delivery, DockTasks};
+use writeback::webhook::gate::ARMED_FOR;
+use writeback::webhook::{Directory, DirectoryCache, Hooks, Token};
+use writeback::write::Writer;
 
 const SECRET: &str = "whsec-9f3b2c7d1e0a";
 

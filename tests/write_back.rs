@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 use std::time::Duration;
 
+use domain::command::update_body;
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::{Clock, Ledger, LedgerState};
+use domain::TenantConfig;
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::{Clock, Ledger, LedgerState};
-use kareo_dock_core::write::command::update_body;
-use kareo_dock_core::write::{run_command, Command, Data, WriteResult, WriteStatus, Writer};
-use kareo_dock_core::TenantConfig;
 use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{Fault, FaultRule, KareoSim, SimConfig};
 use serde_json::{json, Value};
+use writeback::write::{run_command, Command, Data, WriteResult, WriteStatus, Writer};
 
 struct World {
     sim: KareoSim,
@@ -593,7 +593,7 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
         )
         .await
         .unwrap();
-    assert_eq!(claim, kareo_dock_core::ports::Claim::New);
+    assert_eq!(claim, domain::ports::Claim::New);
     w.store
         .mark_sending("write#acme#u-4", "crashed")
         .await

@@ -9,15 +9,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ::sync::poll::slices;
+use ::sync::{Mode, Outcome as RunOutcome, PollConfig, Poller, Report};
 use chrono::{DateTime, Utc};
+use domain::local::{JsonlSink, Tee};
+use domain::ports::*;
+use domain::ChangeEvent;
+use domain::{ports::SystemClock, TenantConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks};
-use kareo_dock_core::local::{JsonlSink, Tee};
-use kareo_dock_core::poll::slices;
-use kareo_dock_core::ports::*;
-use kareo_dock_core::{ports::SystemClock, TenantConfig};
-use kareo_dock_core::{ChangeEvent, Mode, Outcome as RunOutcome, PollConfig, Poller, Report};
+use tasks::deliver::{Delivery, DeliverySink, DockTasks};
 
 use crate::common::{self, Exit, Outcome, Store};
 
@@ -147,8 +148,8 @@ async fn backfill(args: Args) -> Outcome {
             if args.no_tasks {
                 (ctx.run(s, &Discard).await, Vec::new())
             } else {
-                let sdk = kareo_dock_aws::sdk_config().await;
-                let sink = kareo_dock_aws::LambdaSink::new(
+                let sdk = aws::sdk_config().await;
+                let sink = aws::LambdaSink::new(
                     aws_sdk_lambda::Client::new(&sdk),
                     args.function.clone().unwrap_or_default(),
                 );

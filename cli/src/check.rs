@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
+use domain::mapping::TaskSpec;
+use domain::ports::{kareo_credentials, SecretError};
+use domain::source::KareoSource;
+use domain::TenantConfig;
 use kareo::{ClientConfig, Credentials, Family, KareoClient, KareoError};
-use kareo_dock_core::deliver::{dock_secret, DockPort, DockTasks};
-use kareo_dock_core::mapping::TaskSpec;
-use kareo_dock_core::ports::{kareo_credentials, SecretError};
-use kareo_dock_core::source::KareoSource;
-use kareo_dock_core::TenantConfig;
 use serde::Serialize;
 use serde_json::json;
+use tasks::deliver::{dock_secret, DockPort, DockTasks};
 
 use crate::common::{self, Exit, Outcome, Secrets};
 

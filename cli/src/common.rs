@@ -10,12 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aws::{DynamoStore, SecretsManagerSource};
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::{SecretError, SecretSource, SecretValue, StoreError, TenantStore};
+use domain::TenantConfig;
 use kareo::Family;
-use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::{SecretError, SecretSource, SecretValue, StoreError, TenantStore};
-use kareo_dock_core::TenantConfig;
 
 /// Bad usage or input.
 pub const USAGE: u8 = 1;
@@ -95,7 +95,7 @@ pub async fn open_store(state: Option<&Path>, table: Option<&str>) -> Result<Sto
                 e => Exit(USAGE, e.to_string()),
             }),
         (None, Some(table)) => {
-            let sdk = kareo_dock_aws::sdk_config().await;
+            let sdk = aws::sdk_config().await;
             Ok(Store::Dynamo(DynamoStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
                 table,
@@ -142,7 +142,7 @@ pub async fn open_secrets(file: Option<&Path>, aws: bool) -> Result<Secrets, Exi
             .map(Secrets::Local)
             .map_err(|e| Exit(CONFIG, e.to_string())),
         None if aws => {
-            let sdk = kareo_dock_aws::sdk_config().await;
+            let sdk = aws::sdk_config().await;
             Ok(Secrets::Aws(SecretsManagerSource::new(
                 aws_sdk_secretsmanager::Client::new(&sdk),
             )))

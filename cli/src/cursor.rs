@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use kareo_dock_core::ports::CursorStore;
+use domain::ports::CursorStore;
 
 use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
 

@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ::sync::{Mode, PollConfig, Poller, Report};
 use chrono::{DateTime, Utc};
+use domain::local::{LocalSecrets, LocalStore, RecordingSink, Tee};
+use domain::ports::{Clock, EventSink};
+use domain::{ChangeEvent, TenantConfig};
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::deliver::{deliver_batch, Delivered, Delivery, DeliverySink, DockTasks};
-use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink, Tee};
-use kareo_dock_core::ports::{Clock, EventSink};
-use kareo_dock_core::{ChangeEvent, Mode, PollConfig, Poller, Report, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
+use tasks::deliver::{deliver_batch, Delivered, Delivery, DeliverySink, DockTasks};
 
 /// The sample practice's config (its `start` is moved to 31 days before the simulator's now).
 pub const SAMPLE_TENANT: &str = include_str!("../../examples/demo-practice.yaml");
@@ -238,9 +239,9 @@ async fn poll_all<K, C, S, E, T>(
     creds: &Credentials,
 ) -> Vec<Report>
 where
-    K: kareo_dock_core::source::KareoSource,
-    C: kareo_dock_core::ports::CursorStore,
-    S: kareo_dock_core::ports::SnapshotStore,
+    K: domain::source::KareoSource,
+    C: domain::ports::CursorStore,
+    S: domain::ports::SnapshotStore,
     E: EventSink,
     T: Clock,
 {

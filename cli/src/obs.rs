@@ -6,10 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+use ::sync::Report;
 use chrono::Utc;
-use kareo_dock_core::deliver::Delivered;
-use kareo_dock_core::metrics;
-use kareo_dock_core::Report;
+use tasks::deliver::Delivered;
 
 /// Log line format.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -55,11 +54,11 @@ fn emit(line: String) {
 pub fn poll_runs(reports: &[Report]) {
     let now = Utc::now();
     for r in reports {
-        emit(metrics::poll_run(r, now).line(now));
+        emit(::sync::metrics::poll_run(r, now).line(now));
     }
 }
 
 /// Records a delivery's metrics.
 pub fn delivered(d: &Delivered) {
-    emit(metrics::delivery(d).line(Utc::now()));
+    emit(tasks::metrics::delivery(d).line(Utc::now()));
 }

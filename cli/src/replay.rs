@@ -17,12 +17,12 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use domain::ports::SystemClock;
+use domain::ChangeEvent;
 use kareo::{ClientConfig, KareoClient};
-use kareo_dock_core::deliver::{deliver_batch, Delivery, DockTasks};
-use kareo_dock_core::ports::SystemClock;
-use kareo_dock_core::ChangeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tasks::deliver::{deliver_batch, Delivery, DockTasks};
 
 use crate::common::{self, Exit, Outcome, Store};
 
@@ -355,7 +355,7 @@ fn parse_record(body: &str) -> Result<Record, String> {
 
 async fn aws(args: &Args, url: &str) -> Outcome {
     use aws_sdk_lambda::error::ProvideErrorMetadata;
-    let sdk = kareo_dock_aws::sdk_config().await;
+    let sdk = aws::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     let mut seen = HashSet::new();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use kareo_dock_core::ports::{Cursor, CursorStore, TenantStore};
+use domain::ports::{Cursor, CursorStore, TenantStore};
 use serde::Serialize;
 
 use crate::common::{self, with_store, Exit, Outcome, StoreArgs};

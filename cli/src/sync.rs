@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ::sync::run::poll_tenants;
+use ::sync::{Mode, Outcome, PollConfig, Poller};
+use domain::local::{JsonlSink, LocalSecrets, LocalStore, Tee};
+use domain::ports::SystemClock;
+use domain::TenantConfig;
 use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks};
-use kareo_dock_core::local::{JsonlSink, LocalSecrets, LocalStore, Tee};
-use kareo_dock_core::ports::SystemClock;
-use kareo_dock_core::run::poll_tenants;
-use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
+use tasks::deliver::{Delivery, DeliverySink, DockTasks};
 
 /// What to run.
 pub struct SyncArgs<'a> {
@@ -87,7 +88,7 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
             lease: std::time::Duration::from_secs(300),
         };
         let tasks = DeliverySink::new(delivery, &secrets, tenants.clone());
-        let none = kareo_dock_core::local::RecordingSink::default();
+        let none = domain::local::RecordingSink::default();
         let sink = Tee(&events, &tasks);
         let config = PollConfig {
             owner: format!("cli-{}", std::process::id()),

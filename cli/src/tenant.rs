@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kareo_dock_core::ports::TenantStore;
-use kareo_dock_core::TenantConfig;
+use domain::ports::TenantStore;
+use domain::TenantConfig;
 
 use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
 

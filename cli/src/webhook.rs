@@ -20,10 +20,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dock::{DockClient, DockConfig, DockSecret, WebhookBody};
-use kareo_dock_core::ports::{HookStore, SecretSource};
-use kareo_dock_core::webhook::gate::{self, webhook_url};
-use kareo_dock_core::webhook::{Token, WebhookSecret};
-use kareo_dock_core::TenantConfig;
+use domain::ports::{HookStore, SecretSource};
+use domain::TenantConfig;
+use writeback::webhook::gate::{self, webhook_url};
+use writeback::webhook::{Token, WebhookSecret};
 
 use crate::common::{self, with_store, Exit, Outcome, Store, StoreArgs};
 

@@ -9,11 +9,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::SystemClock;
+use domain::TenantConfig;
 use kareo::{ClientConfig, KareoClient};
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::SystemClock;
-use kareo_dock_core::write::{run_command, Problem, WriteResult, Writer};
-use kareo_dock_core::TenantConfig;
+use writeback::write::{run_command, Problem, WriteResult, Writer};
 
 /// Runs the command file.
 pub fn run(

@@ -277,7 +277,7 @@ async fn the_demo_with_phi_canaries_leaks_none_into_logs_metrics_or_output() {
     let mut cmd = bin();
     cmd.env(
         "RUST_LOG",
-        "info,kareo=debug,kareo_dock_core=debug,dock=debug,kareo_dock=debug",
+        "info,kareo=debug,domain=debug,dock=debug,kareo_dock=debug",
     )
     .args(["--log-format", "json", "--metrics"])
     .arg(&metrics)

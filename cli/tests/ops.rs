@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use dock_sim::DockSim;
-use kareo_dock_core::local::LocalStore;
-use kareo_dock_core::ports::{CursorStore, TenantStore};
+use domain::local::LocalStore;
+use domain::ports::{CursorStore, TenantStore};
 use kareo_sim::{Family, KareoSim, SimConfig};
 use serde_json::{json, Value};
 
@@ -807,7 +807,7 @@ fn moto() -> bool {
 }
 
 /// Deletes the test's table when the test ends.
-struct TableGuard(kareo_dock_aws::DynamoStore);
+struct TableGuard(aws::DynamoStore);
 
 impl Drop for TableGuard {
     fn drop(&mut self) {
@@ -824,9 +824,9 @@ async fn table_mode_tenant_put_check_backfill_status_and_cursor_reset() {
         return;
     }
     let env = Env::start("table").await;
-    let sdk = kareo_dock_aws::sdk_config().await;
+    let sdk = aws::sdk_config().await;
     let table = unique("kareo-dock-cli");
-    let store = kareo_dock_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let store = aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
     store.create_table().await.expect("create the test table");
     let _guard = TableGuard(store.clone());
     // Secrets in Secrets Manager, under names of this test only.
@@ -1048,7 +1048,7 @@ async fn replay_from_the_on_failure_queue_reinvokes_and_deletes_only_what_succee
     if !moto() {
         return;
     }
-    let sdk = kareo_dock_aws::sdk_config().await;
+    let sdk = aws::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = sqs
         .create_queue()
@@ -1150,10 +1150,11 @@ async fn replay_from_the_on_failure_queue_reinvokes_and_deletes_only_what_succee
 /// is what it answers from.
 async fn webhook_endpoint(state: PathBuf, secrets: PathBuf, dock: &DockSim) -> String {
     use axum::http::{HeaderMap, Method, StatusCode, Uri};
-    use kareo_dock_core::local::LocalSecrets;
-    use kareo_dock_core::ports::SystemClock;
-    use kareo_dock_core::webhook::{Directory, Hooks, HttpRequest};
-    use kareo_dock_core::write::Writer;
+    use domain::http::HttpRequest;
+    use domain::local::LocalSecrets;
+    use domain::ports::SystemClock;
+    use writeback::webhook::{Directory, Hooks};
+    use writeback::write::Writer;
     #[derive(Clone)]
     struct App {
         state: PathBuf,

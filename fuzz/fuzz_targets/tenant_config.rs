@@ -6,9 +6,9 @@
 //! that YAML reads again as the same tenant.
 #![no_main]
 
-use kareo_dock_core::tenant::ConfigError;
-use kareo_dock_core::webhook::WebhookConfig;
-use kareo_dock_core::TenantConfig;
+use domain::config::ConfigError;
+use domain::hooks::WebhookConfig;
+use domain::TenantConfig;
 use libfuzzer_sys::fuzz_target;
 
 const SOURCE: &str = "fuzz.yaml";
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match TenantConfig::from_yaml(text, SOURCE) {
         Ok(cfg) => {
-            let _ = cfg.family(kareo_dock_core::Family::Patients);
+            let _ = cfg.family(domain::Family::Patients);
             let yaml = cfg.to_yaml();
             match TenantConfig::from_yaml(&yaml, SOURCE) {
                 Ok(again) => {

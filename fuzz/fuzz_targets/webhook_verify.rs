@@ -1,4 +1,4 @@
-//! Dock webhook signature check (`kareo_dock_core::webhook::verify`).
+//! Dock webhook signature check (`writeback::webhook::verify`).
 //!
 //! Input layout (short inputs are zero-padded):
 //!
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use kareo_dock_core::webhook::{challenge_digest, verify, Refused};
+use writeback::webhook::{challenge_digest, verify, Refused};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 

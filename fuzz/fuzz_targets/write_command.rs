@@ -1,4 +1,4 @@
-//! Write-back commands (`kareo_dock_core::write::command::Command::from_json`) and the value
+//! Write-back commands (`domain::command::Command::from_json`) and the value
 //! readers they use (`to_cents`, `normalise_gender`), on arbitrary UTF-8.
 //!
 //! The input is the command's JSON text. `to_cents` and `normalise_gender` also get every
@@ -9,7 +9,8 @@
 //! reads as the same number of cents; `normalise_gender` answers one of Kareo's three names.
 #![no_main]
 
-use kareo_dock_core::write::command::{normalise_gender, to_cents, valid_id, Command};
+use domain::command::{normalise_gender, to_cents, Command};
+use domain::op::valid_id;
 use libfuzzer_sys::fuzz_target;
 
 fn values(s: &str) {

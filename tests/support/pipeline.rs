@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dock_sim::{DockSim, Seed};
+use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::ports::{Clock, CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
+use domain::{ChangeEvent, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks, Failure};
-use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
-use kareo_dock_core::ports::{Clock, CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
-use kareo_dock_core::run::poll_tenants;
-use kareo_dock_core::{ChangeEvent, Mode, Outcome, PollConfig, Poller, Report, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::json;
+use sync::run::poll_tenants;
+use sync::{Mode, Outcome, PollConfig, Poller, Report};
+use tasks::deliver::{Delivery, DeliverySink, DockTasks, Failure};
 
 /// The Kareo simulator's clock.
 pub struct SimClock(pub KareoSim);

@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dock::DockSecret;
+use domain::event::event_id;
+use domain::local::{LocalSecrets, LocalStore};
+use domain::mapping::TaskSpec;
+use domain::ports::Clock;
+use domain::source::KareoSource;
+use domain::{ChangeEvent, ChangeKind, Family, TenantConfig};
 use kareo::{Credentials, KareoError, Record};
 use kareo_dock_bench::{arg, thread_cpu_ns};
-use kareo_dock_core::deliver::*;
-use kareo_dock_core::event::event_id;
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::mapping::TaskSpec;
-use kareo_dock_core::ports::Clock;
-use kareo_dock_core::source::KareoSource;
-use kareo_dock_core::{ChangeEvent, ChangeKind, Family, TenantConfig};
+use tasks::deliver::*;
 
 struct Fixed(DateTime<Utc>);
 impl Clock for Fixed {

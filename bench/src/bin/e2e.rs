@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::Clock;
+use domain::TenantConfig;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
-use kareo_dock_core::deliver::{Delivery, DeliverySink, DockTasks};
-use kareo_dock_core::local::{LocalSecrets, LocalStore};
-use kareo_dock_core::ports::Clock;
-use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
+use sync::{Mode, Outcome, PollConfig, Poller};
+use tasks::deliver::{Delivery, DeliverySink, DockTasks};
 
 struct SimClock(KareoSim);
 impl Clock for SimClock {

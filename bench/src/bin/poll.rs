@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::ports::*;
+use domain::TenantConfig;
 use kareo::{ClientConfig, Family, KareoClient};
 use kareo_dock_bench::{arg, mib, peak_rss_bytes};
-use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
-use kareo_dock_core::ports::*;
-use kareo_dock_core::run::poll_tenants;
-use kareo_dock_core::{Mode, Outcome, PollConfig, Poller, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
+use sync::run::poll_tenants;
+use sync::{Mode, Outcome, PollConfig, Poller};
 
 struct SimClock(KareoSim);
 impl Clock for SimClock {

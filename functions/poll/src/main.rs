@@ -4,15 +4,16 @@
 //!
 //! Environment: `KAREO_DOCK_FAMILY` (e.g. `appointments`), `KAREO_DOCK_TABLE` (the state
 //! table), `KAREO_DOCK_TASK_FUNCTION` (the task-creation function), `KAREO_ENDPOINT` (optional),
-//! `KAREO_DOCK_CONCURRENCY` (default 8). Payload: see `kareo_dock_core::run::Payload`.
+//! `KAREO_DOCK_CONCURRENCY` (default 8). Payload: see `sync::run::Payload`.
 
+use aws::{DynamoStore, LambdaSink, SecretsManagerSource};
+use domain::invocation::CachedSecrets;
+use domain::ports::{SystemClock, TenantStore};
 use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_aws::{DynamoStore, LambdaSink, SecretsManagerSource};
-use kareo_dock_core::ports::{SystemClock, TenantStore};
-use kareo_dock_core::run::{poll_tenants, CachedSecrets, Payload};
-use kareo_dock_core::{Outcome, PollConfig, Poller};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
+use sync::run::{poll_tenants, Payload};
+use sync::{Outcome, PollConfig, Poller};
 
 /// Everything built once per container and borrowed by every invocation.
 struct App {
@@ -30,16 +31,16 @@ fn env(name: &str) -> Result<String, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    kareo_dock_aws::init_logging();
+    aws::init_logging();
     let family_name = env("KAREO_DOCK_FAMILY")?;
     let family = Family::from_name(&family_name)
         .ok_or_else(|| format!("KAREO_DOCK_FAMILY={family_name} is not a Kareo family"))?;
-    let sdk = kareo_dock_aws::sdk_config().await;
+    let sdk = aws::sdk_config().await;
     let app = App {
         family,
         kareo: KareoClient::new(ClientConfig::from_env())?,
-        store: kareo_dock_aws::state_store(&sdk)?,
-        secrets: kareo_dock_aws::cached_secrets(&sdk),
+        store: aws::state_store(&sdk)?,
+        secrets: aws::cached_secrets(&sdk),
         sink: LambdaSink::new(
             aws_sdk_lambda::Client::new(&sdk),
             env("KAREO_DOCK_TASK_FUNCTION")?,
@@ -68,7 +69,7 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     };
     let mode = payload.mode().map_err(Error::from)?;
     let remaining =
-        kareo_dock_core::run::time_budget(event.context.deadline, std::time::SystemTime::now());
+        domain::invocation::time_budget(event.context.deadline, std::time::SystemTime::now());
     let deadline = tokio::time::Instant::now() + remaining;
     let config = PollConfig {
         owner: event.context.request_id.clone(),
@@ -101,7 +102,7 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let now = chrono::Utc::now();
     for r in &reports {
         // Embedded Metric Format: stdout lines Lambda turns into CloudWatch metrics.
-        println!("{}", kareo_dock_core::metrics::poll_run(r, now).line(now));
+        println!("{}", sync::metrics::poll_run(r, now).line(now));
     }
     tracing::info!(
         family = %app.family,

@@ -11,15 +11,15 @@
 
 use std::time::Duration;
 
+use aws::{DynamoStore, SecretsManagerSource};
+use domain::invocation::CachedSecrets;
+use domain::ports::{SystemClock, TenantStore};
+use domain::ChangeEvent;
 use kareo::{ClientConfig, KareoClient};
-use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
-use kareo_dock_core::deliver::{deliver_batch, Delivery, DockTasks};
-use kareo_dock_core::ports::{SystemClock, TenantStore};
-use kareo_dock_core::run::CachedSecrets;
-use kareo_dock_core::ChangeEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tasks::deliver::{deliver_batch, Delivery, DockTasks};
 
 struct App {
     store: DynamoStore,
@@ -35,11 +35,11 @@ struct Batch {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    kareo_dock_aws::init_logging();
-    let sdk = kareo_dock_aws::sdk_config().await;
+    aws::init_logging();
+    let sdk = aws::sdk_config().await;
     let app = App {
-        store: kareo_dock_aws::state_store(&sdk)?,
-        secrets: kareo_dock_aws::cached_secrets(&sdk),
+        store: aws::state_store(&sdk)?,
+        secrets: aws::cached_secrets(&sdk),
         dock: DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?),
         kareo: KareoClient::new(ClientConfig::from_env())?,
     };
@@ -71,16 +71,13 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         kareo: &app.kareo,
         clock: &SystemClock,
         owner: event.context.request_id.clone(),
-        lease: claim_lease(kareo_dock_core::run::time_budget(
+        lease: claim_lease(domain::invocation::time_budget(
             event.context.deadline,
             std::time::SystemTime::now(),
         )),
     };
     let d = deliver_batch(&delivery, &app.secrets, &tenants, &batch.events).await;
-    println!(
-        "{}",
-        kareo_dock_core::metrics::delivery(&d).line(chrono::Utc::now())
-    );
+    println!("{}", tasks::metrics::delivery(&d).line(chrono::Utc::now()));
     if !d.failures.is_empty() {
         let list: Vec<String> = d
             .failures

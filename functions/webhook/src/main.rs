@@ -5,22 +5,22 @@
 //! secret read, no query and no HMAC. Then: Dock's verification challenge (only while a
 //! registration is armed), or a delivery verified by its `X-Dock-Signature-256` HMAC and its
 //! signed `createdAt`, deduplicated, and turned into the write commands the tenant's
-//! `webhooks:` rules make of it (see `kareo_dock_core::webhook`).
+//! `webhooks:` rules make of it (see `domain::webhook`).
 //!
 //! Environment: `KAREO_DOCK_TABLE`, `KAREO_ENDPOINT` (optional), `DOCK_API_URL` /
 //! `DOCK_AUTH_URL` (optional). IAM: DynamoDB item access on the table,
 //! secretsmanager:GetSecretValue on the tenants' Kareo and Dock secrets.
 
+use aws::function_url;
+use aws::{DynamoStore, SecretsManagerSource};
+use domain::invocation::CachedSecrets;
+use domain::ports::SystemClock;
 use kareo::{ClientConfig, KareoClient};
-use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
-use kareo_dock_core::function_url;
-use kareo_dock_core::ports::SystemClock;
-use kareo_dock_core::run::CachedSecrets;
-use kareo_dock_core::webhook::gate::DIRECTORY_TTL;
-use kareo_dock_core::webhook::{DirectoryCache, Hooks};
-use kareo_dock_core::write::Writer;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
+use writeback::webhook::gate::DIRECTORY_TTL;
+use writeback::webhook::{DirectoryCache, Hooks};
+use writeback::write::Writer;
 
 struct App {
     store: DynamoStore,
@@ -32,12 +32,12 @@ struct App {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    kareo_dock_aws::init_logging();
-    let sdk = kareo_dock_aws::sdk_config().await;
+    aws::init_logging();
+    let sdk = aws::sdk_config().await;
     let app = App {
-        store: kareo_dock_aws::state_store(&sdk)?,
+        store: aws::state_store(&sdk)?,
         directory: DirectoryCache::new(DIRECTORY_TTL),
-        secrets: kareo_dock_aws::cached_secrets(&sdk),
+        secrets: aws::cached_secrets(&sdk),
         kareo: KareoClient::new(ClientConfig::from_env())?,
         dock: dock::DockClient::new(dock::DockConfig::from_env())?,
     };

@@ -12,14 +12,14 @@
 //! (optional). IAM: DynamoDB GetItem/PutItem/UpdateItem/DeleteItem/Query/Scan on the table,
 //! secretsmanager:GetSecretValue on the tenants' Kareo secrets.
 
+use aws::function_url;
+use aws::{DynamoStore, SecretsManagerSource};
+use domain::invocation::CachedSecrets;
+use domain::ports::{SystemClock, TenantStore};
 use kareo::{ClientConfig, KareoClient};
-use kareo_dock_aws::{DynamoStore, SecretsManagerSource};
-use kareo_dock_core::function_url;
-use kareo_dock_core::ports::{SystemClock, TenantStore};
-use kareo_dock_core::run::CachedSecrets;
-use kareo_dock_core::write::{run_command, Problem, WriteResult, WriteStatus, Writer};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
+use writeback::write::{run_command, Problem, WriteResult, WriteStatus, Writer};
 
 struct App {
     store: DynamoStore,
@@ -29,11 +29,11 @@ struct App {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    kareo_dock_aws::init_logging();
-    let sdk = kareo_dock_aws::sdk_config().await;
+    aws::init_logging();
+    let sdk = aws::sdk_config().await;
     let app = App {
-        store: kareo_dock_aws::state_store(&sdk)?,
-        secrets: kareo_dock_aws::cached_secrets(&sdk),
+        store: aws::state_store(&sdk)?,
+        secrets: aws::cached_secrets(&sdk),
         kareo: KareoClient::new(ClientConfig::from_env())?,
     };
     let app = &app;

@@ -12,11 +12,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
-use kareo::Family;
-use kareo_dock_core::ports::{
+use domain::ports::{
     Cursor, CursorError, CursorStore, Lease, Snapshot, SnapshotStore, StoreError, TenantStore,
 };
-use kareo_dock_core::tenant::TenantConfig;
+use domain::tenant::TenantConfig;
+use kareo::Family;
 
 use crate::error::describe;
 

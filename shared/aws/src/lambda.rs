@@ -3,8 +3,8 @@
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_sdk_lambda::Client;
-use kareo_dock_core::ports::{EventSink, SinkError};
-use kareo_dock_core::ChangeEvent;
+use domain::ports::{EventSink, SinkError};
+use domain::ChangeEvent;
 
 use crate::error::describe;
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
-use kareo_dock_core::ports::{Claim, Ledger, LedgerEntry, LedgerState, StoreError};
+use domain::ports::{Claim, Ledger, LedgerEntry, LedgerState, StoreError};
 
 use crate::dynamo::{
     corrupt, epoch, get_epoch, get_str, get_time, n, s, store_error, t, Item, TTL_ATTRIBUTE,

@@ -1,15 +1,15 @@
-//! kareo-dock's AWS adapters of the ports of `kareo_dock_core::ports`:
+//! kareo-dock's AWS adapters of the ports of `domain::ports`:
 //!
-//! - [`DynamoStore`]: cursors ([`CursorStore`](kareo_dock_core::ports::CursorStore)),
-//!   snapshots ([`SnapshotStore`](kareo_dock_core::ports::SnapshotStore)), tenant configs
-//!   ([`TenantStore`](kareo_dock_core::ports::TenantStore)) and the exactly-once ledger
-//!   ([`Ledger`](kareo_dock_core::ports::Ledger)) in one DynamoDB table;
+//! - [`DynamoStore`]: cursors ([`CursorStore`](domain::ports::CursorStore)),
+//!   snapshots ([`SnapshotStore`](domain::ports::SnapshotStore)), tenant configs
+//!   ([`TenantStore`](domain::ports::TenantStore)) and the exactly-once ledger
+//!   ([`Ledger`](domain::ports::Ledger)) in one DynamoDB table;
 //! - [`SecretsManagerSource`]: secrets by name from Secrets Manager (cache them with
-//!   `kareo_dock_core::run::CachedSecrets`);
+//!   `domain::invocation::CachedSecrets`);
 //! - [`LambdaSink`]: change events handed to the task-creation function by an asynchronous
 //!   Lambda `Invoke`.
 //!
-//! They behave exactly like the embedded `kareo_dock_core::local::LocalStore`: one behavioural
+//! They behave exactly like the embedded `domain::local::LocalStore`: one behavioural
 //! suite (`tests/stores.rs`) runs against both.
 //!
 //! # Table layout
@@ -70,6 +70,7 @@
 
 mod dynamo;
 mod error;
+pub mod function_url;
 mod lambda;
 mod ledger;
 mod links;
@@ -109,8 +110,8 @@ pub fn state_store(sdk: &aws_config::SdkConfig) -> Result<DynamoStore, String> {
 /// Secrets Manager, cached across warm invocations for five minutes.
 pub fn cached_secrets(
     sdk: &aws_config::SdkConfig,
-) -> kareo_dock_core::run::CachedSecrets<SecretsManagerSource> {
-    kareo_dock_core::run::CachedSecrets::new(
+) -> domain::invocation::CachedSecrets<SecretsManagerSource> {
+    domain::invocation::CachedSecrets::new(
         SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(sdk)),
         std::time::Duration::from_secs(300),
     )

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use domain::ports::{HookRegistration, HookStore, Link, LinkKey, LinkStore, StoreError};
 use kareo::Family;
-use kareo_dock_core::ports::{HookRegistration, HookStore, Link, LinkKey, LinkStore, StoreError};
 
 use crate::dynamo::{
     corrupt, epoch, get_epoch, get_str, get_time, s, store_error, t, Item, TTL_ATTRIBUTE,

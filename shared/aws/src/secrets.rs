@@ -1,12 +1,12 @@
 //! Secrets from AWS Secrets Manager.
 
 use aws_sdk_secretsmanager::Client;
-use kareo_dock_core::ports::{SecretError, SecretSource, SecretValue};
+use domain::ports::{SecretError, SecretSource, SecretValue};
 
 use crate::error::describe;
 
 /// Secrets by name from Secrets Manager (`GetSecretValue`, current version). No cache here:
-/// wrap it in `kareo_dock_core::run::CachedSecrets`.
+/// wrap it in `domain::invocation::CachedSecrets`.
 #[derive(Clone, Debug)]
 pub struct SecretsManagerSource {
     /// The Secrets Manager client.

@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kareo::Family;
-use kareo_dock_aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
-use kareo_dock_core::local::LocalStore;
-use kareo_dock_core::ports::{
+use domain::local::LocalStore;
+use domain::ports::{
     kareo_credentials, Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore,
     Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore, SecretError, SecretSource,
     Snapshot, SnapshotStore, StoreError, TenantStore,
 };
-use kareo_dock_core::{ChangeEvent, ChangeKind, TenantConfig};
+use domain::{ChangeEvent, ChangeKind, TenantConfig};
+use kareo::Family;
 
 const A: Family = Family::Appointments;
 const P: Family = Family::Patients;
@@ -65,7 +65,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(unique("kareo-dock-aws-test"));
+        let dir = std::env::temp_dir().join(unique("aws-test"));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -1240,7 +1240,7 @@ async fn lambda_sink_invokes_asynchronously_with_the_events() {
     let (endpoint, st) = lambda_endpoint().await;
     let sink = LambdaSink::new(lambda_client(&endpoint), "kareo-dock-task");
     let batch = events();
-    kareo_dock_core::ports::EventSink::hand_off(&sink, &batch)
+    domain::ports::EventSink::hand_off(&sink, &batch)
         .await
         .unwrap();
     let seen = st.seen.lock().unwrap().clone();
@@ -1254,7 +1254,7 @@ async fn lambda_sink_invokes_asynchronously_with_the_events() {
     assert_eq!(back, batch);
 
     // An empty batch is accepted without a call.
-    kareo_dock_core::ports::EventSink::hand_off(&sink, &[])
+    domain::ports::EventSink::hand_off(&sink, &[])
         .await
         .unwrap();
     assert_eq!(st.seen.lock().unwrap().len(), 1);
@@ -1272,7 +1272,7 @@ async fn lambda_sink_classifies_refusals() {
         (404, "ResourceNotFoundException", "unavailable"),
     ] {
         *st.answer.lock().unwrap() = Some((status, kind));
-        let e = kareo_dock_core::ports::EventSink::hand_off(&sink, &batch)
+        let e = domain::ports::EventSink::hand_off(&sink, &batch)
             .await
             .unwrap_err();
         assert_eq!(e.class, class, "{kind}");
@@ -1292,7 +1292,7 @@ async fn lambda_sink_unreachable_is_unavailable() {
         lambda_client(&format!("http://127.0.0.1:{port}")),
         "kareo-dock-task",
     );
-    let e = kareo_dock_core::ports::EventSink::hand_off(&sink, &events())
+    let e = domain::ports::EventSink::hand_off(&sink, &events())
         .await
         .unwrap_err();
     assert_eq!(e.class, "unavailable");

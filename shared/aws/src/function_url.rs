@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::webhook::HttpRequest;
+use domain::http::HttpRequest;
 
 /// The request, when `payload` is a Function URL event (else `None`: a direct invocation).
 /// The body is kept byte for byte (base64 decoded when the event says so).

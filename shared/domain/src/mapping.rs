@@ -1,154 +1,7 @@
-//! The mapping: a tenant's rules that turn change events into Dock Health tasks (DESIGN.md §3).
-//!
-//! The rules live under `rules:` in the tenant's YAML. Each rule says *when* (an interface — a
-//! record family —, a change kind and conditions on Kareo's own field names) and *then* (a
-//! Dock task, or a deployed workflow/SmartFlow template).
-//!
-//! ```yaml
-//! rules:
-//!   - name: cancelled-appointment-callback   # required, unique in the tenant (ledger key)
-//!     interface: appointments                # a family (see the list below)
-//!     on: updated                            # created | updated | deleted | any
-//!     when:                                  # optional; every condition must hold
-//!       ConfirmationStatus: { changed_from: Scheduled, changed_to: Cancelled }
-//!     task:
-//!       list: Front Desk                     # required: Dock task list, by name
-//!       group: Callbacks                     # optional task group, by name
-//!       description: "Call {PatientFullName} to reschedule {StartDate}"
-//!       assignee: frontdesk@acme.example     # optional: a Dock user's email
-//!       due: 1d                              # optional offset from creation: 30m, 4h, 1d, 1d 12h
-//!       priority: HIGH                       # optional: HIGH | MEDIUM | LOW | NONE (Dock's values)
-//!       patient: true                        # optional (default false): link the Dock patient
-//! ```
-//!
-//! # Rules
-//! - `name` (required): text, unique among the tenant's rules. It keys the ledger (one task per
-//!   event and rule): renaming a rule re-arms it for events not yet handed off only.
-//! - `interface` (required): `appointments`, `patients`, `charges`, `encounters`, `payments`,
-//!   `transactions`, `practices`, `providers`, `service_locations` or `procedure_codes`. The family
-//!   must also be enabled under the tenant's `families:`.
-//! - `on` (required): `created`, `updated`, `deleted` or `any` (all three).
-//! - `when` (optional): a mapping from a field — a simple member of the family's Kareo record
-//!   type, spelled exactly as Kareo does (`ConfirmationStatus`, case-sensitive) — to a condition.
-//!   All conditions of a rule must hold.
-//! - `task` (required): what to create, below.
-//!
-//! # Conditions
-//! A condition is a mapping of one or more of these keys (all must hold), or a shorthand:
-//!
-//! | key | holds when |
-//! | --- | --- |
-//! | `equals: X` | the field's current value is `X` |
-//! | `in: [X, Y]` | the current value is one of the list |
-//! | `matches: 'regex'` | the current value matches the regular expression (unanchored: use `^…$`) |
-//! | `changed: true` | the field changed since the last version handed off |
-//! | `changed_from: X` | it changed, and its previous value was `X` |
-//! | `changed_to: X` | it changed, and its value is now `X` |
-//!
-//! Shorthands: `Field: X` means `{ equals: X }`; `Field: [X, Y]` means `{ in: [X, Y] }`.
-//!
-//! Values are compared as text, exactly (case-sensitive). A field absent from the record reads
-//! as the empty string (Kareo leaves empty members out), both for current values and for the two
-//! sides of a change; a "change" between absent and empty is no change. A value YAML would read
-//! as a number and not write back the same (`1.50`, `007`, `1e3`, `0x1F`) must be quoted, since
-//! the config round-trips through storage.
-//!
-//! **Transitions** (`changed`, `changed_from`, `changed_to`) compare with the per-record snapshot
-//! the poller keeps (`ChangeEvent::changes`). They never hold on a `created` event, and never on
-//! the first sight of a record that was already there before the tenant's start (an `updated`
-//! event without a snapshot): there is no previous version to compare with. `changed_to:
-//! Cancelled` holds when the status *became* Cancelled in this change, not when another field
-//! changes while the status already was Cancelled.
-//!
-//! # Task
-//! - `list` (required): the Dock task list's name.
-//! - `group` (optional): a task group of that list, by name. Required with `workflow`.
-//! - `workflow` (optional): deploy this workflow/SmartFlow template (by name) into the list and
-//!   group instead of creating one task. The template brings its own tasks, assignees, due dates
-//!   and priorities, so `assignee`, `due` and `priority` are rejected with it; `description` is
-//!   optional with it (a name for the deployed workflow) and `patient` links the patient.
-//! - `description` (required without `workflow`): the task's title, a template over the record's
-//!   fields: `{Field}` is replaced by the field's value (empty when absent); `{{` and `}}` write
-//!   literal braces; `{record_id}`, `{family}` and `{kind}` (`created`/`updated`/`deleted`) are
-//!   also available.
-//! - `assignee` (optional): a Dock user's email.
-//! - `due` (optional): how long after the task's creation it is due (`30m`, `4h`, `1d`).
-//! - `priority` (optional): `HIGH`, `MEDIUM`, `LOW` or `NONE`, as Dock spells them.
-//! - `patient` (optional, default `false`): link the Dock patient (found by MRN = Kareo's
-//!   PatientID, else created).
-//!
-//! # One example per interface
-//! ```yaml
-//! rules:
-//!   - name: appointment-cancelled
-//!     interface: appointments
-//!     on: updated
-//!     when:
-//!       ConfirmationStatus: { changed_to: Cancelled }
-//!     task: { list: Front Desk, group: Callbacks, patient: true, due: 1d, priority: HIGH,
-//!             description: "Call {PatientFullName} to reschedule {StartDate}" }
-//!   - name: new-patient-intake
-//!     interface: patients
-//!     on: created
-//!     task:
-//!       list: Front Desk
-//!       group: New Patients
-//!       workflow: New Patient Intake          # deploys the template's tasks
-//!       patient: true
-//!   - name: charge-on-hold
-//!     interface: charges
-//!     on: any
-//!     when:
-//!       Status: { changed_to: On Hold }
-//!     task: { list: Billing, description: "Charge {ID} ({ProcedureCode}) on hold", priority: MEDIUM }
-//!   - name: encounter-rejected
-//!     interface: encounters
-//!     on: updated
-//!     when:
-//!       EncounterStatus: { in: [Rejected, Denied] }
-//!     task: { list: Billing, description: "Encounter {EncounterID} for {PatientLastName}: {EncounterStatus}" }
-//!   - name: large-payment
-//!     interface: payments
-//!     on: created
-//!     when:
-//!       Amount: { matches: '^[0-9]{4,}(\.[0-9]+)?$' }
-//!     task: { list: Billing, description: "Payment {ID} of {Amount} from {PayerName}", assignee: billing@acme.example }
-//!   - name: patient-refund
-//!     interface: transactions
-//!     on: created
-//!     when:
-//!       Type: Refund                          # shorthand for { equals: Refund }
-//!     task: { list: Billing, description: "Refund {Amount} to {PatientFullName}", patient: true }
-//!   - name: practice-deactivated
-//!     interface: practices
-//!     on: updated
-//!     when:
-//!       Active: { changed_to: 'false' }
-//!     task: { list: Admin, description: "Practice {PracticeName} was deactivated in Kareo" }
-//!   - name: new-provider
-//!     interface: providers
-//!     on: created
-//!     task: { list: Admin, description: "Credential {FullName} ({NationalProviderIdentifier})", due: 7d }
-//!   - name: location-changed
-//!     interface: service_locations
-//!     on: updated
-//!     when:
-//!       AddressLine1: { changed: true }
-//!     task: { list: Admin, description: "Check {Name}'s new address: {AddressLine1}, {City}" }
-//!   - name: procedure-code-retired
-//!     interface: procedure_codes
-//!     on: any
-//!     when:
-//!       Active: { changed_from: 'true', changed_to: 'false' }
-//!     task: { list: Billing, description: "Code {ProcedureCode} retired {{check fee schedules}}" }
-//! ```
-//!
-//! # Errors
-//! [`Mapping::from_tenant_yaml`] checks the whole mapping before anything runs and reports every
-//! problem, each with the file, the line and a reason naming the rule (`rules[0]
-//! cancelled-appointment-callback: when.ConfirmationStatus: unknown condition 'changed_too'
-//! (expected equals, in, changed, changed_from, changed_to, matches)`). Reasons name rules,
-//! keys, fields and placeholders only, never a condition's value.
+//! The mapping: a tenant's `rules:` that turn change events into Dock Health tasks or deployed
+//! workflows (DESIGN.md §3): rules, conditions, templates and their checks with file:line errors.
+//! Every key, condition and placeholder is documented once, in `docs/configuration.md` ("Task
+//! rules"), which is also the documentation of [`crate::tenant`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -158,8 +11,8 @@ use kareo::Family;
 use regex::Regex;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
+use crate::config::ConfigError;
 use crate::event::{ChangeEvent, ChangeKind, FieldChange};
-use crate::tenant::ConfigError;
 
 pub use dock::Priority;
 
@@ -1235,20 +1088,16 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    /// The per-interface example of the module docs, as written there.
+    /// The per-interface example of the configuration reference, as written there.
     fn doc_example() -> String {
-        let src = include_str!("mapping.rs");
+        let src = include_str!("../../../docs/configuration.md");
         let start = src
-            .find("//! # One example per interface\n//! ```yaml\n")
+            .find("### One example per interface\n```yaml\n")
             .expect("doc example");
         src[start..]
             .lines()
             .skip(2)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| {
-                l.strip_prefix("//! ")
-                    .unwrap_or(l.trim_start_matches("//!"))
-            })
+            .take_while(|l| !l.starts_with("```"))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -1,30 +1,4 @@
-//! Tenant configuration: one Kareo account (optionally one practice in it) served into one Dock
-//! organisation.
-//!
-//! ```yaml
-//! tenant: acme                        # id: letters, digits, '-', '_'
-//! timezone: America/New_York          # IANA zone: how Kareo's offset-less dates are read
-//! start: 2026-09-01T00:00:00Z         # where a new cursor starts (backfill)
-//! kareo:
-//!   secret: kareo/acme                # secret name: {"customer_key","user","password"}
-//!   practice: Acme Family Practice    # PracticeName filter
-//!   practice_id: 1                    # optional PracticeID filter
-//! dock:
-//!   secret: dock/acme                 # {"client_id","client_secret","api_key","organization_id","user_id"}
-//! safety_lag: 2m                      # optional: windows end at now − safety_lag
-//! families:                           # enabled families; each may override:
-//!   appointments: { lookback: 2h, max_window: 7d }
-//!   patients: {}
-//!   charges: { start: 2026-09-15T00:00:00Z }
-//! rules: []                           # the mapping (task creation)
-//! webhooks: { rules: [] }             # optional: Dock webhooks → Kareo writes (crate::webhook)
-//! ```
-//!
-//! Every check happens while the YAML is read, so an error names the file, the line and the
-//! reason: an unknown key, family or zone, a malformed duration, a window above Kareo's limit,
-//! and every problem of the mapping ([`crate::mapping`]; a rule's interface must also be an
-//! enabled family). Several mapping problems make one error whose reason lists them, one per
-//! line, each prefixed `line N:`; the error's own line is the first problem's.
+#![doc = include_str!("../../../docs/configuration.md")]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +9,7 @@ use chrono_tz::Tz;
 use kareo::Family;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::config::ConfigError;
 use crate::mapping::Mapping;
 
 /// A tenant's configuration.
@@ -64,12 +39,12 @@ pub struct TenantConfig {
     /// The mapping read from `rules` (checked by [`TenantConfig::from_yaml`]).
     #[serde(skip)]
     pub mapping: Mapping,
-    /// Dock webhooks → Kareo write commands (see [`crate::webhook`]); absent: none.
+    /// Dock webhooks → Kareo write commands (see [`crate::hooks`]); absent: none.
     #[serde(default, skip_serializing_if = "serde_yaml_ng::Value::is_null")]
     pub webhooks: serde_yaml_ng::Value,
     /// The webhook rules read from `webhooks` (checked by [`TenantConfig::from_yaml`]).
     #[serde(skip)]
-    pub hooks: crate::webhook::WebhookConfig,
+    pub hooks: crate::hooks::WebhookConfig,
 }
 
 /// Kareo settings of a tenant.
@@ -118,18 +93,6 @@ pub struct FamilySettings {
 
 fn default_lag() -> Duration {
     Duration::from_secs(120)
-}
-
-/// A configuration that cannot be used: where and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct ConfigError {
-    /// The file (or source name).
-    pub file: String,
-    /// Line (1-based), when known.
-    pub line: Option<usize>,
-    /// What is wrong.
-    pub reason: String,
 }
 
 impl TenantConfig {
@@ -197,7 +160,7 @@ impl TenantConfig {
             }
             Err(es) => es,
         };
-        match crate::webhook::WebhookConfig::from_tenant_yaml(text, source) {
+        match crate::hooks::WebhookConfig::from_tenant_yaml(text, source) {
             Ok(h) => cfg.hooks = h,
             Err(es) => problems.extend(es),
         }

@@ -9,12 +9,12 @@ use kareo::{Credentials, KareoClient, KareoError, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::command::{
-    normalise_gender, patient_field, to_cents, update_body, Command, Data, FieldKind,
-    PatientChanges, Problem,
+use domain::command::{
+    normalise_gender, to_cents, update_body, Command, Data, PatientChanges, Problem,
 };
-use crate::ports::*;
-use crate::tenant::TenantConfig;
+use domain::op::{patient_field, FieldKind};
+use domain::ports::*;
+use domain::tenant::TenantConfig;
 
 /// Where a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! The ports through which the sync logic talks to the outside: cursors, snapshots, tenants,
 //! secrets, the hand-off of change events, and the clock. Adapters: DynamoDB / Secrets Manager /
-//! Lambda (crate `kareo-dock-aws`), files (same crate), memory ([`crate::memory`]).
+//! Lambda (crate `aws`), files and memory ([`crate::local`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

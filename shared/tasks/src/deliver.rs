@@ -28,11 +28,11 @@ use dock::{DockClient, DockError, DockSecret};
 use kareo::{Credentials, Family};
 use serde::Serialize;
 
-use crate::event::ChangeEvent;
-use crate::mapping::{Rule, TaskSpec};
-use crate::ports::*;
-use crate::source::KareoSource;
-use crate::tenant::TenantConfig;
+use domain::event::ChangeEvent;
+use domain::mapping::{Rule, TaskSpec};
+use domain::ports::*;
+use domain::source::KareoSource;
+use domain::tenant::TenantConfig;
 
 /// The stamp on every task this product creates: `kareo-dock ref: <ledger key>`.
 pub fn reference(key: &str) -> String {

@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::hex;
-use crate::ports::{HookRegistration, HookStore, StoreError, TenantStore};
-use crate::tenant::TenantConfig;
+use domain::ports::{HookRegistration, HookStore, StoreError, TenantStore};
+use domain::tenant::TenantConfig;
 
 /// Deliveries larger than this are refused before anything else (Dock's events are a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;

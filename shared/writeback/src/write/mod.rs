@@ -5,7 +5,7 @@
 //! CreatePayment. Its data is checked before anything is sent, and every problem is reported
 //! together, naming the field ([`Problem`]).
 //!
-//! **Exactly once** (DESIGN §3), keyed `write#<tenant>#<id>` in the [`crate::ports::Ledger`]:
+//! **Exactly once** (DESIGN §3), keyed `write#<tenant>#<id>` in the [`domain::ports::Ledger`]:
 //! 1. claim (`pending` with a lease) — a `done` or `needs_review` id answers with the stored
 //!    result without calling Kareo (a repeat with other data is refused); a live claim answers
 //!    `in_progress`;
@@ -24,7 +24,7 @@
 //!    pending: the same command sent after the lease reconciles again.
 //!
 //! **UpdatePatient** is a read-modify-write: GetPatient, then every patient field this product
-//! manages ([`command::PATIENT_FIELDS`]) is sent — the current value, or the new one where the
+//! manages ([`domain::op::PATIENT_FIELDS`]) is sent — the current value, or the new one where the
 //! command names the field (`null` clears a clearable field) — so whether Kareo clears omitted
 //! members (undocumented) does not matter for those fields; then the patient is read back and
 //! each field the command set is compared. A field that did not take → `needs_review` naming
@@ -35,8 +35,8 @@
 //! ledger reasons carry ids and error classes; Kareo's own error text is returned to the
 //! caller only.
 
-pub mod command;
 pub mod exec;
 
-pub use command::{Command, Data, Op, Problem};
+pub use domain::command::{Command, Data, Problem};
+pub use domain::op::Op;
 pub use exec::{run_command, WriteResult, WriteStatus, Writer};

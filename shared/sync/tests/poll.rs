@@ -5,13 +5,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::ports::{Clock, CursorStore};
+use domain::{ChangeKind, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_core::local::{LocalSecrets, LocalStore, RecordingSink};
-use kareo_dock_core::ports::{Clock, CursorStore};
-use kareo_dock_core::run::poll_tenants;
-use kareo_dock_core::{ChangeKind, Mode, Outcome, PollConfig, Poller, TenantConfig};
 use kareo_sim::{KareoSim, SimConfig};
+use sync::run::poll_tenants;
+use sync::{Mode, Outcome, PollConfig, Poller};
 
 struct SimClock(KareoSim);
 impl Clock for SimClock {
@@ -109,7 +110,7 @@ impl World {
         }
     }
 
-    async fn run(&self, family: Family, mode: Mode) -> kareo_dock_core::Report {
+    async fn run(&self, family: Family, mode: Mode) -> sync::Report {
         self.poller()
             .run(&self.tenant, &self.creds(), family, mode, None)
             .await

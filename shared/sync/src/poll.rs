@@ -28,11 +28,11 @@ use kareo::{Credentials, Family, KareoError, Record};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::event::{diff, event_id, ChangeEvent, ChangeKind};
-use crate::policy::{self, Source};
-use crate::ports::*;
-use crate::source::KareoSource;
-use crate::tenant::TenantConfig;
+use domain::event::{diff, event_id, ChangeEvent, ChangeKind};
+use domain::policy::{self, Source};
+use domain::ports::*;
+use domain::source::KareoSource;
+use domain::tenant::TenantConfig;
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -401,7 +401,7 @@ where
     fn bounds(
         &self,
         tenant: &TenantConfig,
-        settings: crate::tenant::Effective,
+        settings: domain::tenant::Effective,
         position: Option<DateTime<Utc>>,
         mode: Mode,
         now: DateTime<Utc>,

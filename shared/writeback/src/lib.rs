@@ -1,0 +1,6 @@
+//! Write-back: write commands run against Kareo exactly once ([`mod@write`]), and Dock webhook
+//! deliveries, authenticated, turned into write commands by the tenant's rules ([`webhook`]).
+//! What the write and webhook functions need.
+
+pub mod webhook;
+pub mod write;

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The architecture as a check: crates by job with arrows that only point down, and no module
+cycle inside any crate. Run by scripts/test; exit 1 names the offending arrow or cycle.
+
+Layers (a crate may depend only on crates in lower layers):
+  0  kareo, dock                     the API clients
+  1  kareo-sim, dock-sim, domain     simulators; the vocabulary (config, events, ports)
+  2  sync, tasks, writeback          the jobs (never each other)
+  3  aws                             the AWS adapters (edges)
+  4  functions/*, cli, tests, bench  binaries and end-to-end tests
+"""
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER = {"kareo": 0, "dock": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
+         "sync": 2, "tasks": 2, "writeback": 2, "aws": 3}
+# What each function binary's job needs, and nothing else.
+FUNCTION_JOB = {"poll": "sync", "task": "tasks", "write": "writeback", "webhook": "writeback"}
+JOBS = {"sync", "tasks", "writeback"}
+
+problems = []
+
+
+def deps(manifest):
+    d = tomllib.loads(manifest.read_text())
+    return {k: v for k, v in d.get("dependencies", {}).items()}
+
+
+def workspace_crates():
+    ws = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]
+    return [ROOT / m for m in ws["members"]]
+
+
+for path in workspace_crates():
+    manifest = path / "Cargo.toml"
+    name = tomllib.loads(manifest.read_text())["package"]["name"]
+    mine = LAYER.get(name, 4)
+    if path.parent.name == "shared" and path.name != name:
+        problems.append(f"{path.relative_to(ROOT)}: folder name differs from package '{name}'")
+    for dep in deps(manifest):
+        if dep in LAYER and LAYER[dep] >= mine:
+            problems.append(f"{name} depends on {dep}: arrows must point down (layer {mine} → {LAYER[dep]})")
+    if path.parent.name == "functions":
+        jobs = {d for d in deps(manifest) if d in JOBS}
+        want = {FUNCTION_JOB[path.name]}
+        if jobs != want:
+            problems.append(f"functions/{path.name} depends on jobs {sorted(jobs)}, its job is {sorted(want)}")
+
+
+def module_of(src, f):
+    rel = f.relative_to(src).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] in ("lib", "main", "mod"):
+        parts = parts[:-1]
+    return "::".join(parts)
+
+
+USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+SUPER = re.compile(r"\bsuper::([a-z_][a-z0-9_]*)")
+for path in workspace_crates():
+    src = path / "src"
+    if not src.is_dir():
+        continue
+    files = sorted(src.rglob("*.rs"))
+    top = {}
+    for f in files:
+        m = module_of(src, f)
+        if m:
+            top.setdefault(m.split("::")[0], []).append(f)
+    graph = {m: set() for m in top}
+    for m, fs in top.items():
+        for f in fs:
+            text = f.read_text()
+            # Unit tests may reach anywhere in their crate.
+            text = text.split("#[cfg(test)]\nmod tests")[0]
+            for line in text.splitlines():
+                if line.lstrip().startswith("//"):
+                    continue
+                for t in USE.findall(line):
+                    if t in graph and t != m:
+                        graph[m].add(t)
+    # Cycles (depth-first search with colours).
+    colour = {}
+    stack = []
+
+    def visit(n):
+        colour[n] = 1
+        stack.append(n)
+        for t in sorted(graph[n]):
+            if colour.get(t) == 1:
+                cyc = stack[stack.index(t):] + [t]
+                problems.append(f"{path.relative_to(ROOT)}: module cycle {' → '.join(cyc)}")
+            elif t not in colour:
+                visit(t)
+        stack.pop()
+        colour[n] = 2
+
+    for n in sorted(graph):
+        if n not in colour:
+            visit(n)
+
+if problems:
+    print("layer check failed:")
+    for p in problems:
+        print("  " + p)
+    sys.exit(1)
+print(f"layers: {len(workspace_crates())} crates, arrows point down, no module cycles")
