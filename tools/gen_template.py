@@ -13,18 +13,21 @@ template differs, then runs cfn-lint and `sam validate --lint` on it.
 import sys
 from pathlib import Path
 
-# (family, logical name part, rate parameter, flexible window minutes, lag alarm threshold s)
+# The same table as `domain::policy` (the family's schedule, its lag alarm and whether deleted
+# records are re-checked); a test there fails when the two differ.
+# (family, logical name part, rate parameter, flexible window minutes, lag alarm threshold s,
+#  hourly deletion re-check)
 FAMILIES = [
-    ("appointments", "Appointments", "FrequentRate", 2, 3600),
-    ("patients", "Patients", "FrequentRate", 3, 3600),
-    ("charges", "Charges", "BillingRate", 4, 7200),
-    ("encounters", "Encounters", "BillingRate", 2, 7200),
-    ("payments", "Payments", "BillingRate", 3, 7200),
-    ("transactions", "Transactions", "BillingRate", 4, 7200),
-    ("practices", "Practices", "ReferenceRate", 2, 86400),
-    ("providers", "Providers", "ReferenceRate", 3, 86400),
-    ("service_locations", "ServiceLocations", "ReferenceRate", 4, 86400),
-    ("procedure_codes", "ProcedureCodes", "ReferenceRate", 2, 86400),
+    ("appointments", "Appointments", "FrequentRate", 2, 3600, True),
+    ("patients", "Patients", "FrequentRate", 3, 3600, False),
+    ("charges", "Charges", "BillingRate", 4, 7200, False),
+    ("encounters", "Encounters", "BillingRate", 2, 7200, False),
+    ("payments", "Payments", "BillingRate", 3, 7200, False),
+    ("transactions", "Transactions", "BillingRate", 4, 7200, False),
+    ("practices", "Practices", "ReferenceRate", 2, 86400, False),
+    ("providers", "Providers", "ReferenceRate", 3, 86400, False),
+    ("service_locations", "ServiceLocations", "ReferenceRate", 4, 86400, False),
+    ("procedure_codes", "ProcedureCodes", "ReferenceRate", 2, 86400, False),
 ]
 
 HEADER = """\
@@ -230,12 +233,12 @@ def logs_and_alarm(name, slug, what):
 """
 
 
-def poll(family, part, rate, window, lag):
+def poll(family, part, rate, window, lag, recheck_deletes):
     name = f"Poll{part}"
     slug = "poll-" + family.replace("_", "-")
     what = family.replace("_", " ")
     deletes = ""
-    if family == "appointments":
+    if recheck_deletes:
         deletes = """        DeleteRecheck:
           Type: ScheduleV2
           Properties:
