@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dock_sim::{Fault as DockFault, FaultRule as DockRule};
-use domain::ports::{Claim, CursorStore, Ledger};
+use domain::ports::{Claim, CursorStore, ErrorClass, Ledger};
 use kareo::Family;
 use kareo_dock_tests::pipeline::{expected_keys, world_with_rules, World, FAMILIES, RULES};
 use kareo_dock_tests::{moto, unique};
@@ -207,7 +207,7 @@ async fn run_row(row: &Row) -> String {
     let first = format!(
         "{} {}",
         pay.outcome.name(),
-        pay.outcome.class().unwrap_or("")
+        pay.outcome.class().map_or("", ErrorClass::name)
     );
     match row.expect {
         Expect::Recovers | Expect::RecoversBySplitting => {
@@ -231,14 +231,19 @@ async fn run_row(row: &Row) -> String {
                     assert_eq!(r.outcome, Outcome::Done, "{}: {r:?}", row.name);
                     continue;
                 }
-                assert_eq!(r.outcome.class(), Some(class), "{}: {r:?}", row.name);
+                assert_eq!(
+                    r.outcome.class().map(ErrorClass::name),
+                    Some(class),
+                    "{}: {r:?}",
+                    row.name
+                );
                 let c = store
                     .load("acme", r.family)
                     .await
                     .unwrap()
                     .expect("the failure is on the cursor");
                 assert_eq!(
-                    c.last_error.as_ref().map(|e| e.class.as_str()),
+                    c.last_error.as_ref().map(|e| e.class.name()),
                     Some(class),
                     "{}",
                     row.name
@@ -586,7 +591,11 @@ async fn a_conditional_conflict_on_a_lease_or_a_claim_defers_the_work_and_loses_
     // The claimed task is not this runner's to create, nor to count as done: the batch is
     // retried and the cursor stays before it.
     let appts = by(Family::Appointments);
-    assert_eq!(appts.outcome.class(), Some("sink_retry"), "{appts:?}");
+    assert_eq!(
+        appts.outcome.class().map(ErrorClass::name),
+        Some("sink_retry"),
+        "{appts:?}"
+    );
     let refs = w.task_refs();
     assert!(refs.binary_search(claimed).is_err());
 

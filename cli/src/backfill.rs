@@ -264,7 +264,7 @@ impl Ctx<'_> {
                 Err(e) => {
                     let mut r = Report::skipped(&tenant.tenant, *family);
                     r.outcome = RunOutcome::Failed {
-                        class: "secret".into(),
+                        class: ErrorClass::Secret,
                         message: e.to_string(),
                     };
                     r

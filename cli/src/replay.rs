@@ -229,7 +229,7 @@ async fn local(args: &Args) -> Outcome {
         .map(|f| DeadLetter {
             event: f.event.clone(),
             rule: f.rule.clone(),
-            class: f.class.clone(),
+            class: f.class.to_string(),
             reason: f.reason.clone(),
             permanent: f.permanent,
         })

@@ -140,7 +140,7 @@ fn row(tenant: String, family: &'static str, c: &Cursor, now: DateTime<Utc>) -> 
         high_water: c.high_water,
         last_success: c.last_success_start,
         last_error: c.last_error.as_ref().map(|e| LastError {
-            class: e.class.clone(),
+            class: e.class.to_string(),
             message: e.message.clone(),
             at: e.at,
         }),

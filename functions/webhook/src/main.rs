@@ -44,7 +44,10 @@ async fn main() -> Result<(), Error> {
     // Read the directory before the first request: a cold start costs no query that a
     // caller's request caused (a failure here is retried at the first request).
     if let Err(e) = app.directory.get(&app.store).await {
-        tracing::warn!(class = e.class(), "tenant directory not read at start");
+        tracing::warn!(
+            class = e.class().name(),
+            "tenant directory not read at start"
+        );
     }
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -325,7 +325,9 @@ fn cursor_from(item: &Item) -> Result<Cursor, StoreError> {
                 .map_err(|_| corrupt(item, "last_error"))?
                 .with_timezone(&Utc);
             Some(CursorError {
-                class: field("class")?,
+                class: field("class")?
+                    .parse()
+                    .map_err(|_| corrupt(item, "last_error"))?,
                 message: field("message")?,
                 at,
             })
@@ -531,7 +533,7 @@ impl CursorStore for DynamoStore {
 
     async fn fail(&self, lease: &Lease, error: CursorError) -> Result<(), StoreError> {
         let err = AttributeValue::M(HashMap::from([
-            ("class".to_string(), s(error.class)),
+            ("class".to_string(), s(error.class.name())),
             ("message".to_string(), s(error.message)),
             ("at".to_string(), t(error.at)),
         ]));

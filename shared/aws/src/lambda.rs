@@ -3,7 +3,7 @@
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_sdk_lambda::Client;
-use domain::ports::{EventSink, SinkError};
+use domain::ports::{ErrorClass, EventSink, SinkError};
 use domain::ChangeEvent;
 
 use crate::error::describe;
@@ -39,7 +39,7 @@ impl LambdaSink {
 fn payload(batch: &[ChangeEvent]) -> Result<Vec<u8>, SinkError> {
     let mut buf = b"{\"events\":".to_vec();
     serde_json::to_writer(&mut buf, batch).map_err(|_| SinkError {
-        class: "rejected".into(),
+        class: ErrorClass::SinkRejected,
         message: "an event could not be serialised".into(),
     })?;
     buf.push(b'}');
@@ -47,7 +47,7 @@ fn payload(batch: &[ChangeEvent]) -> Result<Vec<u8>, SinkError> {
 }
 
 /// The class of an `Invoke` failure, from the error code, else the HTTP status.
-fn class(code: Option<&str>, status: Option<u16>) -> &'static str {
+fn class(code: Option<&str>, status: Option<u16>) -> ErrorClass {
     match (code, status) {
         (
             Some(
@@ -57,7 +57,7 @@ fn class(code: Option<&str>, status: Option<u16>) -> &'static str {
                 | "RequestLimitExceeded",
             ),
             _,
-        ) => "throttled",
+        ) => ErrorClass::SinkThrottled,
         (
             Some(
                 "RequestTooLargeException"
@@ -66,11 +66,11 @@ fn class(code: Option<&str>, status: Option<u16>) -> &'static str {
                 | "InvalidParameterValueException",
             ),
             _,
-        ) => "rejected",
-        (Some(_), _) => "unavailable",
-        (None, Some(429)) => "throttled",
-        (None, Some(413)) => "rejected",
-        _ => "unavailable",
+        ) => ErrorClass::SinkRejected,
+        (Some(_), _) => ErrorClass::SinkUnavailable,
+        (None, Some(429)) => ErrorClass::SinkThrottled,
+        (None, Some(413)) => ErrorClass::SinkRejected,
+        _ => ErrorClass::SinkUnavailable,
     }
 }
 
@@ -114,7 +114,7 @@ impl EventSink for LambdaSink {
                     "unexpected Invoke answer"
                 );
                 Err(SinkError {
-                    class: "unavailable".into(),
+                    class: ErrorClass::SinkUnavailable,
                     message: format!(
                         "invoke {}: status {status}, function error {failed}",
                         self.function
@@ -128,13 +128,13 @@ impl EventSink for LambdaSink {
                 tracing::warn!(
                     function = %self.function,
                     error = %label,
-                    class,
+                    class = class.name(),
                     events = batch.len(),
                     bytes,
                     "Invoke failed"
                 );
                 Err(SinkError {
-                    class: class.into(),
+                    class,
                     message: format!("invoke {}: {label}", self.function),
                 })
             }
@@ -150,21 +150,24 @@ mod tests {
     fn classes() {
         assert_eq!(
             class(Some("TooManyRequestsException"), Some(429)),
-            "throttled"
+            "sink_throttled"
         );
         assert_eq!(
             class(Some("RequestTooLargeException"), Some(413)),
-            "rejected"
+            "sink_rejected"
         );
-        assert_eq!(class(Some("ServiceException"), Some(500)), "unavailable");
+        assert_eq!(
+            class(Some("ServiceException"), Some(500)),
+            "sink_unavailable"
+        );
         assert_eq!(
             class(Some("ResourceNotFoundException"), Some(404)),
-            "unavailable"
+            "sink_unavailable"
         );
-        assert_eq!(class(None, Some(429)), "throttled");
-        assert_eq!(class(None, Some(413)), "rejected");
-        assert_eq!(class(None, Some(502)), "unavailable");
-        assert_eq!(class(None, None), "unavailable");
+        assert_eq!(class(None, Some(429)), "sink_throttled");
+        assert_eq!(class(None, Some(413)), "sink_rejected");
+        assert_eq!(class(None, Some(502)), "sink_unavailable");
+        assert_eq!(class(None, None), "sink_unavailable");
     }
 
     #[test]

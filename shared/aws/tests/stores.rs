@@ -15,9 +15,9 @@ use aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::local::LocalStore;
 use domain::ports::{
-    kareo_credentials, Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore,
-    Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore, SecretError, SecretSource,
-    Snapshot, SnapshotStore, StoreError, TenantStore,
+    kareo_credentials, Claim, Cursor, CursorError, CursorStore, ErrorClass, HookRegistration,
+    HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore, SecretError,
+    SecretSource, Snapshot, SnapshotStore, StoreError, TenantStore,
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo::Family;
@@ -259,7 +259,7 @@ mod suite {
         ));
         assert!(is_conflict(s.release(&a).await));
         let err = CursorError {
-            class: "x".into(),
+            class: ErrorClass::Data,
             message: "y".into(),
             at: mins(5),
         };
@@ -363,7 +363,7 @@ mod suite {
         ));
         assert!(is_conflict(s.release(&other).await));
         let err = CursorError {
-            class: "sink".into(),
+            class: ErrorClass::SinkRetry,
             message: "m".into(),
             at: mins(1),
         };
@@ -428,7 +428,7 @@ mod suite {
             .await
             .unwrap();
         let err = CursorError {
-            class: "throttled".into(),
+            class: ErrorClass::KareoThrottled,
             message: "GetAppointments throttled for acme".into(),
             at: mins(2),
         };
@@ -918,7 +918,7 @@ async fn local_dir_persists() {
     s.fail(
         &l,
         CursorError {
-            class: "throttled".into(),
+            class: ErrorClass::KareoThrottled,
             message: "m".into(),
             at: mins(1),
         },
@@ -1266,10 +1266,10 @@ async fn lambda_sink_classifies_refusals() {
     let sink = LambdaSink::new(lambda_client(&endpoint), "kareo-dock-task");
     let batch = events();
     for (status, kind, class) in [
-        (429, "TooManyRequestsException", "throttled"),
-        (413, "RequestTooLargeException", "rejected"),
-        (500, "ServiceException", "unavailable"),
-        (404, "ResourceNotFoundException", "unavailable"),
+        (429, "TooManyRequestsException", "sink_throttled"),
+        (413, "RequestTooLargeException", "sink_rejected"),
+        (500, "ServiceException", "sink_unavailable"),
+        (404, "ResourceNotFoundException", "sink_unavailable"),
     ] {
         *st.answer.lock().unwrap() = Some((status, kind));
         let e = domain::ports::EventSink::hand_off(&sink, &batch)
@@ -1295,7 +1295,7 @@ async fn lambda_sink_unreachable_is_unavailable() {
     let e = domain::ports::EventSink::hand_off(&sink, &events())
         .await
         .unwrap_err();
-    assert_eq!(e.class, "unavailable");
+    assert_eq!(e.class, "sink_unavailable");
     assert!(
         e.message.starts_with("invoke kareo-dock-task: "),
         "{}",

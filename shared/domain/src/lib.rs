@@ -5,6 +5,7 @@
 //! (change events → Dock tasks) and `writeback` (write commands and Dock webhooks → Kareo).
 //! Adapters of AWS services are in `aws`.
 
+pub mod class;
 pub mod command;
 pub mod config;
 pub mod event;

@@ -512,7 +512,7 @@ impl EventSink for RecordingSink {
         if let Some(n) = fa.as_mut() {
             if *n == 0 {
                 return Err(SinkError {
-                    class: "unavailable".into(),
+                    class: ErrorClass::SinkUnavailable,
                     message: "the receiver refused the batch".into(),
                 });
             }
@@ -551,7 +551,7 @@ impl EventSink for JsonlSink {
         use std::io::Write;
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let fail = |e: std::io::Error| SinkError {
-            class: "unavailable".into(),
+            class: ErrorClass::SinkUnavailable,
             message: format!("{}: {}", self.path.display(), e.kind()),
         };
         let mut f = std::fs::OpenOptions::new()
@@ -562,7 +562,7 @@ impl EventSink for JsonlSink {
         let mut buf = Vec::new();
         for e in batch {
             serde_json::to_writer(&mut buf, e).map_err(|_| SinkError {
-                class: "rejected".into(),
+                class: ErrorClass::SinkRejected,
                 message: "an event could not be serialised".into(),
             })?;
             buf.push(b'\n');

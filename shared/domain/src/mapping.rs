@@ -41,7 +41,8 @@ pub struct Rule {
 }
 
 /// The change kinds a rule fires on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
 pub enum On {
     /// New records.
     Created,
@@ -58,19 +59,12 @@ impl On {
 
     /// The value as the YAML spells it.
     pub fn name(self) -> &'static str {
-        match self {
-            On::Created => "created",
-            On::Updated => "updated",
-            On::Deleted => "deleted",
-            On::Any => "any",
-        }
+        self.into()
     }
 
     /// The value with this name.
     pub fn from_name(name: &str) -> Option<On> {
-        [On::Created, On::Updated, On::Deleted, On::Any]
-            .into_iter()
-            .find(|o| o.name() == name)
+        name.parse().ok()
     }
 
     /// Does a change of this kind fire the rule?
@@ -463,36 +457,10 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
     let word = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|c| (distance(&word, &c.to_lowercase()), c))
+        .map(|c| (strsim::osa_distance(&word, &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-/// Edit distance (optimal string alignment: insert, delete, substitute, swap neighbours).
-fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 /// A plausible email address: `local@domain.tld`, no spaces.

@@ -9,7 +9,7 @@
 //! | `EventsHandedOff` | Count | a poll run: change events handed to the task function |
 //! | `DuplicatesSkipped` | Count | a poll run: records whose version was already handed off |
 //! | `WindowSplits` | Count | a poll run: windows split after a failure or a too-large answer |
-//! | `Throttles` | Count | a poll run that failed on Kareo's throttle |
+//! | `Throttles` | Count | a poll run that failed on a throttle (`kareo_throttled`, `store_throttled`, `sink_throttled`) |
 //! | `Errors` | Count | a failed poll run (dimension `ErrorClass`) |
 //! | `LagSeconds` | Seconds | a poll run: now − the cursor position (the lag alarm's input) |
 //! | `TasksCreated`, `WorkflowsDeployed`, `DuplicatesAvoided`, `TaskFailures` | Count | a delivery |

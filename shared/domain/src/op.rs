@@ -6,7 +6,18 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A write operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 pub enum Op {
     /// Kareo CreatePatient.
     CreatePatient,
@@ -35,19 +46,12 @@ impl Op {
 
     /// Kareo's operation name.
     pub fn name(self) -> &'static str {
-        match self {
-            Op::CreatePatient => "CreatePatient",
-            Op::UpdatePatient => "UpdatePatient",
-            Op::CreateAppointment => "CreateAppointment",
-            Op::DeleteAppointment => "DeleteAppointment",
-            Op::CreateEncounter => "CreateEncounter",
-            Op::CreatePayment => "CreatePayment",
-        }
+        self.into()
     }
 
     /// By name (exact).
     pub fn from_name(s: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|o| o.name() == s)
+        s.parse().ok()
     }
 
     /// The `data` fields this operation accepts.

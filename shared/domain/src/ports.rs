@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use kareo::Family;
 use serde::{Deserialize, Serialize};
 
+pub use crate::class::ErrorClass;
 use crate::event::ChangeEvent;
 use crate::tenant::TenantConfig;
 
@@ -31,13 +32,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Short name for metrics and cursors.
-    pub fn class(&self) -> &'static str {
+    /// The class (for metrics, cursors and logs).
+    pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Conflict(_) => "conflict",
-            StoreError::Throttled => "store_throttled",
-            StoreError::Unavailable(_) => "store_unavailable",
-            StoreError::Corrupt(_) => "store_corrupt",
+            StoreError::Conflict(_) => ErrorClass::Conflict,
+            StoreError::Throttled => ErrorClass::StoreThrottled,
+            StoreError::Unavailable(_) => ErrorClass::StoreUnavailable,
+            StoreError::Corrupt(_) => ErrorClass::StoreCorrupt,
         }
     }
 }
@@ -45,8 +46,8 @@ impl StoreError {
 /// The last failure recorded on a cursor: a class and a message naming ids and elements only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CursorError {
-    /// Error class (`security`, `throttled`, `sink`, …).
-    pub class: String,
+    /// Error class.
+    pub class: ErrorClass,
     /// What failed (no PHI, no secrets).
     pub message: String,
     /// When.
@@ -259,8 +260,8 @@ pub async fn kareo_credentials<S: SecretSource>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("hand-off failed ({class}): {message}")]
 pub struct SinkError {
-    /// Class (`throttled`, `unavailable`, `rejected`, …).
-    pub class: String,
+    /// Class (`sink_throttled`, `sink_unavailable`, `sink_rejected`, `sink_retry`).
+    pub class: ErrorClass,
     /// What failed (no PHI).
     pub message: String,
 }

@@ -4,9 +4,21 @@
 
 /// A record family, one per list operation.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Family {
     /// GetPractices / `PracticeData`.
     Practices,
@@ -101,23 +113,12 @@ impl Family {
 
     /// The family's name as configs and events spell it (`service_locations`).
     pub fn name(self) -> &'static str {
-        match self {
-            Family::Practices => "practices",
-            Family::Providers => "providers",
-            Family::ServiceLocations => "service_locations",
-            Family::ProcedureCodes => "procedure_codes",
-            Family::Patients => "patients",
-            Family::Appointments => "appointments",
-            Family::Charges => "charges",
-            Family::Encounters => "encounters",
-            Family::Payments => "payments",
-            Family::Transactions => "transactions",
-        }
+        self.into()
     }
 
     /// The family with this name (see [`Family::name`]).
     pub fn from_name(name: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.name() == name)
+        name.parse().ok()
     }
 
     /// The family whose records have this schema type (`PatientData` → patients).

@@ -12,7 +12,7 @@ pub fn poll_run(report: &Report, now: DateTime<Utc>) -> Emf {
         ("Family", report.family.name().to_string()),
     ];
     if let Outcome::Failed { class, .. } = &report.outcome {
-        dims.insert(1, ("ErrorClass", class.clone()));
+        dims.insert(1, ("ErrorClass", class.name().to_string()));
     }
     let mut m = Emf::new(dims)
         .put("RecordsSeen", "Count", report.records as f64)
@@ -21,7 +21,7 @@ pub fn poll_run(report: &Report, now: DateTime<Utc>) -> Emf {
         .put("WindowSplits", "Count", report.splits as f64);
     if let Outcome::Failed { class, .. } = &report.outcome {
         m = m.put("Errors", "Count", 1.0);
-        if class == "throttled" {
+        if class.is_throttle() {
             m = m.put("Throttles", "Count", 1.0);
         }
     }
@@ -35,6 +35,7 @@ pub fn poll_run(report: &Report, now: DateTime<Utc>) -> Emf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use domain::ports::ErrorClass;
     use kareo::Family;
     use serde_json::{json, Value};
 
@@ -72,14 +73,14 @@ mod tests {
         let now = Utc::now();
         let mut r = report();
         r.outcome = Outcome::Failed {
-            class: "throttled".into(),
+            class: ErrorClass::KareoThrottled,
             message: "GetPayments: 429".into(),
         };
         let m = poll_run(&r, now);
         assert_eq!(m.value("Errors"), Some(1.0));
         assert_eq!(m.value("Throttles"), Some(1.0));
         let v: Value = serde_json::from_str(&m.line(now)).unwrap();
-        assert_eq!(v["ErrorClass"], "throttled");
+        assert_eq!(v["ErrorClass"], "kareo_throttled");
         assert!(
             !m.line(now).contains("GetPayments: 429"),
             "messages are not metrics"

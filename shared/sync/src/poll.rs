@@ -97,7 +97,7 @@ pub enum Outcome {
     /// Failed: the class and a message (ids and elements only).
     Failed {
         /// Error class.
-        class: String,
+        class: ErrorClass,
         /// Message.
         message: String,
     },
@@ -115,9 +115,9 @@ impl Outcome {
     }
 
     /// The error class of a failed run.
-    pub fn class(&self) -> Option<&str> {
+    pub fn class(&self) -> Option<ErrorClass> {
         match self {
-            Outcome::Failed { class, .. } => Some(class),
+            Outcome::Failed { class, .. } => Some(*class),
             _ => None,
         }
     }
@@ -200,12 +200,12 @@ enum RunError {
 }
 
 impl RunError {
-    fn class(&self) -> String {
+    fn class(&self) -> ErrorClass {
         match self {
-            RunError::Kareo(e) => format!("kareo_{}", e.class()),
-            RunError::Store(e) => e.class().to_string(),
-            RunError::Sink(e) => format!("sink_{}", e.class),
-            RunError::Data(_) => "data".into(),
+            RunError::Kareo(e) => ErrorClass::of_kareo(e),
+            RunError::Store(e) => e.class(),
+            RunError::Sink(e) => e.class,
+            RunError::Data(_) => ErrorClass::Data,
         }
     }
 
@@ -391,7 +391,7 @@ where
         report.position = lease.cursor.position;
         tracing::info!(
             tenant = %tenant.tenant, %family, outcome = report.outcome.name(),
-            class = report.outcome.class().unwrap_or(""), windows = report.windows,
+            class = report.outcome.class().map_or("", ErrorClass::name), windows = report.windows,
             records = report.records, events = report.events, duplicates = report.duplicates,
             elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
         );

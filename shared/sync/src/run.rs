@@ -86,7 +86,7 @@ where
                     tracing::warn!(tenant = %t.tenant, %family, error = %e, "no Kareo credentials");
                     let mut r = Report::skipped(&t.tenant, family);
                     r.outcome = Outcome::Failed {
-                        class: "secret".into(),
+                        class: ErrorClass::Secret,
                         message: e.to_string(),
                     };
                     r

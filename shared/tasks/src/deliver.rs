@@ -47,7 +47,7 @@ pub struct Failure {
     /// Rule name.
     pub rule: String,
     /// Error class.
-    pub class: String,
+    pub class: ErrorClass,
     /// What failed (names and ids only).
     pub reason: String,
     /// A retry cannot help (dead-letter it); else retry the batch.
@@ -86,7 +86,7 @@ impl Delivered {
 #[derive(Debug, Clone)]
 pub struct DockFailure {
     /// Class.
-    pub class: String,
+    pub class: ErrorClass,
     /// What failed (no PHI).
     pub reason: String,
     /// A retry cannot help.
@@ -98,7 +98,7 @@ pub struct DockFailure {
 impl From<DockError> for DockFailure {
     fn from(e: DockError) -> Self {
         DockFailure {
-            class: format!("dock_{}", e.class()),
+            class: ErrorClass::of_dock(&e),
             reason: e.to_string(),
             permanent: !e.is_retryable() && !e.is_ambiguous(),
             ambiguous: e.is_ambiguous(),
@@ -106,9 +106,9 @@ impl From<DockError> for DockFailure {
     }
 }
 
-fn permanent(class: &str, reason: String) -> DockFailure {
+fn permanent(class: ErrorClass, reason: String) -> DockFailure {
     DockFailure {
-        class: class.into(),
+        class,
         reason,
         permanent: true,
         ambiguous: false,
@@ -231,7 +231,7 @@ impl DockTasks {
         if let Some(hit) = self.cached(&s.organization_id, &key) {
             return hit.ok_or_else(|| {
                 permanent(
-                    "unknown_list",
+                    ErrorClass::UnknownList,
                     format!("no active Dock task list named '{name}'"),
                 )
             });
@@ -253,7 +253,7 @@ impl DockTasks {
         self.remember(&s.organization_id, key, id.clone());
         id.ok_or_else(|| {
             permanent(
-                "unknown_list",
+                ErrorClass::UnknownList,
                 format!("no active Dock task list named '{name}'"),
             )
         })
@@ -281,7 +281,7 @@ impl DockPort for DockTasks {
                 };
                 Some(id.ok_or_else(|| {
                     permanent(
-                        "unknown_group",
+                        ErrorClass::UnknownGroup,
                         format!("no task group '{g}' in list '{}'", task.list),
                     )
                 })?)
@@ -301,7 +301,10 @@ impl DockPort for DockTasks {
                     }
                 };
                 Some(id.ok_or_else(|| {
-                    permanent("unknown_workflow", format!("no workflow template '{w}'"))
+                    permanent(
+                        ErrorClass::UnknownWorkflow,
+                        format!("no workflow template '{w}'"),
+                    )
                 })?)
             }
         };
@@ -320,7 +323,7 @@ impl DockPort for DockTasks {
                 };
                 Some(id.ok_or_else(|| {
                     permanent(
-                        "unknown_assignee",
+                        ErrorClass::UnknownAssignee,
                         "the rule's assignee is not a Dock user of this organisation".into(),
                     )
                 })?)
@@ -372,7 +375,10 @@ impl DockPort for DockTasks {
         patient: Option<&str>,
     ) -> Result<String, DockFailure> {
         let (Some(group), Some(template)) = (&ids.group, &ids.template) else {
-            return Err(permanent("rule", "a workflow needs a task group".into()));
+            return Err(permanent(
+                ErrorClass::Rule,
+                "a workflow needs a task group".into(),
+            ));
         };
         let body = dock::DeployWorkflow {
             task_list: dock::Ref::new(ids.list.clone()),
@@ -487,7 +493,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         out: &mut Delivered,
     ) -> Result<(), DockFailure> {
         let store = |e: StoreError| DockFailure {
-            class: e.class().into(),
+            class: e.class(),
             reason: e.to_string(),
             permanent: false,
             ambiguous: false,
@@ -514,7 +520,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                 // Another delivery holds the claim. Counting it done would lose the task if
                 // that holder died before creating it: retry until done or expired.
                 return Err(DockFailure {
-                    class: "held".into(),
+                    class: ErrorClass::Held,
                     reason: "another delivery holds this (event, rule); retried after its lease"
                         .into(),
                     permanent: false,
@@ -698,7 +704,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         event: &ChangeEvent,
     ) -> Result<Option<String>, DockFailure> {
         let link_fail = |e: StoreError| DockFailure {
-            class: e.class().into(),
+            class: e.class(),
             reason: format!("patient link: {e}"),
             permanent: false,
             ambiguous: false,
@@ -775,7 +781,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         };
         let key = LinkKey::DockTask(task.to_string());
         if let Err(e) = self.ledger.put_link(&tenant.tenant, &key, &link).await {
-            tracing::warn!(tenant = %tenant.tenant, event = %event.id, task, class = e.class(), "task link not recorded");
+            tracing::warn!(tenant = %tenant.tenant, event = %event.id, task, class = %e.class(), "task link not recorded");
         }
     }
 
@@ -867,22 +873,23 @@ where
     }
     let mut total = Delivered::default();
     for (tenant_id, evs) in by_tenant {
-        let fail_all = |total: &mut Delivered, class: &str, reason: String, permanent: bool| {
-            total.events += evs.len();
-            for e in &evs {
-                total.failures.push(Failure {
-                    event: e.id.clone(),
-                    rule: String::new(),
-                    class: class.into(),
-                    reason: reason.clone(),
-                    permanent,
-                });
-            }
-        };
+        let fail_all =
+            |total: &mut Delivered, class: ErrorClass, reason: String, permanent: bool| {
+                total.events += evs.len();
+                for e in &evs {
+                    total.failures.push(Failure {
+                        event: e.id.clone(),
+                        rule: String::new(),
+                        class,
+                        reason: reason.clone(),
+                        permanent,
+                    });
+                }
+            };
         let Some(tenant) = tenants.iter().find(|t| t.tenant == tenant_id) else {
             fail_all(
                 &mut total,
-                "unknown_tenant",
+                ErrorClass::UnknownTenant,
                 format!("no config for tenant '{tenant_id}'"),
                 true,
             );
@@ -897,7 +904,7 @@ where
             Ok(s) => s,
             Err(e) => {
                 let permanent = !matches!(e, SecretError::Unavailable(_));
-                fail_all(&mut total, "secret", e.to_string(), permanent);
+                fail_all(&mut total, ErrorClass::Secret, e.to_string(), permanent);
                 continue;
             }
         };
@@ -992,7 +999,7 @@ where
         }
         if transient {
             return Err(SinkError {
-                class: "retry".into(),
+                class: ErrorClass::SinkRetry,
                 message: "some tasks could not be created yet; the batch will be delivered again"
                     .into(),
             });

@@ -23,7 +23,6 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::hex;
 use domain::ports::{HookRegistration, HookStore, StoreError, TenantStore};
 use domain::tenant::TenantConfig;
 
@@ -64,7 +63,7 @@ impl Token {
 
     /// Lowercase hex SHA-256: what is stored.
     pub fn sha256_hex(&self) -> String {
-        hex(&Sha256::digest(self.0.as_bytes()))
+        hex::encode(Sha256::digest(self.0.as_bytes()))
     }
 
     /// A registration for this token, armed until `armed_until`.
@@ -84,13 +83,8 @@ impl Token {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -229,7 +223,7 @@ impl DirectoryCache {
                     // Keep serving the old directory; try again after another TTL.
                     *self.held.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((Instant::now(), d.clone()));
-                    tracing::warn!(class = e.class(), "tenant directory refresh failed");
+                    tracing::warn!(class = e.class().name(), "tenant directory refresh failed");
                     Ok(d)
                 }
                 None => {

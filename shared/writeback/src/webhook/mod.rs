@@ -75,25 +75,11 @@ impl WebhookSecret {
 
 type HmacSha256 = Hmac<Sha256>;
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The answer to Dock's verification challenge: lowercase hex HMAC-SHA256(secret, message).
 pub fn challenge_digest(secret: &str, message: &str) -> String {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(message.as_bytes());
-    hex(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Why a delivery was refused.
@@ -137,7 +123,7 @@ pub fn verify_any(
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => t = v.trim().parse().ok(),
-            Some(("v1", v)) => sigs.push(unhex(v.trim()).ok_or(Refused::NoSignature)?),
+            Some(("v1", v)) => sigs.push(hex::decode(v.trim()).map_err(|_| Refused::NoSignature)?),
             _ => {}
         }
     }
@@ -590,7 +576,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             .settle(key, &self.writer.owner, entry)
             .await
         {
-            tracing::warn!(class = e.class(), "webhook ledger settle failed");
+            tracing::warn!(class = e.class().name(), "webhook ledger settle failed");
         }
     }
 
@@ -869,7 +855,7 @@ mod tests {
         let now = Utc::now();
         let mut mac = HmacSha256::new_from_slice(b"s3cret").unwrap();
         mac.update(body);
-        let sig = hex(&mac.finalize().into_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
         let h = format!("t={},v1={sig}", now.timestamp());
         let age = Duration::from_secs(300);
         assert_eq!(verify("s3cret", Some(&h), body, now, age), Ok(()));

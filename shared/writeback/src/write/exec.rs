@@ -806,7 +806,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         match self.ledger.settle(key, &self.owner, entry).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(class = e.class(), "ledger settle failed");
+                tracing::warn!(class = e.class().name(), "ledger settle failed");
                 false
             }
         }
@@ -833,7 +833,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
 
     async fn release(&self, key: &str) {
         if let Err(e) = self.ledger.release(key, &self.owner).await {
-            tracing::warn!(class = e.class(), "ledger release failed");
+            tracing::warn!(class = e.class().name(), "ledger release failed");
         }
     }
 }
