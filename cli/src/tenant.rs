@@ -1,5 +1,6 @@
 //! `kareo-dock tenant put`: checks a tenant config (file:line errors) and stores it where the
-//! functions read it (the state directory or the DynamoDB table).
+//! functions read it (the state directory or the DynamoDB table), as the operator wrote it;
+//! `kareo-dock tenant get`: prints that text back.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,18 @@ pub enum Verb {
     /// Check a tenant config and store it (creating or replacing the tenant's config). An
     /// invalid config is refused with the file, the line and the reason, and nothing is stored.
     Put(PutArgs),
+    /// Print a stored tenant config, exactly as it was put (comments and quoting included).
+    Get(GetArgs),
+}
+
+/// `tenant get` options.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// The tenant id.
+    #[arg(long)]
+    tenant: String,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `tenant put` options.
@@ -29,11 +42,28 @@ pub struct PutArgs {
     json: bool,
 }
 
-/// Exit codes: 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the state
-/// could not be written.
+/// Exit codes: `put` 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the
+/// state could not be written. `get` 0 printed; 1 no such tenant; 3 the state could not be read.
 pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
-    let Verb::Put(args) = verb;
-    common::runtime()?.block_on(async { common::finish(put(args).await) })
+    common::runtime()?.block_on(async {
+        common::finish(match verb {
+            Verb::Put(args) => put(args).await,
+            Verb::Get(args) => get(args).await,
+        })
+    })
+}
+
+async fn get(args: GetArgs) -> Outcome {
+    let store = args.store.open().await?;
+    let tenants = with_store!(&store, s => s.tenants().await).map_err(common::store_exit)?;
+    let Some(t) = tenants.iter().find(|t| t.tenant == args.tenant) else {
+        return Err(Exit(
+            common::USAGE,
+            format!("no tenant '{}' is stored", args.tenant),
+        ));
+    };
+    print!("{}", t.to_yaml());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn put(args: PutArgs) -> Outcome {

@@ -543,6 +543,29 @@ async fn tenant_put_stores_a_valid_config_and_refuses_an_invalid_one_naming_the_
     assert_eq!(stored[0].families.len(), 1);
 }
 
+#[tokio::test]
+async fn tenant_get_prints_back_exactly_the_text_that_was_put() {
+    let env = Env::start("tenant-get").await;
+    let cfg = env.config("acme.yaml", &["payments"], PAYMENT_RULE);
+    // A comment, a quoted number with leading zeros, a decimal and flow style: a re-serialised
+    // config would lose or rewrite each of them.
+    let original = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "families:",
+        "# the front desk's practice\nfamilies:",
+        1,
+    )
+        + "webhooks:\n  max_age: 5m   # Dock's retries\n  ignore_users: ['007', \"1.50\"]\n";
+    std::fs::write(&cfg, &original).unwrap();
+    let state = env.state();
+    let out = run(env.cmd(&["tenant", "put", p(&cfg), "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(env.cmd(&["tenant", "get", "--tenant", "acme", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), original);
+    let out = run(env.cmd(&["tenant", "get", "--tenant", "zeta", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
 // ---------------------------------------------------------------------------------------------
 // backfill
 // ---------------------------------------------------------------------------------------------

@@ -169,9 +169,12 @@ impl Seed {
         }
     }
 
-    /// Reads a seed from YAML.
+    /// Reads a seed from YAML (the same document as JSON would be).
     pub fn from_yaml(text: &str) -> Result<Seed, String> {
-        serde_yaml_ng::from_str(text).map_err(|e| format!("seed YAML: {e}"))
+        use saphyr::LoadableYamlNode;
+        let docs = saphyr::Yaml::load_from_str(text).map_err(|e| format!("seed YAML: {e}"))?;
+        let doc = docs.first().map(json_of).unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(doc).map_err(|e| format!("seed YAML: {e}"))
     }
 
     /// Reads a seed from JSON.
@@ -188,6 +191,34 @@ impl Seed {
         } else {
             Seed::from_yaml(&text)
         }
+    }
+}
+
+/// A YAML node as the JSON value it denotes (keys as text).
+fn json_of(y: &saphyr::Yaml) -> serde_json::Value {
+    use saphyr::{Scalar, Yaml};
+    use serde_json::Value;
+    match y {
+        Yaml::Value(Scalar::String(s)) | Yaml::Representation(s, _, _) => {
+            Value::String(s.to_string())
+        }
+        Yaml::Value(Scalar::Integer(i)) => Value::from(*i),
+        Yaml::Value(Scalar::FloatingPoint(f)) => Value::from(f.into_inner()),
+        Yaml::Value(Scalar::Boolean(b)) => Value::Bool(*b),
+        Yaml::Sequence(items) => Value::Array(items.iter().map(json_of).collect()),
+        Yaml::Mapping(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let key = match json_of(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, json_of(v))
+                })
+                .collect(),
+        ),
+        Yaml::Tagged(_, inner) => json_of(inner),
+        _ => Value::Null,
     }
 }
 

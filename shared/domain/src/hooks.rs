@@ -42,10 +42,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, Scalar, YamlData};
 use serde_json::Value;
 
-use crate::config::ConfigError;
+use crate::config::{self, ConfigError, Reader};
 use crate::op::{valid_id, Op};
 
 /// A tenant's webhook settings.
@@ -276,18 +276,13 @@ fn scalar(n: &MarkedYaml) -> Option<Value> {
     }
 }
 
-struct P<'s> {
-    source: &'s str,
-    errors: Vec<ConfigError>,
+struct P<'r, 's> {
+    r: &'r mut Reader<'s>,
 }
 
-impl P<'_> {
+impl P<'_, '_> {
     fn err(&mut self, line: usize, reason: String) {
-        self.errors.push(ConfigError {
-            file: self.source.to_string(),
-            line: Some(line),
-            reason,
-        });
+        self.r.error(line, reason);
     }
 
     fn text(&mut self, n: &MarkedYaml, what: &str) -> Option<String> {
@@ -381,7 +376,7 @@ impl P<'_> {
             self.err(at, format!("webhooks.rules[{i}]: expected a mapping"));
             return None;
         };
-        let before = self.errors.len();
+        let before = self.r.problems();
         let mut get = BTreeMap::new();
         for (k, v) in m.iter() {
             let key = k.data.as_str().unwrap_or("");
@@ -528,7 +523,7 @@ impl P<'_> {
                 );
             }
         }
-        if self.errors.len() > before {
+        if self.r.problems() > before {
             return None;
         }
         Some(HookRule {
@@ -550,29 +545,39 @@ pub fn modifies_existing(op: Op) -> bool {
 
 impl WebhookConfig {
     /// Reads and checks the `webhooks:` section of a tenant's YAML (absent: disabled). Every
-    /// problem is reported with its line.
+    /// problem is reported with its line. (The tenant reader calls [`WebhookConfig::read`] on
+    /// the file it already parsed.)
     pub fn from_tenant_yaml(text: &str, source: &str) -> Result<WebhookConfig, Vec<ConfigError>> {
-        let mut p = P {
-            source,
-            errors: Vec::new(),
-        };
-        let Ok(docs) = MarkedYaml::load_from_str(text) else {
-            // The mapping's reader reports unreadable YAML.
+        let Ok(root) = config::load(text, source) else {
+            // The tenant reader reports unreadable YAML.
             return Ok(WebhookConfig::default());
         };
-        let section = match docs.first().map(|d| &d.data) {
-            Some(YamlData::Mapping(m)) => m
+        let mut r = Reader::new(text, source);
+        let section = match &root.data {
+            YamlData::Mapping(m) => m
                 .iter()
                 .find(|(k, _)| k.data.as_str() == Some("webhooks"))
                 .map(|(_, v)| v),
             _ => None,
         };
+        let cfg = WebhookConfig::read(section, &mut r);
+        let errors = r.into_errors();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Reads the `webhooks:` value of a parsed tenant file into `r`'s problems.
+    pub fn read(section: Option<&MarkedYaml>, r: &mut Reader) -> WebhookConfig {
+        let mut p = P { r };
         let mut cfg = WebhookConfig {
             max_age: DEFAULT_MAX_AGE,
             ..WebhookConfig::default()
         };
         let Some(section) = section.filter(|v| !v.data.is_null()) else {
-            return Ok(cfg);
+            return cfg;
         };
         cfg.enabled = true;
         let YamlData::Mapping(m) = &section.data else {
@@ -580,7 +585,7 @@ impl WebhookConfig {
                 line(section),
                 "webhooks: expected a mapping (max_age, ignore_users, rules)".into(),
             );
-            return Err(p.errors);
+            return cfg;
         };
         for (k, v) in m.iter() {
             match k.data.as_str().unwrap_or("") {
@@ -633,12 +638,7 @@ impl WebhookConfig {
                 ),
             }
         }
-        if p.errors.is_empty() {
-            Ok(cfg)
-        } else {
-            p.errors.sort_by_key(|e| e.line);
-            Err(p.errors)
-        }
+        cfg
     }
 }
 

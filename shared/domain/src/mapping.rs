@@ -9,9 +9,9 @@ use std::time::Duration;
 use kareo::schema::Ty;
 use kareo::Family;
 use regex::Regex;
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, Scalar, YamlData};
 
-use crate::config::ConfigError;
+use crate::config::{self, line, suggest, ConfigError, Reader};
 use crate::event::{ChangeEvent, ChangeKind, FieldChange};
 
 pub use dock::Priority;
@@ -367,30 +367,27 @@ impl Mapping {
     }
 
     /// Reads and checks the `rules:` of a tenant's YAML text (absent or null: no rules);
-    /// `source` names the text in errors. Every problem is reported, sorted by line.
+    /// `source` names the text in errors. Every problem is reported, sorted by line. (The
+    /// tenant reader calls [`Mapping::read`] on the file it already parsed.)
     pub fn from_tenant_yaml(text: &str, source: &str) -> Result<Mapping, Vec<ConfigError>> {
-        let mut p = Parser {
-            source,
-            chars: text.chars().collect(),
-            errors: Vec::new(),
-        };
-        let docs = match MarkedYaml::load_from_str(text) {
-            Ok(d) => d,
-            Err(e) => {
-                return Err(vec![ConfigError {
-                    file: source.to_string(),
-                    line: Some(e.marker().line()),
-                    reason: format!("not valid YAML: {}", e.info()),
-                }])
-            }
-        };
-        let rules = match docs.first().map(|d| &d.data) {
-            Some(YamlData::Mapping(m)) => m
-                .iter()
-                .find(|(k, _)| k.data.as_str() == Some("rules"))
-                .map(|(k, v)| (k.span.start.line(), v)),
+        let root = config::load(text, source).map_err(|e| vec![e])?;
+        let mut r = Reader::new(text, source);
+        let rules = match &root.data {
+            YamlData::Mapping(m) => m.iter().find(|(k, _)| k.data.as_str() == Some("rules")),
             _ => None,
         };
+        let mapping = Mapping::read(rules, &mut r);
+        let errors = r.into_errors();
+        if errors.is_empty() {
+            Ok(mapping)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Reads the `rules:` entry (key and value) of a parsed tenant file into `r`'s problems.
+    pub fn read(rules: Option<(&MarkedYaml, &MarkedYaml)>, r: &mut Reader) -> Mapping {
+        let mut p = Parser { r };
         let mut mapping = Mapping::default();
         match rules {
             None => {}
@@ -406,17 +403,12 @@ impl Mapping {
                     }
                 }
             }
-            Some((line, _)) => p.error(
-                line,
+            Some((k, _)) => p.r.error(
+                line(k),
                 "rules: expected a list of rules (or [] for none)".into(),
             ),
         }
-        if p.errors.is_empty() {
-            Ok(mapping)
-        } else {
-            p.errors.sort_by_key(|e| e.line);
-            Err(p.errors)
-        }
+        mapping
     }
 }
 
@@ -444,23 +436,6 @@ fn check_field(family: Family, name: &str) -> Result<(), String> {
             Err(format!("{family} has no field '{name}'{hint}"))
         }
     }
-}
-
-/// The candidate closest to `word`: same letters in another case, else the nearest by edit
-/// distance (transpositions count one), within a third of the word (1 to 3 edits).
-fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let candidates: Vec<&str> = candidates.into_iter().collect();
-    if let Some(c) = candidates.iter().find(|c| c.eq_ignore_ascii_case(word)) {
-        return Some(c);
-    }
-    let limit = (word.chars().count() / 3).clamp(1, 3);
-    let word = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::osa_distance(&word, &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
 }
 
 /// A plausible email address: `local@domain.tld`, no spaces.
@@ -502,110 +477,11 @@ const TASK_KEYS: [&str; 8] = [
     "patient",
 ];
 
-fn line(n: &MarkedYaml) -> usize {
-    n.span.start.line()
+struct Parser<'r, 's> {
+    r: &'r mut Reader<'s>,
 }
 
-type Entries<'n, 'i> = Vec<(&'n MarkedYaml<'i>, &'n MarkedYaml<'i>)>;
-
-struct Parser<'s> {
-    source: &'s str,
-    chars: Vec<char>,
-    errors: Vec<ConfigError>,
-}
-
-impl Parser<'_> {
-    fn error(&mut self, line: usize, reason: String) {
-        self.errors.push(ConfigError {
-            file: self.source.to_string(),
-            line: Some(line),
-            reason,
-        });
-    }
-
-    /// The text a node was written as.
-    fn raw(&self, n: &MarkedYaml) -> String {
-        let (a, b) = (n.span.start.index(), n.span.end.index());
-        self.chars
-            .get(a..b.min(self.chars.len()))
-            .map(|c| c.iter().collect::<String>().trim().to_string())
-            .unwrap_or_default()
-    }
-
-    /// A scalar's text, when it is one that survives a round trip through storage unchanged.
-    fn text(&self, n: &MarkedYaml) -> Result<String, String> {
-        match &n.data {
-            YamlData::Value(Scalar::String(s)) => Ok(s.to_string()),
-            YamlData::Representation(s, _, _) => Ok(s.to_string()),
-            YamlData::Value(Scalar::Integer(i)) => {
-                let raw = self.raw(n);
-                if raw == i.to_string() {
-                    Ok(raw)
-                } else {
-                    Err(
-                        "quote this value: YAML reads it as a number and would not keep its text"
-                            .into(),
-                    )
-                }
-            }
-            YamlData::Value(Scalar::Boolean(b)) => {
-                let raw = self.raw(n);
-                if raw == b.to_string() {
-                    Ok(raw)
-                } else {
-                    Err(
-                        "quote this value: YAML reads it as a boolean and would not keep its text"
-                            .into(),
-                    )
-                }
-            }
-            YamlData::Value(Scalar::FloatingPoint(_)) => Err(
-                "quote this value: YAML reads it as a number and would not keep its text".into(),
-            ),
-            YamlData::Value(Scalar::Null) => Err("a value is required".into()),
-            YamlData::Sequence(_) => Err("expected a single value, not a list".into()),
-            YamlData::Mapping(_) => Err("expected a single value, not a mapping".into()),
-            YamlData::Tagged(..) => Err("YAML tags are not supported here".into()),
-            YamlData::Alias(_) | YamlData::BadValue => Err("unreadable value".into()),
-        }
-    }
-
-    /// A mapping's entries, or an error at the node's line.
-    fn entries<'n, 'i>(
-        &mut self,
-        n: &'n MarkedYaml<'i>,
-        at: usize,
-        what: &str,
-    ) -> Option<Entries<'n, 'i>> {
-        match &n.data {
-            YamlData::Mapping(m) => Some(m.iter().collect()),
-            _ => {
-                self.error(at, format!("{what}: expected a mapping"));
-                None
-            }
-        }
-    }
-
-    /// Checks the keys of a mapping against the allowed ones.
-    fn keys(&mut self, entries: &Entries, allowed: &[&str], prefix: &str) {
-        for (k, _) in entries {
-            let key = k.data.as_str().unwrap_or("");
-            if !allowed.contains(&key) {
-                let hint = suggest(key, allowed.iter().copied())
-                    .map(|s| format!("did you mean '{s}'? "))
-                    .unwrap_or_default();
-                self.error(
-                    line(k),
-                    format!(
-                        "{prefix}unknown key '{}' ({hint}expected {})",
-                        self.raw(k),
-                        allowed.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
+impl Parser<'_, '_> {
     fn rule(
         &mut self,
         i: usize,
@@ -613,8 +489,8 @@ impl Parser<'_> {
         names: &mut BTreeMap<String, usize>,
     ) -> Option<Rule> {
         let at = line(item);
-        let errors_before = self.errors.len();
-        let entries = self.entries(item, at, &format!("rules[{i}]"))?;
+        let errors_before = self.r.problems();
+        let entries = self.r.entries(item, at, &format!("rules[{i}]"))?;
         let get = |key: &str| {
             entries
                 .iter()
@@ -625,15 +501,15 @@ impl Parser<'_> {
         // The name first: every other message names the rule.
         let mut name = None;
         match get("name") {
-            None => self.error(at, format!("rules[{i}]: name is required")),
+            None => self.r.error(at, format!("rules[{i}]: name is required")),
             Some((_, v)) => {
-                match self.text(v) {
-                    Ok(s) if s.trim().is_empty() => {
-                        self.error(line(v), format!("rules[{i}]: name must not be empty"))
-                    }
+                match self.r.text(v) {
+                    Ok(s) if s.trim().is_empty() => self
+                        .r
+                        .error(line(v), format!("rules[{i}]: name must not be empty")),
                     Ok(s) => {
                         if let Some(first) = names.get(&s) {
-                            self.error(
+                            self.r.error(
                             line(v),
                             format!("rules[{i}] {s}: duplicate rule name (first used at line {first})"),
                         );
@@ -642,7 +518,7 @@ impl Parser<'_> {
                         }
                         name = Some(s);
                     }
-                    Err(e) => self.error(line(v), format!("rules[{i}]: name: {e}")),
+                    Err(e) => self.r.error(line(v), format!("rules[{i}]: name: {e}")),
                 }
             }
         }
@@ -650,12 +526,12 @@ impl Parser<'_> {
             Some(n) => format!("rules[{i}] {n}: "),
             None => format!("rules[{i}]: "),
         };
-        self.keys(&entries, &RULE_KEYS, &prefix);
+        self.r.keys(&entries, &RULE_KEYS, &prefix);
 
         let mut interface = None;
         match get("interface") {
-            None => self.error(at, format!("{prefix}interface is required")),
-            Some((_, v)) => match self.text(v) {
+            None => self.r.error(at, format!("{prefix}interface is required")),
+            Some((_, v)) => match self.r.text(v) {
                 Ok(s) => match Family::from_name(&s) {
                     Some(f) => interface = Some(f),
                     None => {
@@ -663,7 +539,7 @@ impl Parser<'_> {
                         let hint = suggest(&s, all.iter().copied())
                             .map(|s| format!("did you mean '{s}'? "))
                             .unwrap_or_default();
-                        self.error(
+                        self.r.error(
                             line(v),
                             format!(
                                 "{prefix}interface: unknown interface '{s}' ({hint}expected {})",
@@ -672,20 +548,20 @@ impl Parser<'_> {
                         );
                     }
                 },
-                Err(e) => self.error(line(v), format!("{prefix}interface: {e}")),
+                Err(e) => self.r.error(line(v), format!("{prefix}interface: {e}")),
             },
         }
 
         let mut on = None;
         match get("on") {
-            None => self.error(
+            None => self.r.error(
                 at,
                 format!("{prefix}on is required (created, updated, deleted or any)"),
             ),
-            Some((_, v)) => match self.text(v) {
+            Some((_, v)) => match self.r.text(v) {
                 Ok(s) => match On::from_name(&s) {
                     Some(o) => on = Some(o),
-                    None => self.error(
+                    None => self.r.error(
                         line(v),
                         format!(
                             "{prefix}on: unknown change kind '{s}' (expected {})",
@@ -693,7 +569,7 @@ impl Parser<'_> {
                         ),
                     ),
                 },
-                Err(e) => self.error(line(v), format!("{prefix}on: {e}")),
+                Err(e) => self.r.error(line(v), format!("{prefix}on: {e}")),
             },
         }
 
@@ -705,13 +581,13 @@ impl Parser<'_> {
 
         let task = match get("task") {
             None => {
-                self.error(at, format!("{prefix}task is required"));
+                self.r.error(at, format!("{prefix}task is required"));
                 None
             }
             Some((k, v)) => self.task(v, line(k), interface, &prefix),
         };
 
-        if self.errors.len() > errors_before {
+        if self.r.problems() > errors_before {
             return None;
         }
         Some(Rule {
@@ -732,27 +608,28 @@ impl Parser<'_> {
         prefix: &str,
     ) -> Vec<(String, Condition)> {
         let mut out = Vec::new();
-        let Some(entries) = self.entries(v, at, &format!("{prefix}when")) else {
+        let Some(entries) = self.r.entries(v, at, &format!("{prefix}when")) else {
             return out;
         };
         for (k, c) in entries {
-            let field = match self.text(k) {
+            let field = match self.r.text(k) {
                 Ok(f) => f,
                 Err(e) => {
-                    self.error(line(k), format!("{prefix}when: field name: {e}"));
+                    self.r
+                        .error(line(k), format!("{prefix}when: field name: {e}"));
                     continue;
                 }
             };
             let path = format!("{prefix}when.{field}");
             if let Some(f) = family {
                 if let Err(e) = check_field(f, &field) {
-                    self.error(line(k), format!("{path}: {e}"));
+                    self.r.error(line(k), format!("{path}: {e}"));
                 }
             }
             match &c.data {
                 YamlData::Mapping(m) => {
                     if m.is_empty() {
-                        self.error(
+                        self.r.error(
                             line(k),
                             format!(
                                 "{path}: empty condition (expected {})",
@@ -771,9 +648,9 @@ impl Parser<'_> {
                         out.push((field, Condition::In(xs)));
                     }
                 }
-                _ => match self.text(c) {
+                _ => match self.r.text(c) {
                     Ok(x) => out.push((field, Condition::Equals(x))),
-                    Err(e) => self.error(line(c), format!("{path}: {e}")),
+                    Err(e) => self.r.error(line(c), format!("{path}: {e}")),
                 },
             }
         }
@@ -783,11 +660,12 @@ impl Parser<'_> {
     /// A non-empty list of texts.
     fn list(&mut self, v: &MarkedYaml, path: &str) -> Option<Vec<String>> {
         let YamlData::Sequence(items) = &v.data else {
-            self.error(line(v), format!("{path}: expected a list of values"));
+            self.r
+                .error(line(v), format!("{path}: expected a list of values"));
             return None;
         };
         if items.is_empty() {
-            self.error(
+            self.r.error(
                 line(v),
                 format!("{path}: the list is empty (it would never hold)"),
             );
@@ -796,10 +674,10 @@ impl Parser<'_> {
         let mut out = Vec::new();
         let mut ok = true;
         for item in items {
-            match self.text(item) {
+            match self.r.text(item) {
                 Ok(x) => out.push(x),
                 Err(e) => {
-                    self.error(line(item), format!("{path}: {e}"));
+                    self.r.error(line(item), format!("{path}: {e}"));
                     ok = false;
                 }
             }
@@ -809,10 +687,10 @@ impl Parser<'_> {
 
     fn condition(&mut self, k: &MarkedYaml, v: &MarkedYaml, path: &str) -> Option<Condition> {
         let key = k.data.as_str().unwrap_or("");
-        let value = |p: &mut Self| match p.text(v) {
+        let value = |p: &mut Self| match p.r.text(v) {
             Ok(x) => Some(x),
             Err(e) => {
-                p.error(line(v), format!("{path}.{key}: {e}"));
+                p.r.error(line(v), format!("{path}.{key}: {e}"));
                 None
             }
         };
@@ -824,7 +702,7 @@ impl Parser<'_> {
             "changed" => match &v.data {
                 YamlData::Value(Scalar::Boolean(true)) => Some(Condition::Changed),
                 _ => {
-                    self.error(
+                    self.r.error(
                         line(v),
                         format!(
                             "{path}.changed: expected true (leave the condition out otherwise)"
@@ -845,7 +723,7 @@ impl Parser<'_> {
                             .unwrap_or(full.lines().last().unwrap_or(""))
                             .trim()
                             .to_string();
-                        self.error(
+                        self.r.error(
                             line(v),
                             format!("{path}.matches: not a valid regular expression: {why}"),
                         );
@@ -854,11 +732,11 @@ impl Parser<'_> {
                 }
             }
             _ => {
-                self.error(
+                self.r.error(
                     line(k),
                     format!(
                         "{path}: unknown condition '{}' (expected {})",
-                        self.raw(k),
+                        self.r.raw(k),
                         Condition::KEYS.join(", ")
                     ),
                 );
@@ -874,9 +752,10 @@ impl Parser<'_> {
         family: Option<Family>,
         prefix: &str,
     ) -> Option<TaskSpec> {
-        let errors_before = self.errors.len();
-        let entries = self.entries(v, at, &format!("{prefix}task"))?;
-        self.keys(&entries, &TASK_KEYS, &format!("{prefix}task: "));
+        let errors_before = self.r.problems();
+        let entries = self.r.entries(v, at, &format!("{prefix}task"))?;
+        self.r
+            .keys(&entries, &TASK_KEYS, &format!("{prefix}task: "));
         let get = |key: &str| {
             entries
                 .iter()
@@ -886,21 +765,21 @@ impl Parser<'_> {
         // An optional, non-empty text.
         let name_of = |p: &mut Self, key: &str| -> Option<String> {
             let (_, v) = get(key)?;
-            match p.text(v) {
+            match p.r.text(v) {
                 Ok(s) if s.trim().is_empty() => {
-                    p.error(line(v), format!("{prefix}task.{key} must not be empty"));
+                    p.r.error(line(v), format!("{prefix}task.{key} must not be empty"));
                     None
                 }
                 Ok(s) => Some(s),
                 Err(e) => {
-                    p.error(line(v), format!("{prefix}task.{key}: {e}"));
+                    p.r.error(line(v), format!("{prefix}task.{key}: {e}"));
                     None
                 }
             }
         };
         let list = name_of(self, "list");
         if get("list").is_none() {
-            self.error(
+            self.r.error(
                 at,
                 format!("{prefix}task.list is required (a Dock task list, by name)"),
             );
@@ -911,16 +790,16 @@ impl Parser<'_> {
         let description = match get("description") {
             None => {
                 if workflow.is_none() {
-                    self.error(
+                    self.r.error(
                         at,
                         format!("{prefix}task.description is required (the task's title)"),
                     );
                 }
                 Template::default()
             }
-            Some((_, d)) => match self.text(d) {
+            Some((_, d)) => match self.r.text(d) {
                 Ok(s) if s.trim().is_empty() => {
-                    self.error(
+                    self.r.error(
                         line(d),
                         format!("{prefix}task.description must not be empty"),
                     );
@@ -930,13 +809,15 @@ impl Parser<'_> {
                     Ok(t) => t,
                     Err(es) => {
                         for e in es {
-                            self.error(line(d), format!("{prefix}task.description: {e}"));
+                            self.r
+                                .error(line(d), format!("{prefix}task.description: {e}"));
                         }
                         Template::default()
                     }
                 },
                 Err(e) => {
-                    self.error(line(d), format!("{prefix}task.description: {e}"));
+                    self.r
+                        .error(line(d), format!("{prefix}task.description: {e}"));
                     Template::default()
                 }
             },
@@ -944,17 +825,17 @@ impl Parser<'_> {
 
         let assignee = match get("assignee") {
             None => None,
-            Some((_, a)) => match self.text(a) {
+            Some((_, a)) => match self.r.text(a) {
                 Ok(s) if is_email(s.trim()) => Some(s.trim().to_string()),
                 Ok(_) => {
-                    self.error(
+                    self.r.error(
                         line(a),
                         format!("{prefix}task.assignee is not an email address (a Dock user's email, e.g. name@example.com)"),
                     );
                     None
                 }
                 Err(e) => {
-                    self.error(line(a), format!("{prefix}task.assignee: {e}"));
+                    self.r.error(line(a), format!("{prefix}task.assignee: {e}"));
                     None
                 }
             },
@@ -962,17 +843,17 @@ impl Parser<'_> {
 
         let due = match get("due") {
             None => None,
-            Some((_, d)) => match self.text(d).map(|s| (humantime::parse_duration(&s), s)) {
+            Some((_, d)) => match self.r.text(d).map(|s| (humantime::parse_duration(&s), s)) {
                 Ok((Ok(x), _)) => Some(x),
                 Ok((Err(_), s)) => {
-                    self.error(
+                    self.r.error(
                         line(d),
                         format!("{prefix}task.due: '{s}' is not a duration (e.g. 30m, 4h, 1d)"),
                     );
                     None
                 }
                 Err(e) => {
-                    self.error(line(d), format!("{prefix}task.due: {e}"));
+                    self.r.error(line(d), format!("{prefix}task.due: {e}"));
                     None
                 }
             },
@@ -980,14 +861,14 @@ impl Parser<'_> {
 
         let prio = match get("priority") {
             None => None,
-            Some((_, p)) => match self.text(p) {
+            Some((_, p)) => match self.r.text(p) {
                 Ok(s) => match priority(&s) {
                     Some(x) => Some(x),
                     None => {
                         let hint = suggest(&s, PRIORITIES)
                             .map(|s| format!("did you mean '{s}'? "))
                             .unwrap_or_default();
-                        self.error(
+                        self.r.error(
                             line(p),
                             format!(
                                 "{prefix}task.priority: unknown priority '{s}' ({hint}expected {})",
@@ -998,7 +879,7 @@ impl Parser<'_> {
                     }
                 },
                 Err(e) => {
-                    self.error(line(p), format!("{prefix}task.priority: {e}"));
+                    self.r.error(line(p), format!("{prefix}task.priority: {e}"));
                     None
                 }
             },
@@ -1007,9 +888,9 @@ impl Parser<'_> {
         let patient = match get("patient") {
             None => false,
             Some((_, p)) => match &p.data {
-                YamlData::Value(Scalar::Boolean(b)) if self.raw(p) == b.to_string() => *b,
+                YamlData::Value(Scalar::Boolean(b)) if self.r.raw(p) == b.to_string() => *b,
                 _ => {
-                    self.error(
+                    self.r.error(
                         line(p),
                         format!("{prefix}task.patient: expected true or false"),
                     );
@@ -1021,21 +902,21 @@ impl Parser<'_> {
         if let Some((wk, _)) = get("workflow") {
             for key in ["assignee", "due", "priority"] {
                 if let Some((k, _)) = get(key) {
-                    self.error(
+                    self.r.error(
                         line(k),
                         format!("{prefix}task.{key} does not apply with task.workflow (the template's tasks carry their own assignees, due dates and priorities)"),
                     );
                 }
             }
             if get("group").is_none() {
-                self.error(
+                self.r.error(
                     line(wk),
                     format!("{prefix}task.workflow needs task.group (Dock deploys a workflow into a list and a group)"),
                 );
             }
         }
 
-        if self.errors.len() > errors_before {
+        if self.r.problems() > errors_before {
             return None;
         }
         Some(TaskSpec {

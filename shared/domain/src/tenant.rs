@@ -7,20 +7,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kareo::Family;
-use serde::{Deserialize, Deserializer, Serialize};
+use saphyr::{MarkedYaml, Scalar, YamlData};
 
-use crate::config::ConfigError;
+use crate::config::{self, line, ConfigError, Entries, Reader};
 use crate::mapping::Mapping;
 
-/// A tenant's configuration.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// A tenant's configuration, read from the operator's YAML text (kept verbatim: stores write
+/// back exactly what was put).
+#[derive(Clone)]
 pub struct TenantConfig {
     /// Tenant id.
-    #[serde(deserialize_with = "tenant_id")]
     pub tenant: String,
     /// The practice's zone.
-    #[serde(deserialize_with = "zone", serialize_with = "zone_out")]
     pub timezone: Tz,
     /// Where a new cursor starts.
     pub start: DateTime<Utc>,
@@ -29,65 +27,43 @@ pub struct TenantConfig {
     /// Dock side.
     pub dock: DockSide,
     /// Windows end at `now − safety_lag` (default 2 minutes).
-    #[serde(default = "default_lag", with = "duration_text")]
     pub safety_lag: Duration,
     /// Enabled families and their settings.
     pub families: BTreeMap<Family, FamilySettings>,
-    /// The mapping rules (read by the task-creation function).
-    #[serde(default)]
-    pub rules: serde_yaml_ng::Value,
-    /// The mapping read from `rules` (checked by [`TenantConfig::from_yaml`]).
-    #[serde(skip)]
+    /// The task rules (`rules:`).
     pub mapping: Mapping,
-    /// Dock webhooks → Kareo write commands (see [`crate::hooks`]); absent: none.
-    #[serde(default, skip_serializing_if = "serde_yaml_ng::Value::is_null")]
-    pub webhooks: serde_yaml_ng::Value,
-    /// The webhook rules read from `webhooks` (checked by [`TenantConfig::from_yaml`]).
-    #[serde(skip)]
+    /// Dock webhooks → Kareo write commands (`webhooks:`, see [`crate::hooks`]); absent: none.
     pub hooks: crate::hooks::WebhookConfig,
+    /// The text it was read from.
+    text: String,
 }
 
 /// Kareo settings of a tenant.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct KareoSide {
     /// Name of the secret holding the Kareo credentials.
     pub secret: String,
     /// The practice's name (Kareo's `PracticeName` filter, required by most reads).
     pub practice: String,
     /// The practice's id (`PracticeID` filter, where the read has one).
-    #[serde(default)]
     pub practice_id: Option<i64>,
 }
 
 /// Dock settings of a tenant.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct DockSide {
     /// Name of the secret holding the Dock credentials.
     pub secret: String,
 }
 
 /// Per-family settings.
-#[derive(Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default)]
 pub struct FamilySettings {
     /// How far before the cursor each window starts (default: the family's).
-    #[serde(
-        default,
-        with = "opt_duration_text",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub lookback: Option<Duration>,
     /// Largest window read in one call (default and ceiling: the family's).
-    #[serde(
-        default,
-        with = "opt_duration_text",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub max_window: Option<Duration>,
     /// Where this family's new cursor starts (default: the tenant's `start`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<DateTime<Utc>>,
 }
 
@@ -106,94 +82,43 @@ impl TenantConfig {
         TenantConfig::from_yaml(&text, &path.display().to_string())
     }
 
-    /// Reads and checks a tenant config from YAML text; `source` names it in errors.
+    /// Reads and checks a tenant config from YAML text; `source` names it in errors. The text
+    /// is parsed once and every section reports into one list: all problems of the file come
+    /// back together, sorted by line (one error, or one whose reason lists them).
     pub fn from_yaml(text: &str, source: &str) -> Result<TenantConfig, ConfigError> {
-        let mut cfg: TenantConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            let full = e.to_string();
-            let reason = match full.rfind(" at line ") {
-                Some(i) => full[..i].to_string(),
-                None => full.clone(),
-            };
-            // A value rejected by our own checks is reported where its key is; serde reports
-            // the enclosing mapping.
-            let key = reason
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .rsplit('.')
-                .next()
-                .unwrap_or("");
-            let line = match (e.location().map(|l| l.line()), line_of(text, key)) {
-                (Some(1), Some(l)) | (None, Some(l)) => Some(l),
-                (l, _) => l,
-            };
-            ConfigError {
-                file: source.to_string(),
-                line,
-                reason,
-            }
-        })?;
-        if cfg.families.is_empty() {
-            return Err(ConfigError {
-                file: source.to_string(),
-                line: None,
-                reason: "families: at least one family must be enabled".into(),
-            });
-        }
-        for (family, s) in &cfg.families {
-            let ceiling = crate::policy::of(*family).max_window;
-            if s.max_window.is_some_and(|w| w > ceiling || w.is_zero()) {
-                return Err(ConfigError {
+        let root = config::load(text, source)?;
+        let mut r = Reader::new(text, source);
+        let cfg = read(&root, &mut r, text);
+        let mut problems = r.into_errors();
+        match (cfg, problems.len()) {
+            (Some(cfg), 0) => Ok(cfg),
+            (_, 0) => unreachable!("a config that did not read has a problem"),
+            (_, 1) => Err(problems.remove(0)),
+            (_, n) => {
+                let all_rules = problems
+                    .iter()
+                    .all(|p| p.reason.starts_with("rules") || p.reason.starts_with("webhooks"));
+                let what = if all_rules {
+                    "the mapping"
+                } else {
+                    "the config"
+                };
+                Err(ConfigError {
                     file: source.to_string(),
-                    line: line_of(text, family.name()),
+                    line: problems[0].line,
                     reason: format!(
-                        "families.{family}.max_window must be between 1s and {} (Kareo's limit for this family)",
-                        humantime::format_duration(ceiling)
+                        "{n} problems in {what}:\n{}",
+                        problems
+                            .iter()
+                            .map(|p| match p.line {
+                                Some(l) => format!("line {l}: {}", p.reason),
+                                None => p.reason.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
                     ),
-                });
+                })
             }
-        }
-        let mut problems = match Mapping::from_tenant_yaml(text, source) {
-            Ok(m) => {
-                cfg.mapping = m;
-                Vec::new()
-            }
-            Err(es) => es,
-        };
-        match crate::hooks::WebhookConfig::from_tenant_yaml(text, source) {
-            Ok(h) => cfg.hooks = h,
-            Err(es) => problems.extend(es),
-        }
-        for (i, rule) in cfg.mapping.rules.iter().enumerate() {
-            if !cfg.families.contains_key(&rule.interface) {
-                problems.push(ConfigError {
-                    file: source.to_string(),
-                    line: Some(rule.line),
-                    reason: format!(
-                        "rules[{i}] {}: interface {} is not enabled under families",
-                        rule.name, rule.interface
-                    ),
-                });
-            }
-        }
-        match problems.len() {
-            0 => Ok(cfg),
-            1 => Err(problems.remove(0)),
-            n => Err(ConfigError {
-                file: source.to_string(),
-                line: problems[0].line,
-                reason: format!(
-                    "{n} problems in the mapping:\n{}",
-                    problems
-                        .iter()
-                        .map(|p| match p.line {
-                            Some(l) => format!("line {l}: {}", p.reason),
-                            None => p.reason.clone(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            }),
         }
     }
 
@@ -208,9 +133,10 @@ impl TenantConfig {
         })
     }
 
-    /// The config as YAML (for `tenant put` and the DynamoDB store).
+    /// The config's text, exactly as the operator wrote it (for `tenant put`, `tenant get`
+    /// and the stores): comments, quoting and `1.50` or `007` survive.
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self).expect("a config serialises")
+        self.text.clone()
     }
 }
 
@@ -225,74 +151,294 @@ pub struct Effective {
     pub start: DateTime<Utc>,
 }
 
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&format!("{needle}:")))
-        .map(|i| i + 1)
-}
+const KEYS: [&str; 9] = [
+    "tenant",
+    "timezone",
+    "start",
+    "kareo",
+    "dock",
+    "safety_lag",
+    "families",
+    "rules",
+    "webhooks",
+];
 
-fn tenant_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(serde::de::Error::custom(
-            "tenant: 1-64 letters, digits, '-' or '_'",
-        ));
+/// Reads every section of the file into `r`; `None` when a required value could not be read.
+fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
+    let entries = r.entries(root, line(root), "the tenant file")?;
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.data.as_str() == Some(key))
+            .copied()
+    };
+    for (k, _) in &entries {
+        let key = k.data.as_str().unwrap_or("");
+        if !KEYS.contains(&key) {
+            unknown(r, k, key, &KEYS, "");
+        }
     }
-    Ok(s)
-}
+    let required = |r: &mut Reader, key: &str| {
+        let v = get(key);
+        if v.is_none() {
+            r.error_unplaced(format!("missing field `{key}`"));
+        }
+        v
+    };
 
-fn zone<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse::<Tz>().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "timezone: '{s}' is not an IANA time zone (e.g. America/New_York)"
-        ))
+    let tenant = required(r, "tenant").and_then(|(_, v)| {
+        let s = scalar(r, v, "tenant")?;
+        if s.is_empty()
+            || s.len() > 64
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            r.error(line(v), "tenant: 1-64 letters, digits, '-' or '_'".into());
+            return None;
+        }
+        Some(s)
+    });
+    let timezone = required(r, "timezone").and_then(|(_, v)| {
+        let s = scalar(r, v, "timezone")?;
+        match s.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                let hint = config::suggest(&s, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()))
+                    .map_or("e.g. America/New_York".to_string(), |z| {
+                        format!("did you mean '{z}'?")
+                    });
+                r.error(
+                    line(v),
+                    format!("timezone: '{s}' is not an IANA time zone ({hint})"),
+                );
+                None
+            }
+        }
+    });
+    let start = required(r, "start").and_then(|(_, v)| instant(r, v, "start"));
+    let kareo = required(r, "kareo").and_then(|(_, v)| {
+        let e = r.entries(v, line(v), "kareo")?;
+        keys(r, &e, &["secret", "practice", "practice_id"], "kareo");
+        let secret = field(r, &e, v, "kareo", "secret");
+        let practice = field(r, &e, v, "kareo", "practice");
+        let practice_id = match e
+            .iter()
+            .find(|(k, _)| k.data.as_str() == Some("practice_id"))
+        {
+            None => None,
+            Some((_, n)) if n.data.is_null() => None,
+            Some((_, n)) => match &n.data {
+                YamlData::Value(Scalar::Integer(i)) => Some(*i),
+                _ => {
+                    r.error(
+                        line(n),
+                        "kareo.practice_id: expected a number (Kareo's PracticeID)".into(),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(KareoSide {
+            secret: secret?,
+            practice: practice?,
+            practice_id,
+        })
+    });
+    let dock = required(r, "dock").and_then(|(_, v)| {
+        let e = r.entries(v, line(v), "dock")?;
+        keys(r, &e, &["secret"], "dock");
+        Some(DockSide {
+            secret: field(r, &e, v, "dock", "secret")?,
+        })
+    });
+    let safety_lag = match get("safety_lag") {
+        None => Some(default_lag()),
+        Some((_, v)) => duration(r, v, "safety_lag"),
+    };
+    let families = required(r, "families").and_then(|(_, v)| families(r, v));
+
+    let mapping = Mapping::read(get("rules"), r);
+    let hooks = crate::hooks::WebhookConfig::read(get("webhooks").map(|(_, v)| v), r);
+    if let Some(families) = &families {
+        for (i, rule) in mapping.rules.iter().enumerate() {
+            if !families.contains_key(&rule.interface) {
+                r.error(
+                    rule.line,
+                    format!(
+                        "rules[{i}] {}: interface {} is not enabled under families",
+                        rule.name, rule.interface
+                    ),
+                );
+            }
+        }
+    }
+    Some(TenantConfig {
+        tenant: tenant?,
+        timezone: timezone?,
+        start: start?,
+        kareo: kareo?,
+        dock: dock?,
+        safety_lag: safety_lag?,
+        families: families?,
+        mapping,
+        hooks,
+        text: text.to_string(),
     })
 }
 
-fn zone_out<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(tz.name())
+/// Reports an unknown key, with the nearest allowed one.
+fn unknown(r: &mut Reader, k: &MarkedYaml, key: &str, allowed: &[&str], prefix: &str) {
+    let hint = config::suggest(key, allowed.iter().copied())
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default();
+    let expected = allowed
+        .iter()
+        .map(|a| format!("`{a}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    r.error(
+        line(k),
+        format!(
+            "{prefix}unknown field `{}`, expected one of {expected}{hint}",
+            r.raw(k)
+        ),
+    );
 }
 
-/// Durations as text: `90s`, `30m`, `2h`, `7d`, `1h 30m`.
-pub mod duration_text {
-    use super::*;
-
-    /// Serialise as humantime text.
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Parse humantime text.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|_| {
-            serde::de::Error::custom(format!("'{s}' is not a duration (e.g. 90s, 30m, 2h, 7d)"))
-        })
-    }
-}
-
-/// Optional durations as text.
-pub mod opt_duration_text {
-    use super::*;
-
-    /// Serialise as humantime text.
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => duration_text::serialize(d, s),
-            None => s.serialize_none(),
+fn keys(r: &mut Reader, e: &Entries, allowed: &[&str], section: &str) {
+    for (k, _) in e {
+        let key = k.data.as_str().unwrap_or("");
+        if !allowed.contains(&key) {
+            unknown(r, k, key, allowed, &format!("{section}: "));
         }
     }
+}
 
-    /// Parse humantime text.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        duration_text::deserialize(d).map(Some)
+/// A required text field of a section.
+fn field(r: &mut Reader, e: &Entries, at: &MarkedYaml, section: &str, key: &str) -> Option<String> {
+    match e.iter().find(|(k, _)| k.data.as_str() == Some(key)) {
+        None => {
+            r.error(line(at), format!("{section}: missing field `{key}`"));
+            None
+        }
+        Some((_, v)) => scalar(r, v, &format!("{section}.{key}")),
     }
+}
+
+/// A scalar's text, or a problem naming `what`.
+fn scalar(r: &mut Reader, v: &MarkedYaml, what: &str) -> Option<String> {
+    match r.text(v) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            r.error(line(v), format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// An RFC 3339 instant (`2026-09-01T00:00:00Z`).
+fn instant(r: &mut Reader, v: &MarkedYaml, what: &str) -> Option<DateTime<Utc>> {
+    let s = scalar(r, v, what)?;
+    match DateTime::parse_from_rfc3339(&s) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            r.error(
+                line(v),
+                format!("{what}: '{s}' is not an RFC 3339 instant (e.g. 2026-09-01T00:00:00Z)"),
+            );
+            None
+        }
+    }
+}
+
+/// A duration as text (`90s`, `30m`, `2h`, `7d`, `1h 30m`).
+fn duration(r: &mut Reader, v: &MarkedYaml, what: &str) -> Option<Duration> {
+    let s = scalar(r, v, what)?;
+    match humantime::parse_duration(&s) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            r.error(
+                line(v),
+                format!("{what}: '{s}' is not a duration (e.g. 90s, 30m, 2h, 7d)"),
+            );
+            None
+        }
+    }
+}
+
+/// `families:` — the enabled families and their overrides.
+fn families(r: &mut Reader, v: &MarkedYaml) -> Option<BTreeMap<Family, FamilySettings>> {
+    let e = r.entries(v, line(v), "families")?;
+    let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+    let mut out = BTreeMap::new();
+    let before = r.problems();
+    for (k, s) in &e {
+        let key = k.data.as_str().unwrap_or("");
+        let Some(family) = Family::from_name(key) else {
+            let hint = config::suggest(key, names.iter().copied())
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            let expected = names
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            r.error(
+                line(k),
+                format!(
+                    "families: unknown variant `{}`, expected one of {expected}{hint}",
+                    r.raw(k)
+                ),
+            );
+            continue;
+        };
+        let mut settings = FamilySettings::default();
+        if !s.data.is_null() {
+            let Some(se) = r.entries(s, line(s), &format!("families.{family}")) else {
+                continue;
+            };
+            keys(
+                r,
+                &se,
+                &["lookback", "max_window", "start"],
+                &format!("families.{family}"),
+            );
+            for (sk, sv) in &se {
+                let what = format!("families.{family}.{}", sk.data.as_str().unwrap_or(""));
+                match sk.data.as_str() {
+                    Some("lookback") => settings.lookback = duration(r, sv, &what),
+                    Some("max_window") => {
+                        settings.max_window = duration(r, sv, &what);
+                        let ceiling = crate::policy::of(family).max_window;
+                        if settings
+                            .max_window
+                            .is_some_and(|w| w > ceiling || w.is_zero())
+                        {
+                            r.error(
+                                line(k),
+                                format!(
+                                    "families.{family}.max_window must be between 1s and {} (Kareo's limit for this family)",
+                                    humantime::format_duration(ceiling)
+                                ),
+                            );
+                        }
+                    }
+                    Some("start") => settings.start = instant(r, sv, &what),
+                    _ => {}
+                }
+            }
+        }
+        out.insert(family, settings);
+    }
+    if out.is_empty() && r.problems() == before {
+        r.error(
+            line(v),
+            "families: at least one family must be enabled".into(),
+        );
+        return None;
+    }
+    (r.problems() == before).then_some(out)
 }
 
 #[cfg(test)]
@@ -368,6 +514,42 @@ families:
 
         let e = err(&GOOD.replace("tenant: acme", "tenant: 'acme corp'"));
         assert!(e.reason.contains("tenant: 1-64 letters"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_of_the_file_comes_back_in_one_run() {
+        // A misspelled zone, a misspelled family, a missing start and a bad rule: one read
+        // reports all four, in line order, with a suggestion where one is near.
+        let bad = GOOD
+            .replace("America/New_York", "America/New_Yrok")
+            .replace("  patients: {}", "  patiens: {}")
+            .replace("start: 2026-09-01T00:00:00Z\n", "")
+            + "rules:\n  - name: r\n    interface: charges\n    on: sometimes\n    task: { list: Billing, description: x }\n";
+        let e = err(&bad);
+        let lines: Vec<&str> = e.reason.lines().collect();
+        assert_eq!(lines[0], "4 problems in the config:", "{e}");
+        assert!(lines[1].starts_with("line 2: timezone: 'America/New_Yrok' is not an IANA time zone (did you mean 'America/New_York'?)"), "{e}");
+        assert!(
+            lines[2].starts_with("line 11: families: unknown variant `patiens`"),
+            "{e}"
+        );
+        assert!(lines[2].ends_with("(did you mean 'patients'?)"), "{e}");
+        assert!(
+            lines[3].starts_with("line 16: rules[0] r: on: unknown change kind 'sometimes'"),
+            "{e}"
+        );
+        assert_eq!(lines[4], "missing field `start`", "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn the_text_is_kept_as_written() {
+        let text = format!(
+            "# acme's config\n{GOOD}webhooks:\n  ignore_users: ['007', \"1.50\"]  # two ids\n"
+        );
+        let c = TenantConfig::from_yaml(&text, "t.yaml").unwrap();
+        assert_eq!(c.to_yaml(), text);
+        assert_eq!(c.hooks.ignore_users, ["007", "1.50"]);
     }
 
     const RULES: &str = "rules:
