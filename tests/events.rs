@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use domain::command::Command;
 use domain::ChangeEvent;
 use sync::run::Payload;
+use writeback::write::command::Command;
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")

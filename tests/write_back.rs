@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 use std::time::Duration;
 
-use domain::command::update_body;
 use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::{Clock, Ledger, LedgerState};
 use domain::TenantConfig;
@@ -16,6 +15,7 @@ use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{Fault, FaultRule, KareoSim, SimConfig};
 use serde_json::{json, Value};
+use writeback::write::command::update_body;
 use writeback::write::{run_command, Command, Data, WriteResult, WriteStatus, Writer};
 
 struct World {

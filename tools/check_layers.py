@@ -51,38 +51,59 @@ for path in workspace_crates():
 
 
 def module_of(src, f):
-    rel = f.relative_to(src).with_suffix("")
-    parts = list(rel.parts)
+    """The module path of a source file: `src/write/ops/mod.rs` → ("write", "ops")."""
+    parts = list(f.relative_to(src).with_suffix("").parts)
     if parts[-1] in ("lib", "main", "mod"):
         parts = parts[:-1]
-    return "::".join(parts)
+    return tuple(parts)
 
 
-USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
-SUPER = re.compile(r"\bsuper::([a-z_][a-z0-9_]*)")
+CRATE_REF = re.compile(r"\bcrate((?:::[a-z_][a-z0-9_]*)+)")
+SUPER_REF = re.compile(r"\b((?:super::)+)([a-z_][a-z0-9_]*)")
+
+
+def lift(a, b):
+    """Both modules lifted to the children of their lowest common ancestor; None when one
+    contains the other (a parent using its child, or a child its parent, is not a cycle)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    if n == len(a) or n == len(b):
+        return None
+    return a[: n + 1], b[: n + 1]
+
+
 for path in workspace_crates():
     src = path / "src"
     if not src.is_dir():
         continue
-    files = sorted(src.rglob("*.rs"))
-    top = {}
-    for f in files:
-        m = module_of(src, f)
-        if m:
-            top.setdefault(m.split("::")[0], []).append(f)
-    graph = {m: set() for m in top}
-    for m, fs in top.items():
-        for f in fs:
-            text = f.read_text()
-            # Unit tests may reach anywhere in their crate.
-            text = text.split("#[cfg(test)]\nmod tests")[0]
-            for line in text.splitlines():
-                if line.lstrip().startswith("//"):
-                    continue
-                for t in USE.findall(line):
-                    if t in graph and t != m:
-                        graph[m].add(t)
-    # Cycles (depth-first search with colours).
+    files = {module_of(src, f): f for f in sorted(src.rglob("*.rs"))}
+    modules = set(files)
+    graph = {}
+    for m, f in files.items():
+        text = f.read_text()
+        # Unit tests may reach anywhere in their crate.
+        text = text.split("#[cfg(test)]\nmod tests")[0]
+        targets = set()
+        for line in text.splitlines():
+            if line.lstrip().startswith("//"):
+                continue
+            for ref in CRATE_REF.findall(line):
+                segs = tuple(ref.strip(":").split("::"))
+                while segs and segs not in modules:
+                    segs = segs[:-1]
+                targets.add(segs)
+            for sup, name in SUPER_REF.findall(line):
+                up = sup.count("super::")
+                # A file's own module is `m`; `super` is its parent.
+                base = m[: len(m) - up] if up <= len(m) else ()
+                targets.add(base + (name,) if base + (name,) in modules else base)
+        for t in targets:
+            pair = lift(m, t)
+            if pair:
+                graph.setdefault(pair[0], set()).add(pair[1])
+                graph.setdefault(pair[1], set())
+    # Cycles among siblings (depth-first search with colours).
     colour = {}
     stack = []
 
@@ -92,7 +113,9 @@ for path in workspace_crates():
         for t in sorted(graph[n]):
             if colour.get(t) == 1:
                 cyc = stack[stack.index(t):] + [t]
-                problems.append(f"{path.relative_to(ROOT)}: module cycle {' → '.join(cyc)}")
+                problems.append(
+                    f"{path.relative_to(ROOT)}: module cycle {' → '.join('::'.join(c) for c in cyc)}"
+                )
             elif t not in colour:
                 visit(t)
         stack.pop()

@@ -1,4 +1,4 @@
-//! Write-back commands (`domain::command::Command::from_json`) and the value
+//! Write-back commands (`writeback::write::command::Command::from_json`) and the value
 //! readers they use (`to_cents`, `normalise_gender`), on arbitrary UTF-8.
 //!
 //! The input is the command's JSON text. `to_cents` and `normalise_gender` also get every
@@ -9,7 +9,7 @@
 //! reads as the same number of cents; `normalise_gender` answers one of Kareo's three names.
 #![no_main]
 
-use domain::command::{normalise_gender, to_cents, Command};
+use writeback::write::command::{normalise_gender, to_cents, Command};
 use domain::op::valid_id;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,7 +1,7 @@
 //! Dock webhooks → Kareo write commands.
 //!
 //! A tenant's `webhooks:` section (YAML, checked with file:line errors like the rest of the
-//! tenant config) maps Dock events to [`crate::command`] write commands:
+//! tenant config) maps Dock events to write commands (`writeback::write::command`):
 //!
 //! ```yaml
 //! webhooks:

@@ -6,7 +6,6 @@
 //! Adapters of AWS services are in `aws`.
 
 pub mod class;
-pub mod command;
 pub mod config;
 pub mod event;
 pub mod hooks;

@@ -1,5 +1,5 @@
 //! The write operations and the `data` fields each accepts: the vocabulary shared by write
-//! commands ([`crate::command`]) and the webhook rules that build them ([`crate::hooks`]).
+//! commands (`writeback::write::command`) and the webhook rules that build them ([`crate::hooks`]).
 
 use std::fmt;
 
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub enum Op {
     /// Kareo CreatePatient.
     CreatePatient,
-    /// Kareo UpdatePatient (read-modify-write, see [`crate::command::PatientChanges`]).
+    /// Kareo UpdatePatient (read-modify-write, see `PatientChanges` in `writeback::write::command`).
     UpdatePatient,
     /// Kareo CreateAppointment.
     CreateAppointment,
@@ -253,14 +253,6 @@ pub(crate) const ENCOUNTER_KEYS: [&str; 10] = [
     "status",
     "batch_number",
     "service_lines",
-];
-pub(crate) const LINE_KEYS: [&str; 6] = [
-    "procedure_code",
-    "diagnosis_codes",
-    "units",
-    "unit_charge",
-    "modifiers",
-    "service_date",
 ];
 pub(crate) const PAYMENT_KEYS: [&str; 11] = [
     "payer_type",

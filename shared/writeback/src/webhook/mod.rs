@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
+use crate::write::command::Data;
 use crate::write::{Command, WriteResult, WriteStatus, Writer};
-use domain::command::Data;
 use domain::hooks::{modifies_existing, Part, Template};
 use domain::http::{HttpRequest, HttpResponse};
 use domain::op::valid_id;
@@ -828,7 +828,7 @@ fn render(t: &Template, c: &Context, event: &Event, key: &str) -> Option<Value> 
             }
             let s = s.trim().to_string();
             if key == "gender" {
-                if let Some(g) = domain::command::normalise_gender(&s) {
+                if let Some(g) = crate::write::command::normalise_gender(&s) {
                     return Some(Value::String(g.into()));
                 }
             }

@@ -1,20 +1,19 @@
 //! Running a write command exactly once: the ledger protocol of task creation, applied to
 //! Kareo writes (see the module docs of [`crate::write`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use kareo::{Credentials, KareoClient, KareoError, Record};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-
-use domain::command::{
-    normalise_gender, to_cents, update_body, Command, Data, PatientChanges, Problem,
-};
-use domain::op::{patient_field, FieldKind};
+use chrono::{DateTime, Utc};
 use domain::ports::*;
 use domain::tenant::TenantConfig;
+use kareo::{Credentials, KareoError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::kareo::KareoCall;
+use super::ops::{self, Answer, Found, Kareo};
+use crate::write::command::{Command, Problem};
 
 /// Where a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,20 +160,10 @@ struct Stored {
     reconciled: bool,
 }
 
-/// What a lookup found.
-enum Found {
-    /// Exactly one record: its ids.
-    One(Value),
-    /// Nothing that matches (with what did not match, no PHI).
-    None(String),
-    /// Several candidates.
-    Many(usize),
-}
-
 /// Runs write commands against Kareo, exactly once per (tenant, command id).
 pub struct Writer<'a, L, T> {
     /// Kareo.
-    pub kareo: &'a KareoClient,
+    pub kareo: &'a dyn KareoCall,
     /// The ledger.
     pub ledger: &'a L,
     /// Clock (claims, reconciliation windows).
@@ -190,13 +179,13 @@ pub struct Writer<'a, L, T> {
 
 impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
     /// A writer with a 6-minute lease and a 10-minute reconciliation margin.
-    pub fn new(kareo: &'a KareoClient, ledger: &'a L, clock: &'a T, owner: String) -> Self {
+    pub fn new(kareo: &'a dyn KareoCall, ledger: &'a L, clock: &'a T, owner: String) -> Self {
         Writer {
             kareo,
             ledger,
             clock,
             owner,
-            lease: kareo.config().timeout + Duration::from_secs(60),
+            lease: kareo.timeout() + Duration::from_secs(60),
             skew: Duration::from_secs(600),
         }
     }
@@ -267,72 +256,26 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             Claim::New => {}
         }
         fail::fail_point!("write.after_claim");
-        match &cmd.data {
-            Data::UpdatePatient {
-                patient_id,
-                changes,
-            } => {
-                self.update(tenant, creds, cmd, *patient_id, changes, now)
-                    .await
-            }
-            _ => {
-                let body = match cmd.request_body(tenant) {
-                    Ok(b) => b,
-                    Err(p) => {
-                        self.release(&key).await;
-                        let mut r = WriteResult::of(cmd, WriteStatus::Invalid);
-                        r.errors = vec![p];
-                        return r;
-                    }
-                };
-                let op = kareo::op(cmd.op.name()).expect("write operations are in the schema");
-                if let Some(r) = self.begin_sending(cmd, &key).await {
-                    return r;
-                }
-                match self.kareo.call(creds, op, &body).await {
-                    Ok(resp) => {
-                        fail::fail_point!("write.after_kareo_write");
-                        match ids_of(cmd, resp.records.first()) {
-                            Some(ids) => self.done(cmd, ids, false, None).await,
-                            None => {
-                                self.reconcile_and_settle(
-                                    tenant,
-                                    creds,
-                                    cmd,
-                                    now,
-                                    "Kareo's answer carried no record id",
-                                )
-                                .await
-                            }
-                        }
-                    }
-                    Err(e) => self.failed(tenant, creds, cmd, e, now).await,
-                }
-            }
-        }
-    }
-
-    async fn update(
-        &self,
-        tenant: &TenantConfig,
-        creds: &Credentials,
-        cmd: &Command,
-        patient_id: i64,
-        changes: &PatientChanges,
-        started: DateTime<Utc>,
-    ) -> WriteResult {
-        let key = cmd.ledger_key();
-        let current = match self.patient(creds, patient_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                let reason = format!("patient {patient_id} not found in Kareo");
-                self.settle(&key, LedgerState::Failed, None, Some(reason.clone()))
-                    .await;
-                return WriteResult::of(cmd, WriteStatus::Rejected).reason(reason);
-            }
-            Err(e) => return self.not_sent(cmd, e).await,
+        let op = ops::of(cmd.op);
+        let k = Kareo {
+            port: self.kareo,
+            creds,
+            tenant,
         };
-        let body = match update_body(tenant, patient_id, &current, changes) {
+        let current = match op.reads_patient(&cmd.data) {
+            None => None,
+            Some(id) => match k.patient(id).await {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => {
+                    let reason = format!("patient {id} not found in Kareo");
+                    self.settle(&key, LedgerState::Failed, None, Some(reason.clone()))
+                        .await;
+                    return WriteResult::of(cmd, WriteStatus::Rejected).reason(reason);
+                }
+                Err(e) => return self.not_sent(cmd, e).await,
+            },
+        };
+        let body = match op.request(&cmd.data, tenant, current.as_ref()) {
             Ok(b) => b,
             Err(p) => {
                 self.release(&key).await;
@@ -341,49 +284,22 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                 return r;
             }
         };
-        let op = kareo::op("UpdatePatient").expect("in the schema");
         if let Some(r) = self.begin_sending(cmd, &key).await {
             return r;
         }
-        match self.kareo.call(creds, op, &body).await {
-            Ok(_) => {
+        match self.kareo.call(creds, op.kareo_op(), &body).await {
+            Ok(records) => {
                 fail::fail_point!("write.after_kareo_write");
-                // Kareo drops misordered or unknown members without an error: read the patient
-                // back and compare every field the command set.
-                match self.patient(creds, patient_id).await {
-                    Ok(Some(after)) => {
-                        let diffs = differing(tenant, &after, changes);
-                        if diffs.is_empty() {
-                            self.done(
-                                cmd,
-                                json!({"PatientID": patient_id, "verified": true}),
-                                false,
-                                None,
-                            )
+                match op.answered(&cmd.data, &records, &k).await {
+                    Answer::Done(ids, note) => self.done(cmd, ids, false, note).await,
+                    Answer::Review(reason) => self.review(cmd, reason).await,
+                    Answer::Unknown(why) => {
+                        self.reconcile_and_settle(tenant, creds, cmd, now, why)
                             .await
-                        } else {
-                            self.review(
-                                cmd,
-                                format!(
-                                    "UpdatePatient answered success but {} read back different: check the patient in Kareo",
-                                    diffs.join(", ")
-                                ),
-                            )
-                            .await
-                        }
-                    }
-                    _ => {
-                        self.done(
-                            cmd,
-                            json!({"PatientID": patient_id, "verified": false}),
-                            false,
-                            Some("Kareo answered success; the read-back failed".into()),
-                        )
-                        .await
                     }
                 }
             }
-            Err(e) => self.failed(tenant, creds, cmd, e, started).await,
+            Err(e) => self.failed(tenant, creds, cmd, e, now).await,
         }
     }
 
@@ -460,7 +376,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         }
     }
 
-    /// Looks for what `cmd` would have written.
+    /// Looks for what `cmd` would have written since `since` (widened by the skew).
     async fn reconcile(
         &self,
         tenant: &TenantConfig,
@@ -468,184 +384,15 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         cmd: &Command,
         since: DateTime<Utc>,
     ) -> Result<Found, KareoError> {
-        let tz = tenant.timezone;
         let skew = chrono::Duration::from_std(self.skew).unwrap_or_default();
-        let from = kareo::dates::format_filter(since - skew, tz);
-        let to = kareo::dates::format_filter(self.clock.now() + skew, tz);
-        let practice = |m: &mut Map<String, Value>, with_id: bool| {
-            m.insert("PracticeName".into(), json!(tenant.kareo.practice));
-            if let (true, Some(id)) = (with_id, tenant.kareo.practice_id) {
-                m.insert("PracticeID".into(), json!(id.to_string()));
-            }
-            m.insert("FromCreatedDate".into(), json!(from));
-            m.insert("ToCreatedDate".into(), json!(to));
+        let k = Kareo {
+            port: self.kareo,
+            creds,
+            tenant,
         };
-        let date_of = |r: &Record, member: &str| -> Option<NaiveDate> {
-            r.get(member)
-                .and_then(|s| kareo::dates::parse(s, tz).ok())
-                .map(|t| t.with_timezone(&tz).date_naive())
-        };
-        match &cmd.data {
-            Data::CreatePatient(ch) => {
-                let val = |k: &str| ch.get(k).cloned().flatten().unwrap_or_default();
-                let (first, last, dob) =
-                    (val("first_name"), val("last_name"), val("date_of_birth"));
-                let mut f = Map::new();
-                practice(&mut f, true);
-                f.insert("FirstName".into(), json!(first));
-                f.insert("LastName".into(), json!(last));
-                let recs = self.list(creds, "GetPatients", f).await?;
-                let dob = NaiveDate::parse_from_str(&dob, "%Y-%m-%d").ok();
-                let ids = distinct(
-                    recs.iter().filter(|r| {
-                        eq_ci(r.get("FirstName"), &first)
-                            && eq_ci(r.get("LastName"), &last)
-                            && date_of(r, "DOB") == dob
-                    }),
-                    "ID",
-                );
-                Ok(found(ids, "PatientID", "no patient with this name and date of birth was created since the first attempt"))
-            }
-            Data::UpdatePatient {
-                patient_id,
-                changes,
-            } => match self.patient(creds, *patient_id).await? {
-                None => Ok(Found::None(format!("patient {patient_id} not found"))),
-                Some(after) => {
-                    let diffs = differing(tenant, &after, changes);
-                    if diffs.is_empty() {
-                        Ok(Found::One(
-                            json!({"PatientID": patient_id, "verified": true}),
-                        ))
-                    } else {
-                        Ok(Found::None(format!(
-                            "{} do not hold the new values",
-                            diffs.join(", ")
-                        )))
-                    }
-                }
-            },
-            Data::CreateAppointment(a) => {
-                let mut f = Map::new();
-                practice(&mut f, false);
-                f.insert("PatientID".into(), json!(a.patient_id.to_string()));
-                let recs = self.list(creds, "GetAppointments", f).await?;
-                let ids = distinct(
-                    recs.iter().filter(|r| {
-                        r.get("PatientID").map(str::trim) == Some(a.patient_id.to_string().as_str())
-                            && r.get("StartDate")
-                                .and_then(|s| kareo::dates::parse(s, tz).ok())
-                                == Some(a.start)
-                    }),
-                    "ID",
-                );
-                Ok(found(ids, "AppointmentId", "no appointment of this patient at this start time was created since the first attempt"))
-            }
-            Data::DeleteAppointment { appointment_id } => {
-                let op = kareo::op("GetAppointment").expect("in the schema");
-                let body = json!({"Appointment": {"AppointmentId": appointment_id}});
-                match self.kareo.call(creds, op, &body).await {
-                    Ok(resp) => {
-                        let deleted = resp
-                            .records
-                            .first()
-                            .and_then(|r| r.bool("IsDeleted").ok().flatten());
-                        if deleted == Some(true) {
-                            Ok(Found::One(
-                                json!({"AppointmentId": appointment_id, "Deleted": true}),
-                            ))
-                        } else {
-                            Ok(Found::None(format!(
-                                "appointment {appointment_id} is not deleted"
-                            )))
-                        }
-                    }
-                    Err(KareoError::Api { .. }) => Ok(Found::None(format!(
-                        "appointment {appointment_id} not found"
-                    ))),
-                    Err(e) => Err(e),
-                }
-            }
-            Data::CreateEncounter(e) => {
-                let mut f = Map::new();
-                practice(&mut f, false);
-                f.insert("IncludeUnapprovedCharges".into(), json!("T"));
-                let recs = self.list(creds, "GetCharges", f).await?;
-                let mut want: Vec<String> = e
-                    .service_lines
-                    .iter()
-                    .map(|l| l.procedure_code.to_ascii_uppercase())
-                    .collect();
-                want.sort();
-                let mut by_encounter: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for r in &recs {
-                    let (Some(enc), Some(pid)) = (r.get("EncounterID"), r.get("PatientID")) else {
-                        continue;
-                    };
-                    if pid.trim() != e.patient_id.to_string()
-                        || date_of(r, "ServiceStartDate").is_none()
-                    {
-                        continue;
-                    }
-                    by_encounter
-                        .entry(enc.trim().to_string())
-                        .or_default()
-                        .push(
-                            r.get("ProcedureCode")
-                                .unwrap_or("")
-                                .trim()
-                                .to_ascii_uppercase(),
-                        );
-                }
-                // The encounter's date of service is its earliest line's.
-                let mut dates: BTreeMap<String, NaiveDate> = BTreeMap::new();
-                for r in &recs {
-                    if let (Some(enc), Some(d)) =
-                        (r.get("EncounterID"), date_of(r, "ServiceStartDate"))
-                    {
-                        let e = dates.entry(enc.trim().to_string()).or_insert(d);
-                        *e = (*e).min(d);
-                    }
-                }
-                let ids: BTreeSet<String> = by_encounter
-                    .into_iter()
-                    .filter(|(enc, codes)| {
-                        let mut codes = codes.clone();
-                        codes.sort();
-                        codes == want && dates.get(enc) == Some(&e.service_date)
-                    })
-                    .map(|(enc, _)| enc)
-                    .collect();
-                Ok(found(ids, "EncounterID", "no encounter of this patient with these procedures on this date was created since the first attempt"))
-            }
-            Data::CreatePayment(p) => {
-                let mut f = Map::new();
-                practice(&mut f, true);
-                f.insert("ReferenceNumber".into(), json!(p.reference_number));
-                let recs = self.list(creds, "GetPayments", f).await?;
-                let cents = to_cents(&p.amount);
-                let ids = distinct(
-                    recs.iter().filter(|r| {
-                        r.get("ReferenceNumber").map(str::trim) == Some(p.reference_number.as_str())
-                            && r.get("Amount").and_then(to_cents) == cents
-                            && r.get("PayerType").map(str::trim) == Some(p.payer_type)
-                    }),
-                    "ID",
-                );
-                Ok(found(ids, "PaymentID", "no payment with this reference number and amount was created since the first attempt"))
-            }
-        }
-    }
-
-    async fn list(
-        &self,
-        creds: &Credentials,
-        op: &str,
-        filter: Map<String, Value>,
-    ) -> Result<Vec<Record>, KareoError> {
-        let op = kareo::op(op).expect("read operations are in the schema");
-        let body = json!({"Fields": {}, "Filter": filter});
-        Ok(self.kareo.call(creds, op, &body).await?.records)
+        ops::of(cmd.op)
+            .reconcile(&cmd.data, &k, since - skew, self.clock.now() + skew)
+            .await
     }
 
     /// A patient's simple members (GetPatient), for a caller's cross-check before a write;
@@ -655,7 +402,7 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         creds: &Credentials,
         patient_id: i64,
     ) -> Result<Option<BTreeMap<String, String>>, KareoError> {
-        self.patient(creds, patient_id).await
+        ops::patient(self.kareo, creds, patient_id).await
     }
 
     /// The patient of an appointment (GetAppointment's `PatientSummary.PatientId`), for a
@@ -665,11 +412,9 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         creds: &Credentials,
         appointment_id: i64,
     ) -> Result<Option<String>, KareoError> {
-        let op = kareo::op("GetAppointment").expect("in the schema");
         let body = json!({"Appointment": {"AppointmentId": appointment_id}});
-        match self.kareo.call(creds, op, &body).await {
-            Ok(resp) => Ok(resp
-                .records
+        match self.kareo.call(creds, "GetAppointment", &body).await {
+            Ok(records) => Ok(records
                 .first()
                 .and_then(|r| r.record("PatientSummary"))
                 .and_then(|p| p.get("PatientId"))
@@ -697,25 +442,6 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             Ok(Claim::Held) => WriteResult::of(cmd, WriteStatus::InProgress)
                 .reason("another attempt of this command id is under way"),
             Ok(Claim::New) | Ok(Claim::Expired(_)) => self.review(cmd, reason).await,
-        }
-    }
-
-    /// A patient's simple members (GetPatient); `None` when Kareo has no such patient.
-    async fn patient(
-        &self,
-        creds: &Credentials,
-        patient_id: i64,
-    ) -> Result<Option<BTreeMap<String, String>>, KareoError> {
-        let op = kareo::op("GetPatient").expect("in the schema");
-        let body = json!({"Filter": {"PatientID": patient_id}});
-        match self.kareo.call(creds, op, &body).await {
-            Ok(resp) => Ok(resp.records.first().filter(|r| r.id().is_some()).map(|r| {
-                r.texts()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })),
-            Err(KareoError::Api { .. }) => Ok(None),
-            Err(e) => Err(e),
         }
     }
 
@@ -863,106 +589,11 @@ fn stored(cmd: &Command, e: &LedgerEntry, status: WriteStatus) -> WriteResult {
     r
 }
 
-/// The ids of a successful write's answer.
-fn ids_of(cmd: &Command, rec: Option<&Record>) -> Option<Value> {
-    let rec = rec?;
-    let id = |m: &str| rec.i64(m).ok().flatten();
-    match &cmd.data {
-        Data::CreatePatient(_) => id("PatientID").map(|i| json!({"PatientID": i})),
-        Data::UpdatePatient { patient_id, .. } => Some(json!({"PatientID": patient_id})),
-        Data::CreateAppointment(_) => id("AppointmentId").map(|i| json!({"AppointmentId": i})),
-        Data::DeleteAppointment { appointment_id } => (rec.bool("Deleted").ok().flatten()
-            == Some(true))
-        .then(|| json!({"AppointmentId": appointment_id, "Deleted": true})),
-        Data::CreateEncounter(_) => {
-            let lines: Vec<i64> = rec
-                .list("ServiceLinesAdded")
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(|n| match n {
-                    kareo::Nested::Record(r) => r.i64("ServiceLineID").ok().flatten(),
-                    _ => None,
-                })
-                .collect();
-            id("EncounterID").map(|i| json!({"EncounterID": i, "ServiceLineIDs": lines}))
-        }
-        Data::CreatePayment(_) => id("PaymentID").map(|i| json!({"PaymentID": i})),
-    }
-}
-
 fn remote_id(ids: &Value) -> Option<String> {
     ["PatientID", "AppointmentId", "EncounterID", "PaymentID"]
         .iter()
         .find_map(|k| ids.get(*k))
         .map(|v| v.to_string())
-}
-
-fn distinct<'r>(recs: impl Iterator<Item = &'r Record>, member: &str) -> BTreeSet<String> {
-    recs.filter_map(|r| r.get(member))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-fn found(ids: BTreeSet<String>, key: &str, none: &str) -> Found {
-    match ids.len() {
-        0 => Found::None(none.to_string()),
-        1 => {
-            let id = ids.into_iter().next().unwrap_or_default();
-            let v = id
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or(Value::String(id));
-            Found::One(json!({ key: v }))
-        }
-        n => Found::Many(n),
-    }
-}
-
-fn eq_ci(a: Option<&str>, b: &str) -> bool {
-    a.is_some_and(|a| a.trim().to_lowercase() == b.trim().to_lowercase())
-}
-
-/// The fields of `changes` that `current` (PatientData) does not hold: names only.
-fn differing(
-    tenant: &TenantConfig,
-    current: &BTreeMap<String, String>,
-    changes: &PatientChanges,
-) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    for (key, want) in &changes.0 {
-        let Some(f) = patient_field(key) else {
-            continue;
-        };
-        let have = current
-            .get(f.data_member)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty());
-        let same = match (want, have) {
-            (None, None) => true,
-            (None, Some(_)) | (Some(_), None) => false,
-            (Some(w), Some(h)) => match f.kind {
-                FieldKind::Text => w.trim() == h,
-                FieldKind::Email => w.trim().eq_ignore_ascii_case(h),
-                FieldKind::Phone => {
-                    let digits =
-                        |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-                    digits(w) == digits(h)
-                }
-                FieldKind::Gender => normalise_gender(h) == Some(w.as_str()),
-                FieldKind::Date => {
-                    kareo::dates::parse(h, tenant.timezone)
-                        .ok()
-                        .map(|t| t.with_timezone(&tenant.timezone).date_naive())
-                        == NaiveDate::parse_from_str(w, "%Y-%m-%d").ok()
-                }
-            },
-        };
-        if !same {
-            out.push(f.key);
-        }
-    }
-    out
 }
 
 /// Runs a command given as JSON: checks it, finds its tenant and Kareo credentials, and
@@ -993,4 +624,243 @@ pub async fn run_command<L: Ledger, T: Clock, S: SecretSource>(
         Err(e) => return WriteResult::of(&cmd, WriteStatus::Rejected).reason(e.to_string()),
     };
     writer.execute(tenant, &creds, &cmd).await
+}
+
+/// The executor's protocol against a scripted Kareo (the port), without a simulator: each test
+/// names the calls it expects, in order, and what Kareo answers; a call nobody scripted fails
+/// the test.
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use domain::local::LocalStore;
+    use futures_util::future::BoxFuture;
+    use kareo::{Family, Record};
+    use serde_json::json;
+
+    use super::*;
+
+    type Reply = Result<Vec<Record>, KareoError>;
+
+    struct Scripted {
+        script: Mutex<VecDeque<(&'static str, Reply)>>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Scripted {
+        fn new(script: Vec<(&'static str, Reply)>) -> Scripted {
+            Scripted {
+                script: Mutex::new(script.into()),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn done(&self) -> bool {
+            self.script.lock().unwrap().is_empty()
+        }
+    }
+
+    impl KareoCall for Scripted {
+        fn call<'a>(
+            &'a self,
+            _creds: &'a Credentials,
+            op: &'static str,
+            _body: &'a Value,
+        ) -> BoxFuture<'a, Result<Vec<Record>, KareoError>> {
+            self.calls.lock().unwrap().push(op);
+            let (want, reply) = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| panic!("unscripted call {op}"));
+            assert_eq!(op, want, "calls out of order");
+            Box::pin(async move { reply })
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(30)
+        }
+    }
+
+    struct Fixed(DateTime<Utc>);
+    impl Clock for Fixed {
+        fn now(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    fn tenant() -> TenantConfig {
+        TenantConfig::from_yaml(
+            "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: k\n  practice: Acme\n  practice_id: 1\ndock:\n  secret: d\nfamilies:\n  patients: {}\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    fn command(id: &str, op: &str, data: Value) -> Command {
+        Command::from_value(&json!({"id": id, "tenant": "acme", "op": op, "data": data})).unwrap()
+    }
+
+    fn new_patient() -> Command {
+        command(
+            "c-1",
+            "CreatePatient",
+            json!({"first_name": "Ada", "last_name": "Lovelace", "date_of_birth": "1985-12-10"}),
+        )
+    }
+
+    fn answer(op: &str, members: &[(&str, &str)]) -> Vec<Record> {
+        let mut r = Record::new(kareo::op(op).unwrap().response);
+        for (k, v) in members {
+            assert!(r.set(k, v), "{op} has no member {k}");
+        }
+        vec![r]
+    }
+
+    fn patient(members: &[(&str, &str)]) -> Vec<Record> {
+        let mut r = Record::new(Family::Patients.data_type().id());
+        for (k, v) in members {
+            assert!(r.set(k, v), "PatientData has no member {k}");
+        }
+        vec![r]
+    }
+
+    async fn run(kareo: &Scripted, ledger: &LocalStore, cmd: &Command) -> WriteResult {
+        let clock = Fixed("2026-10-01T15:00:00Z".parse().unwrap());
+        let writer = Writer::new(kareo, ledger, &clock, "test".into());
+        writer
+            .execute(&tenant(), &Credentials::placeholder(), cmd)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_create_is_sent_once_and_a_repeat_answers_from_the_ledger() {
+        let kareo = Scripted::new(vec![(
+            "CreatePatient",
+            Ok(answer("CreatePatient", &[("PatientID", "42")])),
+        )]);
+        let ledger = LocalStore::memory();
+        let r = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+        assert_eq!(r.kareo, Some(json!({"PatientID": 42})));
+        let again = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(again.status, WriteStatus::Done);
+        assert!(again.repeated);
+        assert_eq!(again.kareo, Some(json!({"PatientID": 42})));
+        assert_eq!(
+            kareo.calls(),
+            ["CreatePatient"],
+            "the repeat called nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_sending_is_reconciled_and_never_resent() {
+        let timeout = KareoError::Timeout {
+            op: "CreatePatient",
+            after: Duration::from_secs(30),
+            sent: true,
+        };
+        let found = patient(&[
+            ("ID", "7"),
+            ("FirstName", "ada"),
+            ("LastName", "Lovelace"),
+            ("DOB", "1985-12-10T00:00:00"),
+        ]);
+        let kareo = Scripted::new(vec![
+            ("CreatePatient", Err(timeout)),
+            ("GetPatients", Ok(found)),
+        ]);
+        let ledger = LocalStore::memory();
+        let r = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+        assert!(r.reconciled);
+        assert_eq!(r.kareo, Some(json!({"PatientID": 7})));
+        assert_eq!(kareo.calls(), ["CreatePatient", "GetPatients"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_with_nothing_found_needs_review() {
+        let timeout = KareoError::Timeout {
+            op: "CreatePatient",
+            after: Duration::from_secs(30),
+            sent: true,
+        };
+        let kareo = Scripted::new(vec![
+            ("CreatePatient", Err(timeout)),
+            ("GetPatients", Ok(Vec::new())),
+        ]);
+        let ledger = LocalStore::memory();
+        let r = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
+        let again = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(again.status, WriteStatus::NeedsReview);
+        assert!(again.repeated, "never re-sent");
+        assert!(kareo.done());
+    }
+
+    #[tokio::test]
+    async fn a_throttle_before_sending_gives_the_claim_back() {
+        let throttled = KareoError::Throttled {
+            op: "CreatePatient",
+            interval: Duration::from_secs(1),
+        };
+        let kareo = Scripted::new(vec![
+            ("CreatePatient", Err(throttled)),
+            (
+                "CreatePatient",
+                Ok(answer("CreatePatient", &[("PatientID", "43")])),
+            ),
+        ]);
+        let ledger = LocalStore::memory();
+        let r = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(r.status, WriteStatus::Retry, "{r:?}");
+        let r = run(&kareo, &ledger, &new_patient()).await;
+        assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+        assert!(!r.repeated);
+        assert!(kareo.done());
+    }
+
+    #[tokio::test]
+    async fn an_update_is_read_modified_written_and_verified() {
+        let before = [("ID", "3"), ("FirstName", "Ada"), ("City", "Boston")];
+        let kareo = Scripted::new(vec![
+            ("GetPatient", Ok(patient(&before))),
+            ("UpdatePatient", Ok(Vec::new())),
+            // Kareo answered success but kept the old city.
+            ("GetPatient", Ok(patient(&before))),
+        ]);
+        let ledger = LocalStore::memory();
+        let cmd = command(
+            "u-1",
+            "UpdatePatient",
+            json!({"patient_id": 3, "city": "Cambridge"}),
+        );
+        let r = run(&kareo, &ledger, &cmd).await;
+        assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
+        assert!(r.reason.as_deref().unwrap_or("").contains("city"), "{r:?}");
+        assert!(!r.reason.as_deref().unwrap_or("").contains("Cambridge"));
+        assert!(kareo.done());
+    }
+
+    #[tokio::test]
+    async fn an_update_of_a_patient_kareo_does_not_have_is_rejected_unsent() {
+        let missing = KareoError::Api {
+            op: "GetPatient",
+            text: "not found".into(),
+        };
+        let kareo = Scripted::new(vec![("GetPatient", Err(missing))]);
+        let ledger = LocalStore::memory();
+        let cmd = command(
+            "u-2",
+            "UpdatePatient",
+            json!({"patient_id": 9, "city": "Cambridge"}),
+        );
+        let r = run(&kareo, &ledger, &cmd).await;
+        assert_eq!(r.status, WriteStatus::Rejected, "{r:?}");
+        assert_eq!(kareo.calls(), ["GetPatient"], "nothing was sent");
+    }
 }

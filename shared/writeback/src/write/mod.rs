@@ -35,8 +35,13 @@
 //! ledger reasons carry ids and error classes; Kareo's own error text is returned to the
 //! caller only.
 
+mod check;
+pub mod command;
 pub mod exec;
+pub mod kareo;
+mod ops;
 
-pub use domain::command::{Command, Data, Problem};
+pub use command::{Command, Data, Problem};
 pub use domain::op::Op;
 pub use exec::{run_command, WriteResult, WriteStatus, Writer};
+pub use kareo::KareoCall;
