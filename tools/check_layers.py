@@ -3,7 +3,7 @@
 cycle inside any crate. Run by scripts/test; exit 1 names the offending arrow or cycle.
 
 Layers (a crate may depend only on crates in lower layers):
-  0  kareo, dock                     the API clients
+  0  kareo, dock, testkit            the API clients; test helpers (dev only)
   1  kareo-sim, dock-sim, domain     simulators; the vocabulary (config, events, ports)
   2  sync, tasks, writeback          the jobs (never each other)
   3  aws                             the AWS adapters (edges)
@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"kareo": 0, "dock": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
+LAYER = {"kareo": 0, "dock": 0, "testkit": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
          "sync": 2, "tasks": 2, "writeback": 2, "aws": 3}
 # What each function binary's job needs, and nothing else.
 FUNCTION_JOB = {"poll": "sync", "task": "tasks", "write": "writeback", "webhook": "writeback"}

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ::sync::{Mode, PollConfig, Poller, Report};
-use chrono::{DateTime, Utc};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink, Tee};
+use domain::ports::FnClock;
 use domain::ports::{Clock, EventSink};
 use domain::{ChangeEvent, TenantConfig};
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -24,14 +24,6 @@ use tasks::deliver::{deliver_batch, Delivered, Delivery, DeliverySink, DockTasks
 
 /// The sample practice's config (its `start` is moved to 31 days before the simulator's now).
 pub const SAMPLE_TENANT: &str = include_str!("../../examples/demo-practice.yaml");
-
-struct SimClock(KareoSim);
-
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 /// The sample tenant against this simulator.
 pub fn sample_tenant(sim: &KareoSim) -> TenantConfig {
@@ -137,7 +129,10 @@ pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
         println!("Kareo credentials ok (customer {}); {throttles} live throttle intervals read from GetThrottles\n", customer.unwrap_or_default());
 
         let store = LocalStore::memory();
-        let clock = SimClock(sim.clone());
+        let clock = FnClock::new({
+            let sim = sim.clone();
+            move || sim.now()
+        });
         let recording = RecordingSink::default();
         let delivery = Delivery {
             dock: &dock,

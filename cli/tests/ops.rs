@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use testkit::{moto, unique};
 
 use chrono::Utc;
 use dock_sim::DockSim;
@@ -26,16 +26,6 @@ async fn run(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("kareo-dock runs"))
         .await
         .unwrap()
-}
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -803,32 +793,6 @@ async fn replay_redrives_the_dead_letters_once_the_cause_is_fixed() {
 // AWS: the table, Secrets Manager, SQS (moto) and a Lambda Invoke stub
 // ---------------------------------------------------------------------------------------------
 
-/// Whether the moto tests run: yes with `AWS_ENDPOINT_URL` (a loopback emulator); a loud skip
-/// with `KAREO_DOCK_SKIP_MOTO=1`; else a loud failure.
-fn moto() -> bool {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if !url.is_empty() => {
-            let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
-            assert!(
-                matches!(host, "127.0.0.1" | "localhost") || host.starts_with("127."),
-                "AWS_ENDPOINT_URL={url} is not a loopback emulator: these tests create tables, \
-                 secrets and queues and only run against moto on this machine"
-            );
-            true
-        }
-        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
-            eprintln!("\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — this --table / --queue-url test did NOT run (no AWS_ENDPOINT_URL).\n");
-            false
-        }
-        _ => panic!(
-            "\n!!! AWS_ENDPOINT_URL is not set: the --table / --queue-url tests did NOT run.\n\
-             !!! Run scripts/test (it starts moto server), or start `moto_server -p PORT` and set\n\
-             !!! AWS_ENDPOINT_URL=http://127.0.0.1:PORT AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
-             AWS_SECRET_ACCESS_KEY=test,\n!!! or set KAREO_DOCK_SKIP_MOTO=1 to skip them knowingly.\n"
-        ),
-    }
-}
-
 /// Deletes the test's table when the test ends.
 struct TableGuard(aws::DynamoStore);
 
@@ -843,7 +807,7 @@ impl Drop for TableGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_mode_tenant_put_check_backfill_status_and_cursor_reset() {
-    if !moto() {
+    if !moto("the --table / --queue-url tests") {
         return;
     }
     let env = Env::start("table").await;
@@ -1068,7 +1032,7 @@ fn destination_record(tenant: &str, event: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_the_on_failure_queue_reinvokes_and_deletes_only_what_succeeded() {
-    if !moto() {
+    if !moto("the --table / --queue-url tests") {
         return;
     }
     let sdk = aws::sdk_config().await;

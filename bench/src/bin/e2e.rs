@@ -9,22 +9,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use domain::local::{LocalSecrets, LocalStore};
-use domain::ports::Clock;
+use domain::ports::FnClock;
 use domain::TenantConfig;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, Outcome, PollConfig, Poller};
 use tasks::deliver::{Delivery, DeliverySink, DockTasks};
-
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 fn main() {
     let n: usize = arg("--records", 100_000);
@@ -106,7 +98,10 @@ fn main() {
             .unwrap(),
         );
         let store = LocalStore::memory();
-        let clock = SimClock(kareo_sim.clone());
+        let clock = FnClock::new({
+            let sim = kareo_sim.clone();
+            move || sim.now()
+        });
         let delivery = Delivery {
             dock: &dock,
             ledger: &store,

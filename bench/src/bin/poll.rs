@@ -22,13 +22,6 @@ use kareo_sim::{KareoSim, SimConfig};
 use sync::run::poll_tenants;
 use sync::{Mode, Outcome, PollConfig, Poller};
 
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
-
 /// Counts every store call (each is one remote call with DynamoDB).
 #[derive(Default)]
 struct Counting {
@@ -147,7 +140,10 @@ fn main() {
         let client = KareoClient::new(ClientConfig { endpoint: sim.url(), ..ClientConfig::default() }).unwrap();
         let store = Counting::default();
         let sink = RecordingSink::default();
-        let clock = SimClock(sim.clone());
+        let clock = FnClock::new({
+            let sim = sim.clone();
+            move || sim.now()
+        });
         let config = PollConfig { owner: "bench".into(), ..PollConfig::default() };
         let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &sink, clock: &clock, config: &config };
 

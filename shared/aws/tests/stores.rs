@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
@@ -21,20 +20,10 @@ use domain::ports::{
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo::Family;
+use testkit::{moto, unique};
 
 const A: Family = Family::Appointments;
 const P: Family = Family::Patients;
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        Utc::now().timestamp_micros() % 1_000_000
-    )
-}
 
 /// An instant with a fraction of a second, to check that instants survive to the nanosecond.
 fn base() -> DateTime<Utc> {
@@ -98,41 +87,6 @@ async fn dir() -> Option<Fixture<LocalStore>> {
     })
 }
 
-/// Whether the moto tests run: yes with `AWS_ENDPOINT_URL` (a loopback emulator); a loud skip
-/// with `KAREO_DOCK_SKIP_MOTO=1`; else a loud failure.
-fn moto() -> bool {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if !url.is_empty() => {
-            let host = url
-                .split("://")
-                .nth(1)
-                .unwrap_or("")
-                .split(['/', ':'])
-                .next()
-                .unwrap_or("");
-            assert!(
-                matches!(host, "127.0.0.1" | "localhost" | "[") || host.starts_with("127."),
-                "AWS_ENDPOINT_URL={url} is not a loopback emulator: these tests create and delete \
-                 tables and only run against moto on this machine"
-            );
-            true
-        }
-        _ if std::env::var("KAREO_DOCK_SKIP_MOTO").as_deref() == Ok("1") => {
-            eprintln!(
-                "\n!!! SKIPPED: KAREO_DOCK_SKIP_MOTO=1 — this DynamoDB / Secrets Manager test did \
-                 NOT run (no AWS_ENDPOINT_URL).\n"
-            );
-            false
-        }
-        _ => panic!(
-            "\n!!! AWS_ENDPOINT_URL is not set: the DynamoDB / Secrets Manager tests did NOT run.\n\
-             !!! Run scripts/test (it starts moto server), or start `moto_server -p PORT` and set\n\
-             !!! AWS_ENDPOINT_URL=http://127.0.0.1:PORT AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
-             AWS_SECRET_ACCESS_KEY=test,\n!!! or set KAREO_DOCK_SKIP_MOTO=1 to skip them knowingly.\n"
-        ),
-    }
-}
-
 /// Records the DynamoDB operation of every attempt (from `X-Amz-Target`).
 #[derive(Debug)]
 struct CallLog(Arc<Mutex<Vec<String>>>);
@@ -175,7 +129,7 @@ impl Drop for TableGuard {
 }
 
 async fn dynamo() -> Option<Fixture<DynamoStore>> {
-    if !moto() {
+    if !moto("the DynamoDB / Secrets Manager / Lambda store suite") {
         return None;
     }
     let conf = sdk_config().await;
@@ -1114,7 +1068,7 @@ async fn dynamodb_matches_local_store() {
 
 #[tokio::test]
 async fn secrets_manager_reads_a_secret_and_names_a_missing_one() {
-    if !moto() {
+    if !moto("the DynamoDB / Secrets Manager / Lambda store suite") {
         return;
     }
     let conf = sdk_config().await;

@@ -289,6 +289,24 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock read from a function: a simulator's clock in the demo, the tests and the benches
+/// (`FnClock::new(move || sim.now())`).
+#[derive(Clone)]
+pub struct FnClock(std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl FnClock {
+    /// The clock `now` reads.
+    pub fn new(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> FnClock {
+        FnClock(std::sync::Arc::new(now))
+    }
+}
+
+impl Clock for FnClock {
+    fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
 /// Where an exactly-once item stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

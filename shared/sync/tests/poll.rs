@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink};
-use domain::ports::{Clock, CursorStore};
+use domain::ports::CursorStore;
+use domain::ports::FnClock;
 use domain::{ChangeKind, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -14,19 +15,12 @@ use kareo_sim::{KareoSim, SimConfig};
 use sync::run::poll_tenants;
 use sync::{Mode, Outcome, PollConfig, Poller};
 
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
-
 struct World {
     sim: KareoSim,
     client: KareoClient,
     store: LocalStore,
     sink: RecordingSink,
-    clock: SimClock,
+    clock: FnClock,
     config: PollConfig,
     tenant: TenantConfig,
 }
@@ -68,7 +62,10 @@ async fn world_with(cfg: SimConfig, families: &str) -> World {
         client,
         store: LocalStore::memory(),
         sink: RecordingSink::default(),
-        clock: SimClock(sim.clone()),
+        clock: FnClock::new({
+            let sim = sim.clone();
+            move || sim.now()
+        }),
         config: PollConfig {
             owner: "test".into(),
             ..PollConfig::default()
@@ -99,7 +96,7 @@ impl World {
         }
     }
 
-    fn poller(&self) -> Poller<'_, KareoClient, LocalStore, LocalStore, RecordingSink, SimClock> {
+    fn poller(&self) -> Poller<'_, KareoClient, LocalStore, LocalStore, RecordingSink, FnClock> {
         Poller {
             kareo: &self.client,
             cursors: &self.store,

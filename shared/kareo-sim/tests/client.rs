@@ -5,10 +5,52 @@ use std::time::Duration;
 
 use kareo::error::KareoError;
 use kareo::request::*;
-use kareo::{op, Credentials};
-use kareo_dock_tests::{client, client_with, creds, sim};
+use kareo::throttle::RetryPolicy;
+use kareo::{op, ClientConfig, Credentials, KareoClient};
 use kareo_sim::{Family, Fault, FaultRule, KareoSim, Outcome, SimConfig};
 use serde_json::json;
+
+/// The credentials a simulator accepts.
+fn creds(sim: &KareoSim) -> Credentials {
+    let c = sim.config();
+    Credentials {
+        customer_key: c.customer_key.clone(),
+        user: c.user.clone(),
+        password: c.password.clone(),
+    }
+}
+
+/// A client for a simulator: quick retries, a small throttle margin.
+fn client(sim: &KareoSim) -> KareoClient {
+    client_with(sim, |_| {})
+}
+
+/// A client for a simulator, with settings changed by `f`.
+fn client_with(sim: &KareoSim, f: impl FnOnce(&mut ClientConfig)) -> KareoClient {
+    let mut cfg = ClientConfig {
+        endpoint: sim.url(),
+        retry: RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            max_total: Duration::from_secs(5),
+        },
+        throttle_margin: Duration::from_millis(60),
+        timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    f(&mut cfg);
+    KareoClient::new(cfg).expect("client")
+}
+
+/// A simulator that does not enforce the throttle (tests of other behaviour stay fast).
+async fn sim() -> KareoSim {
+    KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        ..SimConfig::default()
+    })
+    .await
+}
 
 const NY: chrono_tz::Tz = chrono_tz::America::New_York;
 
@@ -354,7 +396,7 @@ async fn an_ambiguous_write_is_never_retried() {
         Fault::TimeoutAfterApply(Duration::from_secs(3)),
     ));
     let body: serde_json::Value = serde_json::from_str(include_str!(
-        "../shared/kareo/fixtures/requests/CreatePatient.json"
+        "../../kareo/fixtures/requests/CreatePatient.json"
     ))
     .unwrap();
     let mut body = body;

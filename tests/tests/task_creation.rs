@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use dock_sim::{DockSim, Fault as DockFault, FaultRule as DockRule, Seed};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::ports::FnClock;
 use domain::ports::{Clock, Ledger, LedgerState};
 use domain::{ChangeEvent, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, PollConfig, Poller};
 use tasks::deliver::{deliver_batch, Delivery, DeliverySink, DockTasks};
@@ -64,7 +64,7 @@ struct World {
     store: LocalStore,
     secrets: LocalSecrets,
     tenant: TenantConfig,
-    clock: SimClock,
+    clock: FnClock,
 }
 
 async fn world() -> World {
@@ -124,7 +124,10 @@ async fn world() -> World {
         serde_json::to_value(dock_sim.secret()).unwrap(),
     );
     World {
-        clock: SimClock(kareo_sim.clone()),
+        clock: FnClock::new({
+            let sim = kareo_sim.clone();
+            move || sim.now()
+        }),
         kareo_sim,
         dock_sim,
         kareo,
@@ -145,7 +148,7 @@ impl World {
         }
     }
 
-    fn delivery(&self, owner: &str) -> Delivery<'_, DockTasks, LocalStore, KareoClient, SimClock> {
+    fn delivery(&self, owner: &str) -> Delivery<'_, DockTasks, LocalStore, KareoClient, FnClock> {
         Delivery {
             dock: &self.dock,
             ledger: &self.store,

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use dock_sim::{DockSim, Seed};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink};
-use domain::ports::{Clock, CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
+use domain::ports::FnClock;
+use domain::ports::{CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
 use domain::{ChangeEvent, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -20,14 +20,6 @@ use serde_json::json;
 use sync::run::poll_tenants;
 use sync::{Mode, Outcome, PollConfig, Poller, Report};
 use tasks::deliver::{Delivery, DeliverySink, DockTasks, Failure};
-
-/// The Kareo simulator's clock.
-pub struct SimClock(pub KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 /// The families the pipeline polls.
 pub const FAMILIES: [Family; 3] = [Family::Appointments, Family::Patients, Family::Payments];
@@ -101,7 +93,7 @@ pub struct World {
     /// The tenant.
     pub tenant: TenantConfig,
     /// The simulated clock.
-    pub clock: SimClock,
+    pub clock: FnClock,
     /// Where the state lives.
     pub dir: PathBuf,
 }
@@ -159,7 +151,10 @@ pub async fn world_with_secrets(
     );
     Arc::new(World {
         kareo: kareo_client(&kareo_sim),
-        clock: SimClock(kareo_sim.clone()),
+        clock: FnClock::new({
+            let sim = kareo_sim.clone();
+            move || sim.now()
+        }),
         kareo_sim,
         dock_sim,
         dock,

@@ -16,6 +16,7 @@ use dock_sim::webhook::{challenge_digest, sign};
 use dock_sim::{DockSim, Seed, SeedField, WebhookDelivery};
 use domain::http::{HttpRequest, HttpResponse};
 use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::FnClock;
 use domain::ports::{
     Clock, HookRegistration, HookStore, Ledger, LedgerState, Link, LinkKey, LinkStore, SecretError,
     SecretSource, SecretValue, StoreError, TenantStore,
@@ -32,13 +33,6 @@ use writeback::write::Writer;
 
 const SECRET: &str = "whsec-9f3b2c7d1e0a";
 
-struct SimClock(KareoSim);
-impl Clock for SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
-
 struct World {
     kareo_sim: KareoSim,
     dock_sim: DockSim,
@@ -49,7 +43,7 @@ struct World {
     tenant: TenantConfig,
     /// The tenant's YAML as written.
     yaml: String,
-    clock: SimClock,
+    clock: FnClock,
     token: Token,
 }
 
@@ -226,7 +220,10 @@ async fn world() -> World {
         .await
         .unwrap();
     World {
-        clock: SimClock(kareo_sim.clone()),
+        clock: FnClock::new({
+            let sim = kareo_sim.clone();
+            move || sim.now()
+        }),
         kareo_sim,
         dock_sim,
         kareo,

@@ -16,11 +16,10 @@ use std::sync::Arc;
 
 use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::CursorStore;
+use domain::ports::FnClock;
 use domain::{ChangeEvent, TenantConfig};
 use kareo::{Family, KareoClient};
-use kareo_dock_tests::pipeline::{
-    expected_keys, kareo_client, state_dir, world, SimClock, World, FAMILIES,
-};
+use kareo_dock_tests::pipeline::{expected_keys, kareo_client, state_dir, world, World, FAMILIES};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
 use sync::Outcome;
@@ -203,7 +202,7 @@ struct WriteWorld {
     kareo: KareoClient,
     secrets: LocalSecrets,
     tenant: TenantConfig,
-    clock: SimClock,
+    clock: FnClock,
     dir: PathBuf,
 }
 
@@ -228,7 +227,10 @@ impl WriteWorld {
         );
         Arc::new(WriteWorld {
             kareo: kareo_client(&sim),
-            clock: SimClock(sim.clone()),
+            clock: FnClock::new({
+                let sim = sim.clone();
+                move || sim.now()
+            }),
             tenant: TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap(),
             secrets: LocalSecrets::from_map(secrets),
             sim,

@@ -8,11 +8,11 @@ use std::process::Command as Process;
 use std::time::Duration;
 
 use domain::local::{LocalSecrets, LocalStore};
+use domain::ports::FnClock;
 use domain::ports::{Clock, Ledger, LedgerState};
 use domain::TenantConfig;
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_tests::pipeline::SimClock;
 use kareo_sim::{Fault, FaultRule, KareoSim, SimConfig};
 use serde_json::{json, Value};
 use writeback::write::command::update_body;
@@ -24,7 +24,7 @@ struct World {
     store: LocalStore,
     secrets: LocalSecrets,
     tenant: TenantConfig,
-    clock: SimClock,
+    clock: FnClock,
 }
 
 fn tenant_yaml(sim: &KareoSim) -> String {
@@ -67,7 +67,10 @@ async fn world_with(timeout: Duration) -> World {
         json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
     );
     World {
-        clock: SimClock(sim.clone()),
+        clock: FnClock::new({
+            let sim = sim.clone();
+            move || sim.now()
+        }),
         sim,
         kareo,
         store: LocalStore::memory(),
@@ -81,7 +84,7 @@ async fn world() -> World {
 }
 
 impl World {
-    fn writer(&self) -> Writer<'_, LocalStore, SimClock> {
+    fn writer(&self) -> Writer<'_, LocalStore, FnClock> {
         Writer::new(&self.kareo, &self.store, &self.clock, "test".into())
     }
 
