@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The architecture as a check: crates by job with arrows that only point down, and no module
-cycle inside any crate. Run by scripts/test; exit 1 names the offending arrow or cycle.
+"""The architecture as a check: crates by job with arrows that only point down, no module cycle
+inside any crate, and no product function over 100 lines without a `// Long: <reason>.` line
+above it. Run by scripts/test; exit 1 names the offending arrow, cycle or function.
 
 Layers (a crate may depend only on crates in lower layers):
   0  kareo, dock, testkit            the API clients; test helpers (dev only)
@@ -125,9 +126,44 @@ for path in workspace_crates():
         if n not in colour:
             visit(n)
 
+# Long functions: split, or say why not. Test modules, test files and generated code are exempt.
+FN = re.compile(r"^(\s*)(pub(\([a-z]+\))? )?(async )?(const )?fn (\w+)")
+for path in workspace_crates():
+    src = path / "src"
+    if not src.is_dir():
+        continue
+    for f in sorted(src.rglob("*.rs")):
+        if "generated" in f.name or path.name == "bench":
+            continue
+        lines = f.read_text().split("\n")
+        end = next((i for i, l in enumerate(lines) if l.startswith("#[cfg(test)]")), len(lines))
+        i = 0
+        while i < end:
+            m = FN.match(lines[i])
+            if not m:
+                i += 1
+                continue
+            indent = len(m.group(1))
+            j = i + 1
+            while j < end and not (
+                lines[j].startswith(" " * indent + "}")
+                and len(lines[j]) - len(lines[j].lstrip()) == indent
+            ):
+                j += 1
+            if j - i + 1 > 100:
+                k = i - 1
+                while k >= 0 and lines[k].strip().startswith("#["):
+                    k -= 1
+                if not lines[k].strip().startswith("// Long:"):
+                    problems.append(
+                        f"{f.relative_to(ROOT)}:{i + 1}: fn {m.group(6)} is {j - i + 1} lines: "
+                        "split it, or say why above it (`// Long: <reason>.`)"
+                    )
+            i = j + 1
+
 if problems:
     print("layer check failed:")
     for p in problems:
         print("  " + p)
     sys.exit(1)
-print(f"layers: {len(workspace_crates())} crates, arrows point down, no module cycles")
+print(f"layers: {len(workspace_crates())} crates, arrows point down, no module cycles, long functions explained")

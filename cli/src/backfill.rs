@@ -74,6 +74,7 @@ impl EventSink for Discard {
     }
 }
 
+// Long: the backfill loop over windows with its progress bar and report.
 async fn backfill(args: Args) -> Outcome {
     let since = common::instant(&args.from, "--from")?;
     let only: Option<Family> = args.family.as_deref().map(common::family).transpose()?;

@@ -137,6 +137,7 @@ fn kareo_fail(e: &KareoError) -> String {
     format!("{}: {e}", e.class())
 }
 
+// Long: one verdict per checked item, in the order they are printed.
 async fn check_tenant(
     t: &TenantConfig,
     secrets: &Secrets,

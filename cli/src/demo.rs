@@ -82,6 +82,7 @@ fn plant_canaries(sim: &KareoSim) {
 }
 
 /// Runs the demo.
+// Long: the demo is a script: each step prints what it did.
 pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

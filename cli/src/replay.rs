@@ -154,6 +154,7 @@ fn find_events(path: &Path, ids: &HashSet<&str>) -> Result<HashMap<String, Chang
     Ok(out)
 }
 
+// Long: the local redrive: read, match events, deliver, rewrite the file, report.
 async fn local(args: &Args) -> Outcome {
     let dir = args.state.as_deref().expect("clap: --state or --queue-url");
     let dl_path = dir.join("dead-letters.jsonl");
@@ -353,6 +354,7 @@ fn parse_record(body: &str) -> Result<Record, String> {
     })
 }
 
+// Long: the SQS redrive loop: receive, re-invoke, delete, report (to become one path with the local redrive behind a dead-letters port).
 async fn aws(args: &Args, url: &str) -> Outcome {
     use aws_sdk_lambda::error::ProvideErrorMetadata;
     let sdk = aws::sdk_config().await;

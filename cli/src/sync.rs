@@ -34,6 +34,7 @@ pub struct SyncArgs<'a> {
 
 /// Exit codes: 0 every run done; 2 a config or secrets file is invalid; 4 some run failed or
 /// some task could not be created (dead letters written).
+// Long: argument checks, the pipeline, then the report in two formats.
 pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
     let SyncArgs {
         configs,

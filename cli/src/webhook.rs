@@ -125,6 +125,7 @@ async fn url(c: Common) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+// Long: the registration steps against Dock in order: token, create or update, wait, disarm.
 async fn register(a: RegisterArgs) -> Outcome {
     let store = a.common.store.open().await?;
     let tenant = tenant_of(&a.common, &store).await?;

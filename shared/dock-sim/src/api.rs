@@ -147,6 +147,7 @@ fn id_of(v: &Value) -> &str {
 type HResult = Result<Reply, Reply>;
 
 impl State {
+    // Long: the seed's organisation, users, lists, templates and fields, one block each.
     pub fn new(seed: Seed) -> State {
         let mut st = State {
             integration_user_id: String::new(),
@@ -332,6 +333,7 @@ impl State {
             .unwrap_or_else(|e| e)
     }
 
+    // Long: one arm per Dock endpoint.
     fn route(
         &mut self,
         method: &str,

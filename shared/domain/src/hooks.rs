@@ -370,6 +370,7 @@ impl P<'_, '_> {
         Some(Template::Text(parts))
     }
 
+    // Long: one branch per key of a webhook rule.
     fn rule(&mut self, i: usize, n: &MarkedYaml, names: &mut BTreeSet<String>) -> Option<HookRule> {
         let at = line(n);
         let YamlData::Mapping(m) = &n.data else {

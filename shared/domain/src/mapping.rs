@@ -482,6 +482,7 @@ struct Parser<'r, 's> {
 }
 
 impl Parser<'_, '_> {
+    // Long: one branch per key of a rule.
     fn rule(
         &mut self,
         i: usize,
@@ -745,6 +746,7 @@ impl Parser<'_, '_> {
         }
     }
 
+    // Long: one branch per key of a rule's task, in the order the reference documents them.
     fn task(
         &mut self,
         v: &MarkedYaml,

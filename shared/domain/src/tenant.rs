@@ -164,6 +164,7 @@ const KEYS: [&str; 9] = [
 ];
 
 /// Reads every section of the file into `r`; `None` when a required value could not be read.
+// Long: one section of the tenant file after another, every problem collected.
 fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
     let entries = r.entries(root, line(root), "the tenant file")?;
     let get = |key: &str| {

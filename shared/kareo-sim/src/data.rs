@@ -228,6 +228,7 @@ pub fn synthetic_patient(i: u64, tz: Tz) -> Row {
     )
 }
 
+// Long: one line per PatientData member the simulator fills.
 pub(crate) fn patient_row(
     i: u64,
     seed: u64,
@@ -444,6 +445,7 @@ pub(crate) fn encounter_status_code(name: &str) -> &'static str {
     }
 }
 
+// Long: the seeded practice, one block per family, read top to bottom.
 pub(crate) fn generate(cfg: &SimConfig) -> Store {
     let tz = cfg.timezone;
     let now = cfg.start;

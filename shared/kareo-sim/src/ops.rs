@@ -72,6 +72,7 @@ pub(crate) fn check_auth(cfg: &SimConfig, op: &OpDef, req: &Obj) -> Auth {
     Auth::Ok
 }
 
+// Long: one arm per Kareo operation.
 pub(crate) fn handle(
     cfg: &SimConfig,
     st: &mut State,
@@ -572,6 +573,7 @@ impl Cx<'_> {
         Ok((vec![(list.name, Out::Rows(rows, sel))], n))
     }
 
+    // Long: one line per AppointmentData member the simulator fills.
     fn appointment_out(&self, row: &Row, deleted: bool) -> Out {
         let mut f: Vec<(&'static str, Out)> = Vec::new();
         let t = |s: &str| Out::Text(s.to_string());
@@ -711,6 +713,7 @@ impl Cx<'_> {
         ))
     }
 
+    // Long: Kareo's CreateAppointment checks, in the order Kareo reports them.
     fn create_appointment(&mut self, req: &Obj) -> Result<Payload, Err> {
         let a = req.obj("Appointment").ok_or(Err::Internal)?;
         let txt = |k: &str| a.text(k);
@@ -907,6 +910,7 @@ impl Cx<'_> {
         Ok((out, 1))
     }
 
+    // Long: Kareo's CreateEncounter checks, one after another in the order Kareo reports them.
     fn create_encounter(&mut self, req: &Obj) -> Result<Payload, Err> {
         let e = req.obj("Encounter").ok_or(Err::Internal)?;
         let practice = e.obj("Practice");

@@ -150,6 +150,7 @@ fn contract_filter(action: &str) -> String {
     format!("The message with Action '{action}' cannot be processed at the receiver, due to a ContractFilter mismatch at the EndpointDispatcher. This may be because of either a contract mismatch (mismatched Actions between sender and receiver) or a binding/security mismatch between the sender and the receiver.  Check that sender and receiver have the same contract and the same binding (including security requirements, e.g. Message, Transport, None).")
 }
 
+// Long: the accept loop and one request's life: read, decide, fault, answer.
 async fn serve(
     inner: Arc<Inner>,
     req: Request<Incoming>,
@@ -323,6 +324,7 @@ fn pick_fault(st: &mut crate::State, op: &str) -> Option<Fault> {
 }
 
 /// Decides the reply (under the state lock: writes apply here).
+// Long: one decision per fault kind and outcome, under one lock.
 fn decide(
     inner: &Inner,
     st: &mut crate::State,

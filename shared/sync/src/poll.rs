@@ -285,6 +285,7 @@ where
 {
     /// Runs one (tenant, family). Never panics on bad data; every failure ends up in the
     /// report and on the cursor.
+    // Long: the run protocol's steps (lease, windows, hand-off, cursor) in order.
     pub async fn run(
         &self,
         tenant: &TenantConfig,

@@ -481,6 +481,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         out
     }
 
+    // Long: the exactly-once protocol of one (event, rule): claim, link, post, settle, reconcile — kept in one place on purpose.
     #[allow(clippy::too_many_arguments)]
     async fn one(
         &self,

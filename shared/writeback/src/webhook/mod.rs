@@ -391,6 +391,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         )
     }
 
+    // Long: the endpoint's checks in their documented order; each returns early.
     async fn delivery(&self, tenant: &TenantConfig, req: &HttpRequest) -> HttpResponse {
         let (secret, hook_secret) = match self.secrets_of(tenant).await {
             Ok(s) => s,
