@@ -16,9 +16,10 @@ use domain::local::{JsonlSink, Tee};
 use domain::ports::*;
 use domain::ChangeEvent;
 use domain::{ports::SystemClock, TenantConfig};
+use embedded::{DeadLetterFile, Embedded};
 use indicatif::{ProgressBar, ProgressStyle};
 use kareo::{ClientConfig, Family, KareoClient};
-use tasks::deliver::{Delivery, DeliverySink, DockTasks};
+use tasks::deliver::DockTasks;
 
 use crate::common::{self, Exit, Outcome, Store};
 
@@ -116,32 +117,22 @@ async fn backfill(args: Args) -> Outcome {
                     dock::DockClient::new(dock::DockConfig::from_env())
                         .map_err(|e| Exit(common::USAGE, e.to_string()))?,
                 );
-                let delivery = Delivery {
-                    dock: &dock,
-                    ledger: s,
+                let pipeline = Embedded {
                     kareo: &kareo,
+                    dock: &dock,
+                    store: s,
+                    secrets: &secrets,
                     clock: &SystemClock,
+                    tenants: &tenants,
                     owner: format!("cli-backfill-{}", std::process::id()),
                     lease: std::time::Duration::from_secs(300),
                 };
-                let tasks = DeliverySink::new(delivery, &secrets, tenants.clone());
+                let tasks = pipeline.tasks();
                 let reports = ctx.run(s, &Tee(&events, &tasks)).await;
                 let dead = tasks.dead_letters();
-                if !dead.is_empty() {
-                    use std::io::Write;
-                    let path = dir.join("dead-letters.jsonl");
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(|e| Exit(common::REMOTE, format!("{}: {e}", path.display())))?;
-                    for d in &dead {
-                        let line = serde_json::to_string(d).unwrap_or_default();
-                        writeln!(f, "{line}").map_err(|e| {
-                            Exit(common::REMOTE, format!("{}: {e}", path.display()))
-                        })?;
-                    }
-                }
+                let file = DeadLetterFile::in_state(dir);
+                file.append(&dead)
+                    .map_err(|e| Exit(common::REMOTE, format!("{}: {e}", file.path().display())))?;
                 (reports, dead)
             }
         }

@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ::sync::{Mode, PollConfig, Poller, Report};
+use ::sync::{Mode, Report};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink, Tee};
 use domain::ports::FnClock;
-use domain::ports::{Clock, EventSink};
 use domain::{ChangeEvent, TenantConfig};
+use embedded::Embedded;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
-use tasks::deliver::{deliver_batch, Delivered, Delivery, DeliverySink, DockTasks};
+use tasks::deliver::{deliver_batch, Delivered, DockTasks};
 
 /// The sample practice's config (its `start` is moved to 31 days before the simulator's now).
 pub const SAMPLE_TENANT: &str = include_str!("../../examples/demo-practice.yaml");
@@ -135,30 +135,21 @@ pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
             move || sim.now()
         });
         let recording = RecordingSink::default();
-        let delivery = Delivery {
-            dock: &dock,
-            ledger: &store,
+        let tenants = [tenant.clone()];
+        let pipeline = Embedded {
             kareo: &client,
+            dock: &dock,
+            store: &store,
+            secrets: &secrets,
             clock: &clock,
+            tenants: &tenants,
             owner: "demo".into(),
             lease: Duration::from_secs(300),
         };
-        let tasks = DeliverySink::new(delivery, &secrets, vec![tenant.clone()]);
+        let tasks = pipeline.tasks();
         let sink = Tee(&recording, &tasks);
-        let config = PollConfig {
-            owner: "demo".into(),
-            ..PollConfig::default()
-        };
-        let poller = Poller {
-            kareo: &client,
-            cursors: &store,
-            snapshots: &store,
-            sink: &sink,
-            clock: &clock,
-            config: &config,
-        };
 
-        let first = poll_all(&poller, &tenant, &creds).await;
+        let first = pipeline.poll(&sink, &Family::ALL, Mode::Poll, 1).await;
         print_reports("first poll (backfill from the tenant's start, 31 days)", &first);
         crate::obs::poll_runs(&first);
         let after_first = tasks.totals();
@@ -186,7 +177,7 @@ pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
         println!("\nchanged in Kareo: appointment {appt} cancelled; patient {pat} new mobile phone; patient {new_id} registered; payment {pay} amended\n");
 
         let before = recording.events().len();
-        let second = poll_all(&poller, &tenant, &creds).await;
+        let second = pipeline.poll(&sink, &Family::ALL, Mode::Poll, 1).await;
         print_reports("second poll (windows since the cursors, with each family's lookback)", &second);
         crate::obs::poll_runs(&second);
         let new_events: Vec<ChangeEvent> = recording.events()[before..].to_vec();
@@ -227,25 +218,6 @@ pub fn run(phi_canary: bool) -> anyhow::Result<ExitCode> {
         );
         Ok(if dead.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(4) })
     })
-}
-
-async fn poll_all<K, C, S, E, T>(
-    poller: &Poller<'_, K, C, S, E, T>,
-    tenant: &TenantConfig,
-    creds: &Credentials,
-) -> Vec<Report>
-where
-    K: domain::source::KareoSource,
-    C: domain::ports::CursorStore,
-    S: domain::ports::SnapshotStore,
-    E: EventSink,
-    T: Clock,
-{
-    let mut out = Vec::new();
-    for f in Family::ALL {
-        out.push(poller.run(tenant, creds, f, Mode::Poll, None).await);
-    }
-    out
 }
 
 fn print_reports(title: &str, reports: &[Report]) {

@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ::sync::run::poll_tenants;
-use ::sync::{Mode, Outcome, PollConfig, Poller};
+use ::sync::{Mode, Outcome};
 use domain::local::{JsonlSink, LocalSecrets, LocalStore, Tee};
 use domain::ports::SystemClock;
 use domain::TenantConfig;
+use embedded::{DeadLetterFile, Embedded};
 use kareo::{ClientConfig, Family, KareoClient};
-use tasks::deliver::{Delivery, DeliverySink, DockTasks};
+use tasks::deliver::DockTasks;
 
 /// What to run.
 pub struct SyncArgs<'a> {
@@ -80,51 +80,31 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let client = KareoClient::new(ClientConfig::from_env())?;
         let dock = DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?);
-        let delivery = Delivery {
-            dock: &dock,
-            ledger: &store,
+        let pipeline = Embedded {
             kareo: &client,
+            dock: &dock,
+            store: &store,
+            secrets: &secrets,
             clock: &SystemClock,
+            tenants: &tenants,
             owner: format!("cli-{}", std::process::id()),
             lease: std::time::Duration::from_secs(300),
         };
-        let tasks = DeliverySink::new(delivery, &secrets, tenants.clone());
-        let none = domain::local::RecordingSink::default();
-        let sink = Tee(&events, &tasks);
-        let config = PollConfig {
-            owner: format!("cli-{}", std::process::id()),
-            ..PollConfig::default()
-        };
+        let tasks = pipeline.tasks();
         let mode = if dry_run { Mode::DryRun } else { Mode::Poll };
-        let mut reports = Vec::new();
-        if no_tasks {
-            let only_events = Tee(&events, &none);
-            let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &only_events, clock: &SystemClock, config: &config };
-            for f in &families {
-                reports.extend(poll_tenants(&poller, &secrets, &tenants, *f, None, mode, 4, None).await);
-            }
+        let reports = if no_tasks {
+            pipeline.poll(&events, &families, mode, 4).await
         } else {
-            let poller = Poller { kareo: &client, cursors: &store, snapshots: &store, sink: &sink, clock: &SystemClock, config: &config };
-            for f in &families {
-                reports.extend(poll_tenants(&poller, &secrets, &tenants, *f, None, mode, 4, None).await);
-            }
-        }
+            pipeline.poll(&Tee(&events, &tasks), &families, mode, 4).await
+        };
         let delivered = tasks.totals();
         crate::obs::poll_runs(&reports);
         if !no_tasks && !dry_run {
             crate::obs::delivered(&delivered);
         }
         let dead = tasks.dead_letters();
-        if !dead.is_empty() {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(state.join("dead-letters.jsonl"))?;
-            for d in &dead {
-                writeln!(f, "{}", serde_json::to_string(d)?)?;
-            }
-        }
+        let dead_file = DeadLetterFile::in_state(state);
+        dead_file.append(&dead)?;
         if json {
             println!(
                 "{}",
@@ -161,7 +141,7 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
                 delivered.workflows,
                 delivered.duplicates,
                 dead.len(),
-                if dead.is_empty() { String::new() } else { format!(" (see {})", state.join("dead-letters.jsonl").display()) }
+                if dead.is_empty() { String::new() } else { format!(" (see {})", dead_file.path().display()) }
             );
         }
         let failed = reports

@@ -13,13 +13,13 @@ use domain::local::{LocalSecrets, LocalStore, RecordingSink};
 use domain::ports::FnClock;
 use domain::ports::{CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
 use domain::{ChangeEvent, TenantConfig};
+use embedded::Embedded;
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::json;
-use sync::run::poll_tenants;
 use sync::{Mode, Outcome, PollConfig, Poller, Report};
-use tasks::deliver::{Delivery, DeliverySink, DockTasks, Failure};
+use tasks::deliver::{DockTasks, Failure};
 
 /// The families the pipeline polls.
 pub const FAMILIES: [Family; 3] = [Family::Appointments, Family::Patients, Family::Payments];
@@ -196,35 +196,20 @@ impl World {
         S: CursorStore + SnapshotStore + Ledger + LinkStore,
         Sec: SecretSource,
     {
-        let delivery = Delivery {
-            dock: &self.dock,
-            ledger: store,
+        let tenants = std::slice::from_ref(&self.tenant);
+        let pipeline = Embedded {
             kareo: &self.kareo,
+            dock: &self.dock,
+            store,
+            secrets,
             clock: &self.clock,
+            tenants,
             owner: owner.into(),
             lease: Duration::from_secs(60),
         };
-        let sink = DeliverySink::new(delivery, secrets, vec![self.tenant.clone()]);
-        let config = PollConfig {
-            owner: owner.into(),
-            ..PollConfig::default()
-        };
-        let poller = Poller {
-            kareo: &self.kareo,
-            cursors: store,
-            snapshots: store,
-            sink: &sink,
-            clock: &self.clock,
-            config: &config,
-        };
         // As the functions run it: the tenant's Kareo credentials from the secrets.
-        let tenants = std::slice::from_ref(&self.tenant);
-        let mut reports = Vec::new();
-        for f in FAMILIES {
-            reports.extend(
-                poll_tenants(&poller, secrets, tenants, f, None, Mode::Poll, 1, None).await,
-            );
-        }
+        let sink = pipeline.tasks();
+        let reports = pipeline.poll(&sink, &FAMILIES, Mode::Poll, 1).await;
         (reports, sink.dead_letters())
     }
 

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::FnClock;
 use domain::TenantConfig;
+use embedded::Embedded;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
 use kareo_sim::{KareoSim, SimConfig};
-use sync::{Mode, Outcome, PollConfig, Poller};
-use tasks::deliver::{Delivery, DeliverySink, DockTasks};
+use sync::{Mode, Outcome};
+use tasks::deliver::DockTasks;
 
 fn main() {
     let n: usize = arg("--records", 100_000);
@@ -102,27 +103,20 @@ fn main() {
             let sim = kareo_sim.clone();
             move || sim.now()
         });
-        let delivery = Delivery {
-            dock: &dock,
-            ledger: &store,
+        let tenants = [tenant.clone()];
+        let pipeline = Embedded {
             kareo: &kareo,
+            dock: &dock,
+            store: &store,
+            secrets: &secrets,
             clock: &clock,
+            tenants: &tenants,
             owner: "bench".into(),
             lease: Duration::from_secs(300),
         };
-        let sink = DeliverySink::new(delivery, &secrets, vec![tenant.clone()]);
-        let config = PollConfig {
-            owner: "bench".into(),
-            ..PollConfig::default()
-        };
-        let poller = Poller {
-            kareo: &kareo,
-            cursors: &store,
-            snapshots: &store,
-            sink: &sink,
-            clock: &clock,
-            config: &config,
-        };
+        let sink = pipeline.tasks();
+        let config = pipeline.poll_config();
+        let poller = pipeline.poller(&sink, &config);
         let cpu = thread_cpu_ns();
         let t = Instant::now();
         let report = poller
