@@ -393,9 +393,15 @@ fn snapshot_from(item: &Item) -> Result<(String, Snapshot), StoreError> {
     ))
 }
 
-/// Backoff before retrying the unprocessed part of a batch: 50 ms doubling, at most 3.2 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64 << attempt.min(6))
+/// The waits before retrying the unprocessed part of a batch: 100 ms doubling, at most 3.2 s,
+/// `BATCH_ATTEMPTS - 1` of them (then the call fails as throttled).
+fn backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(3200))
+        .with_max_times(BATCH_ATTEMPTS as usize - 1)
+        .build()
 }
 
 impl CursorStore for DynamoStore {
@@ -659,16 +665,16 @@ impl SnapshotStore for DynamoStore {
                     .build()
                     .map_err(|e| StoreError::Unavailable(format!("BatchGetItem: {e}")))?,
             );
-            let mut attempt = 0;
+            let mut waits = backoff();
+            let mut first = true;
             while let Some(request) = pending.take() {
-                if attempt > 0 {
-                    if attempt >= BATCH_ATTEMPTS {
+                if !std::mem::take(&mut first) {
+                    let Some(wait) = waits.next() else {
                         tracing::warn!(tenant, family = %family, "snapshot reads still unprocessed");
                         return Err(StoreError::Throttled);
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
-                attempt += 1;
                 calls += 1;
                 let out = self
                     .client
@@ -717,16 +723,16 @@ impl SnapshotStore for DynamoStore {
         let mut calls = 0u32;
         for chunk in requests.chunks(BATCH_WRITE_MAX) {
             let mut pending = chunk.to_vec();
-            let mut attempt = 0;
+            let mut waits = backoff();
+            let mut first = true;
             while !pending.is_empty() {
-                if attempt > 0 {
-                    if attempt >= BATCH_ATTEMPTS {
+                if !std::mem::take(&mut first) {
+                    let Some(wait) = waits.next() else {
                         tracing::warn!(tenant, family = %family, left = pending.len(), "snapshot writes still unprocessed");
                         return Err(StoreError::Throttled);
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
-                attempt += 1;
                 calls += 1;
                 let out = self
                     .client
@@ -810,5 +816,17 @@ impl TenantStore for DynamoStore {
             .map_err(|e| store_error("PutItem", e))?;
         tracing::info!(tenant = %config.tenant, "tenant stored");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unprocessed_batches_wait_doubling_then_give_up() {
+        let waits: Vec<u64> = backoff().map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 3200]);
+        assert_eq!(waits.len() as u32, BATCH_ATTEMPTS - 1);
     }
 }

@@ -1,43 +1,7 @@
-//! Dock webhooks → Kareo write commands.
-//!
-//! A tenant's `webhooks:` section (YAML, checked with file:line errors like the rest of the
-//! tenant config) maps Dock events to write commands (`writeback::write::command`):
-//!
-//! ```yaml
-//! webhooks:
-//!   max_age: 5m                     # optional: deliveries signed longer ago are refused
-//!   ignore_users: []                # optional: more Dock user ids whose events are ignored
-//!   rules:
-//!     - name: intake-complete       # letters, digits, '-', '_' (part of the command id)
-//!       event: MARK_COMPLETE        # a Dock event type, or a list of them
-//!       list: Intake                # optional: only tasks in this Dock task list
-//!       op: CreatePatient           # a write command operation
-//!       data:                       # the command's data; "{…}" placeholders are filled in
-//!         first_name: "{patient.firstName}"
-//!         last_name: "{patient.lastName}"
-//!         date_of_birth: "{patient.dob}"
-//!         gender: "{field.Gender}"  # a custom field of the task (else of the patient), by name
-//!         home_phone: "{patient.phoneHome}"
-//! ```
-//!
-//! Placeholders: `{patient.<firstName|middleName|lastName|dob|gender|email|phoneHome|
-//! phoneMobile|mrn|id>}` (the task's Dock patient, or the target of a patient event),
-//! `{task.<id|description|details|dueDate|status>}`, `{field.<custom field name>}`,
-//! `{event.<id|type|createdAt>}`, and `{link.<patient_id|appointment_id|record_id>}`: the
-//! Kareo ids this product recorded itself when it created the Dock task (the record it was
-//! made for) or created or linked the Dock patient. A value whose placeholder has nothing to
-//! fill is left out (so a required field is reported missing). Gender values are read as
-//! Kareo's (`FEMALE`/`F` → `Female`), and a date-time in a date field keeps its date.
-//!
-//! **Which Kareo record a command touches is never up to a Dock user.** `patient_id` and
-//! `appointment_id` may only be `"{link.patient_id}"` / `"{link.appointment_id}"` (Dock's own
-//! fields — a patient's MRN, a custom field — can be edited by anyone in the organisation).
-//! UpdatePatient and DeleteAppointment rules need `modify_existing: true`, and each such
-//! command is cross-checked before it is sent: the appointment must belong to the linked
-//! patient, and the Kareo patient's first name, last name and date of birth must be the Dock
-//! patient's. A failed check settles the command `needs_review`; nothing is written.
-//!
-//! The endpoint that reads these rules is `writeback::webhook`.
+//! A tenant's `webhooks:` section: Dock events → write commands, read and checked with
+//! file:line errors like the rest of the tenant file. The keys, the placeholders and why only
+//! `{link.*}` may choose a Kareo record are documented once, in `docs/write-back.md` ("Dock
+//! webhooks → Kareo"). The endpoint that applies these rules is `writeback::webhook`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -1,24 +1,4 @@
-//! The poller: every change of one (tenant, family) becomes exactly one change event.
-//!
-//! One run:
-//! 1. takes the cursor's lease (a conditional write; a run that cannot take it leaves);
-//! 2. reads windows `[position − lookback, now − safety lag]` (a new cursor starts at the
-//!    configured `start`), cut into slices of at most the family's `max_window`, oldest first;
-//!    a slice that faults, times out, breaks or returns `max_records` or more is split in
-//!    halves down to the family's minimum, then the run fails clearly;
-//! 3. for each slice: skips records whose version was already handed off (per-record
-//!    snapshots), makes an event for each other (created / updated, with the changed fields),
-//!    hands the events off in batches under the payload limit, then writes the snapshots, then
-//!    moves the cursor to the slice's upper bound — in that order, so a crash anywhere repeats
-//!    a hand-off (same deterministic event ids, deduplicated downstream) and never skips one;
-//! 4. an empty slice still moves the cursor to its (past) upper bound;
-//! 5. a failure records its class on the cursor and releases the lease; the position stays.
-//!
-//! The cursor's position is the upper bound of the last fully handed-off window — a past
-//! instant (`now − safety lag`), never beyond what was read; the largest record version seen
-//! is kept beside it (`high_water`) for lag metrics. Windows overlap by the lookback, because
-//! Kareo's filter granularity and commit order are undocumented; the snapshots make the overlap
-//! free of duplicates.
+#![doc = include_str!("../../../docs/polling.md")]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

@@ -1,22 +1,4 @@
-//! Task creation: a batch of change events, the tenant's mapping, Dock — exactly once.
-//!
-//! For each (event, matching rule), keyed `task#<event id>#<rule name>`:
-//! 1. claim the ledger item (conditional `pending` with a lease); `Done` → nothing to do (a
-//!    duplicate delivery avoided); `Held` → another delivery is on it; `NeedsReview` → left;
-//! 2. an `Expired` claim (a previous attempt crashed or timed out after posting) is reconciled
-//!    first: the task is looked up in its list by the reference stamped on it; found → `done`;
-//! 3. resolve the names (list, group, workflow template, assignee) to Dock ids (cached), link
-//!    the patient when asked (by MRN = Kareo PatientID, else created from GetPatient, cached);
-//! 4. create the task (the reference stamped as the last line of its details) or deploy the
-//!    workflow; 5. settle `done` with the Dock id.
-//!
-//! A Dock answer that leaves the outcome unknown (timeout or 5xx after sending) is reconciled
-//! at once; if the task is not found the claim is left pending, so the next delivery (after
-//! the lease) reconciles again — it is never blindly re-posted. A deployed workflow cannot be
-//! looked up by reference: an unknown outcome there is settled `needs_review`. Failures are
-//! permanent (unknown list, group, template or assignee; a rule that cannot render) or
-//! transient (Dock unavailable, throttled): a batch with one bad event still delivers the
-//! others, and the caller retries the batch when anything transient remains.
+#![doc = include_str!("../../../docs/task-creation.md")]
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,29 +1,10 @@
 //! Dock webhooks → Kareo write commands: the endpoint. The rules it applies are the tenant's
-//! `webhooks:` section ([`domain::hooks`]).
-//!
-//!
-//! The endpoint (a Function URL with auth NONE), in this order — see [`gate`]:
-//! - a body over 64 KiB → 413;
-//! - the path must be `/<tenant>/<token>` with the token whose SHA-256 is the tenant's
-//!   registration (`kareo-dock webhook register` / `webhook url`); anything else → the same
-//!   404, before any secret read, state-store query or HMAC;
-//! - `GET ?message=<m>` (Dock's verification challenge) → `{"digest": hex HMAC-SHA256(
-//!   webhook_secret, m)}` only while the registration is armed, and never for a message that
-//!   could be a delivery body;
-//! - `POST`: `X-Dock-Signature-256: t=…,v1=…` verified over the raw body with the tenant's
-//!   `webhook_secret` (or `previous_webhook_secret`, during a rotation) in constant time —
-//!   missing or forged → 401; a body that is not a Dock event → 400; another organisation →
-//!   403; a signed `createdAt` (or header `t`) more than `max_age` from now → 401. Nothing is
-//!   written for any of these.
-//! - every verified event is deduplicated on `eventIdentifier` through the ledger
-//!   (`webhook#<tenant>#<eventIdentifier>`, kept [`DEDUPE_TTL_DAYS`] days), ignored ones too:
-//!   a repeat answers 200 `duplicate`. Events caused by the integration's own Dock user
-//!   (`user_id` of the Dock secret) or by `ignore_users`, and events no rule names, are
-//!   ignored (200).
-//! - each matching rule becomes a command with id `dock-<eventIdentifier>-<rule>` (exactly
-//!   once by the write ledger too), run at once. When a command must be retried (Kareo or Dock
-//!   unavailable), the event's claim is given back and the answer is 503, so that Dock
-//!   delivers it again.
+//! `webhooks:` section ([`domain::hooks`]). What it checks, in order, before a request costs
+//! anything — body size, the URL token ([`gate`]), the armed challenge, the signature and its
+//! freshness, the organisation, the dedupe (kept [`DEDUPE_TTL_DAYS`] days) — is documented
+//! once, in `docs/write-back.md` ("The endpoint, and what it checks first"), which is this
+//! crate's documentation. Each matching rule becomes a command `dock-<eventIdentifier>-<rule>`,
+//! run at once; a command that must be retried gives the event's claim back and answers 503.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Write commands: `{"id", "tenant", "op", "data"}`, checked field by field before anything is
 //! sent. What each operation's data is, how it is checked and which request it becomes is the
-//! operation's module ([`super::ops`]).
+//! operation's module (`write/ops/`).
 //!
 //! Every problem of a command is reported together ([`Problem`]: the field's path and what is
 //! wrong, never the value). Field names of `data` are this product's (snake_case), documented
