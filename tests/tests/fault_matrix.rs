@@ -53,12 +53,7 @@ struct Row {
 }
 
 fn kareo(op: &str, fault: Fault, times: usize) -> Inject {
-    Inject::Kareo(vec![FaultRule {
-        op: Some(op.into()),
-        fault,
-        times: Some(times),
-        rate: None,
-    }])
+    Inject::Kareo(vec![FaultRule::new(fault).on(op).times(times)])
 }
 
 fn dock(rule: DockRule) -> Inject {

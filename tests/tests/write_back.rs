@@ -456,7 +456,7 @@ async fn kareo_refusals_are_rejected_and_may_be_sent_again_once_fixed() {
     );
     // A refusal settles `failed`: the same id may be sent again once fixed.
     w.sim
-        .inject(FaultRule::once("CreatePatient", Fault::AuthFailure));
+        .inject(FaultRule::new(Fault::AuthFailure).on("CreatePatient"));
     let r = w.run(cmd("p-t", "CreatePatient", new_patient())).await;
     assert_eq!(r.status, WriteStatus::Rejected, "{r:?}");
     let r = w.run(cmd("p-t", "CreatePatient", new_patient())).await;
@@ -513,10 +513,8 @@ async fn a_timeout_after_kareo_applied_a_create_is_reconciled_into_exactly_one_r
     for (family, c, key) in cases {
         let op = c["op"].as_str().unwrap().to_string();
         let before = w.sim.rows(family).len();
-        w.sim.inject(FaultRule::once(
-            &op,
-            Fault::TimeoutAfterApply(Duration::from_secs(2)),
-        ));
+        w.sim
+            .inject(FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_secs(2))).on(&op));
         let r = w.run(c.clone()).await;
         assert_eq!(r.status, WriteStatus::Done, "{op}: {r:?}");
         assert!(r.reconciled, "{op}: {r:?}");
@@ -543,10 +541,8 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
     let w = world_with(Duration::from_millis(700)).await;
     let before = w.sim.rows(Family::Patients).len();
     // The answer never comes and Kareo did not apply it: nothing to find.
-    w.sim.inject(FaultRule::once(
-        "CreatePatient",
-        Fault::Timeout(Duration::from_secs(2)),
-    ));
+    w.sim
+        .inject(FaultRule::new(Fault::Timeout(Duration::from_secs(2))).on("CreatePatient"));
     let c = cmd("u-1", "CreatePatient", new_patient());
     let r = w.run(c.clone()).await;
     assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
@@ -567,18 +563,16 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
 
     // Two records match what the command would have written: cannot tell which.
     let dup = json!({"first_name": "Al", "last_name": "Twin", "date_of_birth": "1990-01-01"});
-    w.sim.inject(FaultRule::once(
-        "CreatePatient",
-        Fault::TimeoutAfterApply(Duration::from_secs(2)),
-    ));
+    w.sim.inject(
+        FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_secs(2))).on("CreatePatient"),
+    );
     assert_eq!(
         w.run(cmd("u-2", "CreatePatient", dup.clone())).await.status,
         WriteStatus::Done
     );
-    w.sim.inject(FaultRule::once(
-        "CreatePatient",
-        Fault::TimeoutAfterApply(Duration::from_secs(2)),
-    ));
+    w.sim.inject(
+        FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_secs(2))).on("CreatePatient"),
+    );
     let r = w.run(cmd("u-3", "CreatePatient", dup)).await;
     assert_eq!(r.status, WriteStatus::NeedsReview, "{r:?}");
     assert!(r.reason.unwrap().contains("2 matching records"));
@@ -755,7 +749,7 @@ async fn updates_survive_a_throttle_and_refuse_an_unknown_patient() {
     let w = world().await;
     let pid: i64 = w.first(Family::Patients).parse().unwrap();
     w.sim
-        .inject(FaultRule::once("UpdatePatient", Fault::Throttle));
+        .inject(FaultRule::new(Fault::Throttle).on("UpdatePatient"));
     let r = w
         .run(cmd(
             "up-1",

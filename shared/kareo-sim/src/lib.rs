@@ -222,7 +222,7 @@ pub enum Fault {
     /// A bare HTTP status (e.g. 429, 503) with a tiny text body.
     HttpStatus(u16),
     /// Sleep this long, then answer: normally for reads; for writes the write is **not**
-    /// applied and the late answer is an InternalServiceFault (use [`Fault::TimeoutAfterApply`]
+    /// applied and the late answer is an InternalServiceFault (use [`Fault::TimeoutAfterCommit`]
     /// for "applied, but the answer never came").
     Timeout(std::time::Duration),
     /// Drop the connection: without a response, or (chosen by the seeded RNG) after sending
@@ -241,7 +241,7 @@ pub enum Fault {
     /// (`GetFooResponse/GetFooResult`).
     SchemaMismatch,
     /// Handle the call normally (apply a write), then sleep this long before answering.
-    TimeoutAfterApply(std::time::Duration),
+    TimeoutAfterCommit(std::time::Duration),
 }
 
 impl Fault {
@@ -256,7 +256,7 @@ impl Fault {
             Fault::Throttle => "Throttle",
             Fault::AuthFailure => "AuthFailure",
             Fault::SchemaMismatch => "SchemaMismatch",
-            Fault::TimeoutAfterApply(_) => "TimeoutAfterApply",
+            Fault::TimeoutAfterCommit(_) => "TimeoutAfterCommit",
         }
     }
 }
@@ -276,14 +276,39 @@ pub struct FaultRule {
 }
 
 impl FaultRule {
-    /// `fault` on the next `times` calls of `op`.
-    pub fn once(op: &str, fault: Fault) -> FaultRule {
+    /// `fault` once, on any operation (the Dock simulator's rules read the same way:
+    /// `FaultRule::new(fault).on(…).times(n)`).
+    pub fn new(fault: Fault) -> FaultRule {
         FaultRule {
-            op: Some(op.to_string()),
+            op: None,
             fault,
             times: Some(1),
             rate: None,
         }
+    }
+
+    /// Only on calls of `op`.
+    pub fn on(mut self, op: &str) -> FaultRule {
+        self.op = Some(op.to_string());
+        self
+    }
+
+    /// On the next `n` matching calls.
+    pub fn times(mut self, n: usize) -> FaultRule {
+        self.times = Some(n);
+        self
+    }
+
+    /// On every matching call.
+    pub fn always(mut self) -> FaultRule {
+        self.times = None;
+        self
+    }
+
+    /// On each matching call with probability `p` (the simulator's seeded RNG).
+    pub fn rate(mut self, p: f64) -> FaultRule {
+        self.rate = Some(p);
+        self
     }
 }
 

@@ -227,7 +227,7 @@ async fn serve(
             Some(
                 f @ (Fault::Http500Fault | Fault::HttpStatus(_) | Fault::Reset | Fault::Malformed),
             ) => Outcome::Injected(f.kind()),
-            Some(f @ (Fault::Timeout(_) | Fault::TimeoutAfterApply(_))) => {
+            Some(f @ (Fault::Timeout(_) | Fault::TimeoutAfterCommit(_))) => {
                 Outcome::Injected(f.kind())
             }
             Some(f @ (Fault::Truncated | Fault::SchemaMismatch)) if op.is_some() => {
@@ -248,7 +248,9 @@ async fn serve(
     };
 
     match &fault {
-        Some(Fault::Timeout(d)) | Some(Fault::TimeoutAfterApply(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::Timeout(d)) | Some(Fault::TimeoutAfterCommit(d)) => {
+            tokio::time::sleep(*d).await
+        }
         _ => {}
     }
     if !latency.is_zero() {
@@ -416,7 +418,7 @@ fn decide(
                 d.outcome = Outcome::Injected("Timeout");
                 return d;
             }
-            Fault::Timeout(_) | Fault::TimeoutAfterApply(_) | Fault::Reset | Fault::Truncated => {}
+            Fault::Timeout(_) | Fault::TimeoutAfterCommit(_) | Fault::Reset | Fault::Truncated => {}
         }
     }
     let req = match parsed {

@@ -313,7 +313,7 @@ async fn transient_faults_on_reads_are_retried() {
     ] {
         let sim = sim().await;
         let c = client_with(&sim, |cfg| cfg.timeout = Duration::from_secs(1));
-        sim.inject(FaultRule::once("GetPayments", fault.clone()));
+        sim.inject(FaultRule::new(fault.clone()).on("GetPayments"));
         let resp = c
             .call(
                 &creds(&sim),
@@ -355,7 +355,7 @@ async fn each_fault_is_classified_when_not_retried() {
             cfg.retry = kareo::throttle::RetryPolicy::none();
             cfg.timeout = Duration::from_secs(1);
         });
-        sim.inject(FaultRule::once("GetTransactions", fault.clone()));
+        sim.inject(FaultRule::new(fault.clone()).on("GetTransactions"));
         let e = c
             .call(
                 &creds(&sim),
@@ -391,10 +391,9 @@ async fn an_ambiguous_write_is_never_retried() {
     let sim = sim().await;
     let c = client_with(&sim, |cfg| cfg.timeout = Duration::from_millis(800));
     let before = sim.rows(Family::Patients).len();
-    sim.inject(FaultRule::once(
-        "CreatePatient",
-        Fault::TimeoutAfterApply(Duration::from_secs(3)),
-    ));
+    sim.inject(
+        FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_secs(3))).on("CreatePatient"),
+    );
     let body: serde_json::Value = serde_json::from_str(include_str!(
         "../../kareo/fixtures/requests/CreatePatient.json"
     ))
@@ -416,7 +415,7 @@ async fn an_ambiguous_write_is_never_retried() {
     );
 
     // A 500 after sending is ambiguous too: not retried.
-    sim.inject(FaultRule::once("CreatePatient", Fault::Http500Fault));
+    sim.inject(FaultRule::new(Fault::Http500Fault).on("CreatePatient"));
     let e = c
         .call(&creds(&sim), op("CreatePatient").unwrap(), &body)
         .await
@@ -425,7 +424,7 @@ async fn an_ambiguous_write_is_never_retried() {
     assert_eq!(sim.call_count("CreatePatient"), 2);
 
     // A throttle answer is certain (not applied): retried.
-    sim.inject(FaultRule::once("CreatePatient", Fault::Throttle));
+    sim.inject(FaultRule::new(Fault::Throttle).on("CreatePatient"));
     c.call(&creds(&sim), op("CreatePatient").unwrap(), &body)
         .await
         .unwrap();

@@ -726,7 +726,7 @@ async fn every_fault_kind_is_observable() {
     let c = cfg();
     let sim = KareoSim::start(c.clone()).await;
     let req = patients_req(&c, "");
-    let inject = |f: Fault| sim.inject(FaultRule::once("GetPatients", f));
+    let inject = |f: Fault| sim.inject(FaultRule::new(f).on("GetPatients"));
 
     inject(Fault::Http500Fault);
     let (s, b) = call(&sim, "GetPatients", &req).await;
@@ -810,12 +810,11 @@ async fn every_fault_kind_is_observable() {
         .await;
     assert!(r.is_err());
 
-    // TimeoutAfterApply: the write happens, the answer does not arrive in time.
+    // TimeoutAfterCommit: the write happens, the answer does not arrive in time.
     let n = sim.rows(Family::Patients).len();
-    sim.inject(FaultRule::once(
-        "CreatePatient",
-        Fault::TimeoutAfterApply(Duration::from_millis(400)),
-    ));
+    sim.inject(
+        FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_millis(400))).on("CreatePatient"),
+    );
     let r = client
         .post(sim.url())
         .header("Content-Type", "text/xml; charset=utf-8")
@@ -832,12 +831,7 @@ async fn every_fault_kind_is_observable() {
     // Rules are used up; rate rules are seeded; clear_faults removes everything.
     let (s, _) = call(&sim, "GetPatients", &req).await;
     assert_eq!(s, 200);
-    sim.inject(FaultRule {
-        op: None,
-        fault: Fault::HttpStatus(429),
-        times: None,
-        rate: Some(1.0),
-    });
+    sim.inject(FaultRule::new(Fault::HttpStatus(429)).always().rate(1.0));
     let (s, _) = call(
         &sim,
         "GetProviders",

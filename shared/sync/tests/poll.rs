@@ -351,12 +351,8 @@ async fn a_kareo_failure_mid_run_keeps_the_windows_already_handed_off() {
     let w = world("  appointments: { max_window: 10d }\n").await;
     let mut seen = 0;
     // Security failures are not split or retried: the second window fails.
-    w.sim.inject(kareo_sim::FaultRule {
-        op: Some("GetAppointments".into()),
-        fault: kareo_sim::Fault::AuthFailure,
-        times: Some(1),
-        rate: None,
-    });
+    w.sim
+        .inject(kareo_sim::FaultRule::new(kareo_sim::Fault::AuthFailure).on("GetAppointments"));
     let r = w.run(Family::Appointments, Mode::Poll).await;
     assert!(
         matches!(r.outcome, Outcome::Failed { ref class, .. } if class == "kareo_security"),
