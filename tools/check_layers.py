@@ -4,7 +4,7 @@ inside any crate, and no product function over 100 lines without a `// Long: <re
 above it. Run by scripts/test; exit 1 names the offending arrow, cycle or function.
 
 Layers (a crate may depend only on crates in lower layers):
-  0  kareo, dock, testkit            the API clients; test helpers (dev only)
+  0  kareo, dock, testkit, simkit    the API clients; test helpers; the simulators' skeleton
   1  kareo-sim, dock-sim, domain     simulators; the vocabulary (config, events, ports)
   2  sync, tasks, writeback          the jobs (never each other)
   3  aws, embedded                   the AWS adapters (edges); the product in one process
@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"kareo": 0, "dock": 0, "testkit": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
+LAYER = {"kareo": 0, "dock": 0, "testkit": 0, "simkit": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
          "sync": 2, "tasks": 2, "writeback": 2, "aws": 3, "embedded": 3}
 # What each function binary's job needs, and nothing else.
 FUNCTION_JOB = {"poll": "sync", "task": "tasks", "write": "writeback", "webhook": "writeback"}

@@ -4,15 +4,13 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
 use crate::api::{is_uuid, Reply, State};
@@ -33,26 +31,7 @@ pub(crate) enum Role {
 }
 
 pub(crate) fn spawn(listener: tokio::net::TcpListener, inner: Arc<Inner>, role: Role) {
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| serve(inner.clone(), role, req));
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    simkit::serve(listener, move |req| serve(inner.clone(), role, req));
 }
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -75,21 +54,7 @@ fn to_response(r: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Matches a path pattern: `*` is one segment, a trailing `**` any rest.
-pub(crate) fn path_matches(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-    let s: Vec<&str> = path.trim_matches('/').split('/').collect();
-    for (i, seg) in p.iter().enumerate() {
-        if *seg == "**" {
-            return true;
-        }
-        match s.get(i) {
-            Some(x) if *seg == "*" || seg == x => {}
-            _ => return false,
-        }
-    }
-    p.len() == s.len()
-}
+pub(crate) use simkit::path_matches;
 
 fn pick_fault(st: &mut State, method: &str, path: &str) -> Option<Fault> {
     let rule = st.faults.iter_mut().find(|r| {

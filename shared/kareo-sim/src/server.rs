@@ -10,9 +10,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use kareo::schema::{self, OpDef};
 use rand::Rng;
 
@@ -43,26 +41,7 @@ impl std::fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 pub(crate) fn spawn(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| serve(inner.clone(), req));
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    simkit::serve(listener, move |req| serve(inner.clone(), req));
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -150,7 +129,7 @@ fn contract_filter(action: &str) -> String {
     format!("The message with Action '{action}' cannot be processed at the receiver, due to a ContractFilter mismatch at the EndpointDispatcher. This may be because of either a contract mismatch (mismatched Actions between sender and receiver) or a binding/security mismatch between the sender and the receiver.  Check that sender and receiver have the same contract and the same binding (including security requirements, e.g. Message, Transport, None).")
 }
 
-// Long: the accept loop and one request's life: read, decide, fault, answer.
+// Long: one request's life: read, decide, fault, answer.
 async fn serve(
     inner: Arc<Inner>,
     req: Request<Incoming>,
