@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dock::{DockClient, DockError, DockSecret};
+use dock::{DockError, DockSecret};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,7 +24,12 @@ use domain::ports::*;
 use domain::tenant::TenantConfig;
 use domain::Family;
 
+pub mod port;
+pub use port::DockReads;
+
 pub mod gate;
+#[cfg(test)]
+mod handler_tests;
 pub use gate::{Directory, DirectoryCache, Token};
 
 /// The webhook signing secret: the `webhook_secret` field of the tenant's Dock secret, and
@@ -179,7 +184,7 @@ pub struct Hooks<'a, L, T, S, St> {
     /// Runs the commands (and holds the ledger and clock).
     pub writer: &'a Writer<'a, L, T>,
     /// Dock (reads the task, its list and patient).
-    pub dock: &'a DockClient,
+    pub dock: &'a dyn DockReads,
     /// Secrets (Dock with `webhook_secret`, Kareo).
     pub secrets: &'a S,
     /// Tenant configs and webhook registrations, as the function holds them.
@@ -649,7 +654,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             "TASK" => {
                 let task = self
                     .dock
-                    .get_task(secret, &event.target_identifier)
+                    .task(secret, &event.target_identifier)
                     .await
                     .map_err(|e| dock_fail("task", &e))?;
                 c.task_link = self
@@ -676,7 +681,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
                 .map_err(|e| store_fail("links", &e))?;
             c.patient = Some(
                 self.dock
-                    .get_patient(secret, &pid)
+                    .patient(secret, &pid)
                     .await
                     .map_err(|e| dock_fail("patient", &e))?,
             );
@@ -690,7 +695,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         };
         let lists = self
             .dock
-            .list_task_lists(secret)
+            .task_lists(secret)
             .await
             .map_err(|e| dock_fail("lists", &e))?;
         Ok(lists
