@@ -42,11 +42,6 @@ impl<'s> Reader<'s> {
         }
     }
 
-    /// The file (or source name) problems are reported against.
-    pub fn source(&self) -> &str {
-        self.source
-    }
-
     /// Records a problem at `line`.
     pub fn error(&mut self, line: usize, reason: String) {
         self.errors.push(ConfigError {

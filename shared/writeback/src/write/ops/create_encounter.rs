@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Data;
-use super::{body, found, Answer, Found, Kareo, Operation};
+use super::{body, found, Found, Kareo, Operation};
 use crate::write::check::*;
 
 /// A service line of an encounter.
@@ -226,33 +226,18 @@ impl Operation for CreateEncounter {
         body(req)
     }
 
-    fn answered<'a>(
-        &'a self,
-        data: &'a Data,
-        records: &'a [Record],
-        _k: &'a Kareo<'a>,
-    ) -> BoxFuture<'a, Answer> {
-        Box::pin(async move {
-            let _ = data;
-            let ids = (|| -> Option<Value> {
-                let rec = records.first()?;
-                let id = |m: &str| rec.i64(m).ok().flatten();
-                let lines: Vec<i64> = rec
-                    .list("ServiceLinesAdded")
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|n| match n {
-                        kareo::Nested::Record(r) => r.i64("ServiceLineID").ok().flatten(),
-                        _ => None,
-                    })
-                    .collect();
-                id("EncounterID").map(|i| json!({"EncounterID": i, "ServiceLineIDs": lines}))
-            })();
-            match ids {
-                Some(ids) => Answer::Done(ids, None),
-                None => Answer::Unknown("Kareo's answer carried no record id"),
-            }
-        })
+    fn ids(&self, _data: &Data, answer: &Record) -> Option<Value> {
+        let id = answer.i64("EncounterID").ok().flatten()?;
+        let lines: Vec<i64> = answer
+            .list("ServiceLinesAdded")
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|n| match n {
+                kareo::Nested::Record(r) => r.i64("ServiceLineID").ok().flatten(),
+                _ => None,
+            })
+            .collect();
+        Some(json!({"EncounterID": id, "ServiceLineIDs": lines}))
     }
 
     fn reconcile<'a>(

@@ -13,7 +13,7 @@ use kareo::{KareoError, Record};
 use serde_json::{json, Value};
 
 use super::Data;
-use super::{body, distinct, eq_ci, found, Answer, Found, Kareo, Operation};
+use super::{body, distinct, eq_ci, found, Found, Kareo, Operation};
 use crate::write::check::*;
 
 /// CreatePatient.
@@ -59,24 +59,9 @@ impl Operation for CreatePatient {
         })
     }
 
-    fn answered<'a>(
-        &'a self,
-        data: &'a Data,
-        records: &'a [Record],
-        _k: &'a Kareo<'a>,
-    ) -> BoxFuture<'a, Answer> {
-        Box::pin(async move {
-            let _ = data;
-            let ids = (|| -> Option<Value> {
-                let rec = records.first()?;
-                let id = |m: &str| rec.i64(m).ok().flatten();
-                id("PatientID").map(|i| json!({"PatientID": i}))
-            })();
-            match ids {
-                Some(ids) => Answer::Done(ids, None),
-                None => Answer::Unknown("Kareo's answer carried no record id"),
-            }
-        })
+    fn ids(&self, _data: &Data, answer: &Record) -> Option<Value> {
+        let id = answer.i64("PatientID").ok().flatten()?;
+        Some(json!({"PatientID": id}))
     }
 
     fn reconcile<'a>(

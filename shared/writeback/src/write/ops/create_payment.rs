@@ -15,7 +15,7 @@ use kareo::{KareoError, Record};
 use serde_json::{json, Value};
 
 use super::Data;
-use super::{body, distinct, found, Answer, Found, Kareo, Operation};
+use super::{body, distinct, found, Found, Kareo, Operation};
 use crate::write::check::*;
 
 /// A new payment.
@@ -150,24 +150,9 @@ impl Operation for CreatePayment {
         body(req)
     }
 
-    fn answered<'a>(
-        &'a self,
-        data: &'a Data,
-        records: &'a [Record],
-        _k: &'a Kareo<'a>,
-    ) -> BoxFuture<'a, Answer> {
-        Box::pin(async move {
-            let _ = data;
-            let ids = (|| -> Option<Value> {
-                let rec = records.first()?;
-                let id = |m: &str| rec.i64(m).ok().flatten();
-                id("PaymentID").map(|i| json!({"PaymentID": i}))
-            })();
-            match ids {
-                Some(ids) => Answer::Done(ids, None),
-                None => Answer::Unknown("Kareo's answer carried no record id"),
-            }
-        })
+    fn ids(&self, _data: &Data, answer: &Record) -> Option<Value> {
+        let id = answer.i64("PaymentID").ok().flatten()?;
+        Some(json!({"PaymentID": id}))
     }
 
     fn reconcile<'a>(

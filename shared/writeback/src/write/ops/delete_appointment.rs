@@ -10,7 +10,7 @@ use kareo::{KareoError, Record};
 use serde_json::{json, Value};
 
 use super::Data;
-use super::{body, Answer, Found, Kareo, Operation};
+use super::{body, Found, Kareo, Operation};
 use crate::write::check::*;
 
 /// DeleteAppointment.
@@ -43,26 +43,12 @@ impl Operation for DeleteAppointment {
         })
     }
 
-    fn answered<'a>(
-        &'a self,
-        data: &'a Data,
-        records: &'a [Record],
-        _k: &'a Kareo<'a>,
-    ) -> BoxFuture<'a, Answer> {
-        Box::pin(async move {
-            let Data::DeleteAppointment { appointment_id } = data else {
-                unreachable!("DeleteAppointment data")
-            };
-            let ids = (|| -> Option<Value> {
-                let rec = records.first()?;
-                (rec.bool("Deleted").ok().flatten() == Some(true))
-                    .then(|| json!({"AppointmentId": appointment_id, "Deleted": true}))
-            })();
-            match ids {
-                Some(ids) => Answer::Done(ids, None),
-                None => Answer::Unknown("Kareo's answer carried no record id"),
-            }
-        })
+    fn ids(&self, data: &Data, answer: &Record) -> Option<Value> {
+        let Data::DeleteAppointment { appointment_id } = data else {
+            unreachable!("DeleteAppointment data")
+        };
+        (answer.bool("Deleted").ok().flatten() == Some(true))
+            .then(|| json!({"AppointmentId": appointment_id, "Deleted": true}))
     }
 
     fn reconcile<'a>(

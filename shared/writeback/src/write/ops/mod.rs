@@ -77,13 +77,28 @@ pub(crate) trait Operation: Sync {
         current: Option<&BTreeMap<String, String>>,
     ) -> Result<Value, Problem>;
 
-    /// What Kareo's successful answer (its result records) means.
+    /// The ids of what Kareo's answer (its first result record) says was written; `None`
+    /// when it says nothing usable.
+    fn ids(&self, _data: &Data, _answer: &Record) -> Option<Value> {
+        None
+    }
+
+    /// What Kareo's successful answer (its result records) means: by default, done with
+    /// [`Operation::ids`], or an outcome to look for when the answer names no record.
     fn answered<'a>(
         &'a self,
         data: &'a Data,
         records: &'a [Record],
-        kareo: &'a Kareo<'a>,
-    ) -> BoxFuture<'a, Answer>;
+        _kareo: &'a Kareo<'a>,
+    ) -> BoxFuture<'a, Answer> {
+        let ids = records.first().and_then(|r| self.ids(data, r));
+        Box::pin(async move {
+            match ids {
+                Some(ids) => Answer::Done(ids, None),
+                None => Answer::Unknown("Kareo's answer carried no record id"),
+            }
+        })
+    }
 
     /// Looks for what an attempt whose outcome is unknown wrote: created between `since` and
     /// `until` (both already widened by the clock skew).
