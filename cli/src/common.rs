@@ -13,7 +13,10 @@ use std::process::ExitCode;
 use aws::{DynamoStore, SecretsManagerSource};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::local::{LocalSecrets, LocalStore};
-use domain::ports::{SecretError, SecretSource, SecretValue, StoreError, TenantStore};
+use domain::ports::{
+    Cursor, CursorError, CursorStore, HookRegistration, HookStore, Lease, SecretError,
+    SecretSource, SecretValue, StoreError, TenantStore,
+};
 use domain::TenantConfig;
 use kareo::Family;
 
@@ -67,16 +70,79 @@ pub enum Store {
     Dynamo(DynamoStore),
 }
 
-/// Runs `$body` with `$s` bound to the concrete store.
-macro_rules! with_store {
-    ($store:expr, $s:ident => $body:expr) => {
-        match $store {
-            $crate::common::Store::Local($s, _) => $body,
-            $crate::common::Store::Dynamo($s) => $body,
+/// The store is the ports it implements: each call goes to the concrete store.
+macro_rules! each {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Store::Local($s, _) => $body,
+            Store::Dynamo($s) => $body,
         }
     };
 }
-pub(crate) use with_store;
+
+impl TenantStore for Store {
+    async fn tenants(&self) -> Result<Vec<TenantConfig>, StoreError> {
+        each!(self, s => s.tenants().await)
+    }
+    async fn put(&self, config: &TenantConfig) -> Result<(), StoreError> {
+        each!(self, s => s.put(config).await)
+    }
+}
+
+impl HookStore for Store {
+    async fn hooks(&self) -> Result<Vec<(String, HookRegistration)>, StoreError> {
+        each!(self, s => s.hooks().await)
+    }
+    async fn hook(&self, tenant: &str) -> Result<Option<HookRegistration>, StoreError> {
+        each!(self, s => s.hook(tenant).await)
+    }
+    async fn put_hook(&self, tenant: &str, hook: &HookRegistration) -> Result<(), StoreError> {
+        each!(self, s => s.put_hook(tenant, hook).await)
+    }
+}
+
+impl CursorStore for Store {
+    async fn load(&self, tenant: &str, family: Family) -> Result<Option<Cursor>, StoreError> {
+        each!(self, s => s.load(tenant, family).await)
+    }
+    async fn acquire(
+        &self,
+        tenant: &str,
+        family: Family,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        each!(self, s => s.acquire(tenant, family, owner, now, until).await)
+    }
+    async fn checkpoint(
+        &self,
+        lease: &mut Lease,
+        position: DateTime<Utc>,
+        high_water: Option<DateTime<Utc>>,
+        run_start: DateTime<Utc>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.checkpoint(lease, position, high_water, run_start, release).await)
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        each!(self, s => s.release(lease).await)
+    }
+    async fn fail(&self, lease: &Lease, error: CursorError) -> Result<(), StoreError> {
+        each!(self, s => s.fail(lease, error).await)
+    }
+    async fn reset(
+        &self,
+        tenant: &str,
+        family: Family,
+        position: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.reset(tenant, family, position).await)
+    }
+    async fn list(&self) -> Result<Vec<(String, Family, Cursor)>, StoreError> {
+        each!(self, s => s.list().await)
+    }
+}
 
 impl StoreArgs {
     /// Opens the store.
@@ -166,7 +232,7 @@ pub async fn tenants(
         let Some(store) = store else {
             return Err(Exit(USAGE, "give --config FILE".into()));
         };
-        out = with_store!(store, s => s.tenants().await).map_err(store_exit)?;
+        out = store.tenants().await.map_err(store_exit)?;
         if out.is_empty() {
             return Err(Exit(
                 USAGE,

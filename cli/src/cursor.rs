@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use domain::ports::CursorStore;
 
-use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
+use crate::common::{self, Exit, Outcome, StoreArgs};
 
 /// `cursor` verbs.
 #[derive(clap::Subcommand, Debug)]
@@ -53,9 +53,13 @@ async fn reset(args: ResetArgs) -> Outcome {
         return Err(Exit(common::USAGE, "--tenant is empty".into()));
     }
     let store = args.store.open().await?;
-    let before =
-        with_store!(&store, s => s.load(&args.tenant, family).await).map_err(common::store_exit)?;
-    with_store!(&store, s => s.reset(&args.tenant, family, to).await)
+    let before = store
+        .load(&args.tenant, family)
+        .await
+        .map_err(common::store_exit)?;
+    store
+        .reset(&args.tenant, family, to)
+        .await
         .map_err(common::store_exit)?;
     let was = before.as_ref().and_then(|c| c.position);
     if args.json {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use domain::ports::{Cursor, CursorStore, TenantStore};
 use serde::Serialize;
 
-use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
+use crate::common::{self, Exit, Outcome, StoreArgs};
 
 /// `status` options.
 #[derive(clap::Args, Debug)]
@@ -60,10 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn status(args: Args) -> Outcome {
     let store = args.store.open().await?;
     let now = Utc::now();
-    let cursors = with_store!(&store, s => s.list().await).map_err(common::store_exit)?;
+    let cursors = store.list().await.map_err(common::store_exit)?;
     // Families enabled in the stored configs but without a cursor yet: "never run". A stored
     // config that no longer reads is not this verb's concern (tenant put checks them).
-    let stored = with_store!(&store, s => s.tenants().await).unwrap_or_default();
+    let stored = store.tenants().await.unwrap_or_default();
     let mut rows: BTreeMap<(String, &'static str), Row> = BTreeMap::new();
     for (tenant, family, c) in cursors {
         rows.insert(

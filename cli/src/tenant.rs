@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use domain::ports::TenantStore;
 use domain::TenantConfig;
 
-use crate::common::{self, with_store, Exit, Outcome, StoreArgs};
+use crate::common::{self, Exit, Outcome, StoreArgs};
 
 /// `tenant` verbs.
 #[derive(clap::Subcommand, Debug)]
@@ -55,7 +55,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
 
 async fn get(args: GetArgs) -> Outcome {
     let store = args.store.open().await?;
-    let tenants = with_store!(&store, s => s.tenants().await).map_err(common::store_exit)?;
+    let tenants = store.tenants().await.map_err(common::store_exit)?;
     let Some(t) = tenants.iter().find(|t| t.tenant == args.tenant) else {
         return Err(Exit(
             common::USAGE,
@@ -70,10 +70,12 @@ async fn put(args: PutArgs) -> Outcome {
     let config =
         TenantConfig::from_file(&args.file).map_err(|e| Exit(common::CONFIG, e.to_string()))?;
     let store = args.store.open().await?;
-    let existed = with_store!(&store, s => s.tenants().await)
+    let existed = store
+        .tenants()
+        .await
         .map(|ts| ts.iter().any(|t| t.tenant == config.tenant))
         .unwrap_or(false);
-    with_store!(&store, s => s.put(&config).await).map_err(common::store_exit)?;
+    store.put(&config).await.map_err(common::store_exit)?;
     let families: Vec<&str> = config.families.keys().map(|f| f.name()).collect();
     if args.json {
         println!(

@@ -25,7 +25,7 @@ use domain::TenantConfig;
 use writeback::webhook::gate::{self, webhook_url};
 use writeback::webhook::{Token, WebhookSecret};
 
-use crate::common::{self, with_store, Exit, Outcome, Store, StoreArgs};
+use crate::common::{self, Exit, Outcome, Store, StoreArgs};
 
 /// `webhook` verbs.
 #[derive(clap::Subcommand, Debug)]
@@ -100,13 +100,16 @@ async fn tenant_of(c: &Common, store: &Store) -> Result<TenantConfig, Exit> {
 
 /// Stores a new token's registration, armed; returns the token and the previous webhook id.
 async fn arm(store: &Store, tenant: &str) -> Result<(Token, Option<String>), Exit> {
-    let previous = with_store!(store, s => s.hook(tenant).await).map_err(common::store_exit)?;
+    let previous = store.hook(tenant).await.map_err(common::store_exit)?;
     let token = Token::generate();
     let now = chrono::Utc::now();
     let until = now + chrono::Duration::from_std(gate::ARMED_FOR).unwrap_or_default();
     let webhook_id = previous.and_then(|p| p.webhook_id);
     let reg = token.registration(now, Some(until), webhook_id.clone());
-    with_store!(store, s => s.put_hook(tenant, &reg).await).map_err(common::store_exit)?;
+    store
+        .put_hook(tenant, &reg)
+        .await
+        .map_err(common::store_exit)?;
     Ok((token, webhook_id))
 }
 
@@ -214,7 +217,10 @@ async fn register(a: RegisterArgs) -> Outcome {
     // Disarm: the challenge is not answered again until the next registration.
     let now = chrono::Utc::now();
     let reg = token.registration(now, None, Some(hook.id.clone()));
-    with_store!(&store, s => s.put_hook(&tenant.tenant, &reg).await).map_err(common::store_exit)?;
+    store
+        .put_hook(&tenant.tenant, &reg)
+        .await
+        .map_err(common::store_exit)?;
     println!("{url}");
     if verified {
         eprintln!(
