@@ -26,7 +26,8 @@ use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
-use tasks::deliver::{Delivery, DockTasks};
+use tasks::deliver::Delivery;
+use tasks::dock::DockTasks;
 use writeback::webhook::gate::ARMED_FOR;
 use writeback::webhook::{Directory, DirectoryCache, Hooks, Token};
 use writeback::write::Writer;
@@ -52,7 +53,7 @@ fn request(method: &str, path_query: &str, headers: Value, body: &str) -> HttpRe
     let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
     let event = json!({
         "version": "2.0", "rawPath": path, "rawQueryString": query, "headers": headers,
-        "requestContext": {"http": {"method": method, "path": path}},
+        "requestContext": {"http": {"method": method, "path": path}, "timeEpoch": 1_764_000_000_000_i64},
         "body": body, "isBase64Encoded": false
     });
     function_url::parse(&event).expect("a Function URL event")

@@ -3,49 +3,45 @@
 //! requestContext: {http: {method}}, body, isBase64Encoded}` → [`HttpRequest`], and a status
 //! with a JSON body → `{statusCode, headers, body}`.
 
-use std::collections::BTreeMap;
-
+use aws_lambda_events::event::lambda_function_urls::{
+    LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
+};
+use aws_lambda_events::http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use domain::http::HttpRequest;
 
-/// The request, when `payload` is a Function URL event (else `None`: a direct invocation).
-/// The body is kept byte for byte (base64 decoded when the event says so).
+/// The request, when `payload` is a Function URL event (else `None`: a direct invocation, or
+/// an event that does not parse as one). The body is kept byte for byte (base64 decoded when
+/// the event says so); header names are lower case, query values decoded.
 pub fn parse(payload: &Value) -> Option<HttpRequest> {
-    let http = payload.get("requestContext")?.get("http")?;
-    let method = http.get("method")?.as_str()?.to_string();
-    let path = payload
-        .get("rawPath")
-        .and_then(Value::as_str)
-        .or_else(|| http.get("path").and_then(Value::as_str))
-        .unwrap_or("/")
-        .to_string();
-    let query: BTreeMap<String, String> = payload
-        .get("rawQueryString")
-        .and_then(Value::as_str)
+    // A direct invocation carries no `requestContext.http`; only then is it read as an event.
+    payload.pointer("/requestContext/http")?;
+    let event: LambdaFunctionUrlRequest = serde_json::from_value(payload.clone()).ok()?;
+    let http = event.request_context.http;
+    let method = http.method?;
+    let path = event.raw_path.or(http.path).unwrap_or_else(|| "/".into());
+    let query = event
+        .raw_query_string
         .map(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect()
         })
         .unwrap_or_default();
-    let headers = payload
-        .get("headers")
-        .and_then(Value::as_object)
-        .map(|h| {
-            h.iter()
-                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let text = payload.get("body").and_then(Value::as_str).unwrap_or("");
-    let body = if payload.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+    let headers = event
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let text = event.body.unwrap_or_default();
+    let body = if event.is_base64_encoded {
         base64::engine::general_purpose::STANDARD
             .decode(text)
             .ok()?
     } else {
-        text.as_bytes().to_vec()
+        text.into_bytes()
     };
     Some(HttpRequest {
         method,
@@ -58,24 +54,26 @@ pub fn parse(payload: &Value) -> Option<HttpRequest> {
 
 /// A Function URL response with a JSON body.
 pub fn response(status: u16, body: &Value) -> Value {
-    json!({
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "isBase64Encoded": false,
-        "body": body.to_string(),
-    })
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut out = LambdaFunctionUrlResponse::default();
+    out.status_code = i64::from(status);
+    out.headers = headers;
+    out.body = Some(body.to_string());
+    serde_json::to_value(out).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn function_url_events_are_read_byte_for_byte() {
         let ev = json!({
             "version": "2.0", "rawPath": "/acme", "rawQueryString": "message=a%20b&x=1",
             "headers": {"X-Dock-Signature-256": "t=1,v1=ab", "content-type": "application/json"},
-            "requestContext": {"http": {"method": "POST", "path": "/acme"}},
+            "requestContext": {"http": {"method": "POST", "path": "/acme"}, "timeEpoch": 1_764_000_000_000_i64},
             "body": "eyJhIjogMX0=", "isBase64Encoded": true
         });
         let r = parse(&ev).unwrap();
