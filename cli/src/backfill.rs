@@ -19,7 +19,7 @@ use domain::{ports::SystemClock, TenantConfig};
 use embedded::{DeadLetterFile, Embedded};
 use indicatif::{ProgressBar, ProgressStyle};
 use kareo::{ClientConfig, Family, KareoClient};
-use tasks::deliver::DockTasks;
+use tasks::dock::DockTasks;
 
 use crate::common::{self, Exit, Outcome, Store};
 

@@ -15,7 +15,8 @@ use domain::TenantConfig;
 use kareo::{ClientConfig, Credentials, Family, KareoClient, KareoError};
 use serde::Serialize;
 use serde_json::json;
-use tasks::deliver::{dock_secret, DockPort, DockTasks};
+use tasks::deliver::{dock_secret, DockPort};
+use tasks::dock::DockTasks;
 
 use crate::common::{self, Exit, Outcome, Secrets};
 
@@ -285,6 +286,7 @@ async fn check_tenant(
         let base = TaskSpec {
             group: None,
             workflow: None,
+            workflow_id: None,
             assignee: None,
             ..rule.task.clone()
         };
@@ -305,11 +307,13 @@ async fn check_tenant(
                 },
             );
         }
-        if let Some(w) = &rule.task.workflow {
+        if rule.task.deploys() {
+            let w = rule.task.workflow_id.clone().or(rule.task.workflow.clone());
             add(
-                Item::Template(w.clone()),
+                Item::Template(w.unwrap_or_default()),
                 TaskSpec {
-                    workflow: Some(w.clone()),
+                    workflow: rule.task.workflow.clone(),
+                    workflow_id: rule.task.workflow_id.clone(),
                     ..base.clone()
                 },
             );

@@ -20,7 +20,8 @@ use domain::{ChangeEvent, TenantConfig};
 use embedded::Embedded;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
-use tasks::deliver::{deliver_batch, Delivered, DockTasks};
+use tasks::deliver::{deliver_batch, Delivered};
+use tasks::dock::DockTasks;
 
 /// The sample practice's config (its `start` is moved to 31 days before the simulator's now).
 pub const SAMPLE_TENANT: &str = include_str!("../../examples/demo-practice.yaml");

@@ -12,7 +12,7 @@ use domain::ports::SystemClock;
 use domain::TenantConfig;
 use embedded::{DeadLetterFile, Embedded};
 use kareo::{ClientConfig, Family, KareoClient};
-use tasks::deliver::DockTasks;
+use tasks::dock::DockTasks;
 
 /// What to run.
 pub struct SyncArgs<'a> {

@@ -19,7 +19,8 @@ use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::json;
 use sync::{Mode, Outcome, PollConfig, Poller, Report};
-use tasks::deliver::{DockTasks, Failure};
+use tasks::deliver::Failure;
+use tasks::dock::DockTasks;
 
 /// The families the pipeline polls.
 pub const FAMILIES: [Family; 3] = [Family::Appointments, Family::Patients, Family::Payments];

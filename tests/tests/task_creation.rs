@@ -14,7 +14,8 @@ use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, PollConfig, Poller};
-use tasks::deliver::{deliver_batch, Delivery, DeliverySink, DockTasks};
+use tasks::deliver::{deliver_batch, Delivery, DeliverySink};
+use tasks::dock::DockTasks;
 
 const RULES: &str = r#"rules:
   - name: cancelled-appointment-callback

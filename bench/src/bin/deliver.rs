@@ -29,6 +29,7 @@ use domain::{ChangeEvent, ChangeKind, Family, TenantConfig};
 use kareo::{Credentials, KareoError, Record};
 use kareo_dock_bench::{arg, thread_cpu_ns};
 use tasks::deliver::*;
+use tasks::dock::DockTasks;
 
 struct Fixed(DateTime<Utc>);
 impl Clock for Fixed {
@@ -104,6 +105,7 @@ impl DockPort for InstantDock {
         &self,
         _: &DockSecret,
         _: &Resolved,
+        _: Option<&str>,
         _: Option<&str>,
     ) -> Result<String, DockFailure> {
         Ok("w".into())

@@ -17,7 +17,7 @@ use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, Outcome};
-use tasks::deliver::DockTasks;
+use tasks::dock::DockTasks;
 
 fn main() {
     let n: usize = arg("--records", 100_000);

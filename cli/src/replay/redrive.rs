@@ -10,7 +10,8 @@ use domain::ports::SystemClock;
 use domain::TenantConfig;
 use kareo::{ClientConfig, KareoClient};
 use serde_json::{json, Value};
-use tasks::deliver::{deliver_batch, Delivery, DockTasks};
+use tasks::deliver::{deliver_batch, Delivery};
+use tasks::dock::DockTasks;
 
 use super::letters::{Fail, Letter};
 use crate::common::{self, Exit, Secrets};

@@ -19,7 +19,8 @@ use kareo::{ClientConfig, KareoClient};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tasks::deliver::{deliver_batch, Delivery, DockTasks};
+use tasks::deliver::{deliver_batch, Delivery};
+use tasks::dock::DockTasks;
 
 struct App {
     store: DynamoStore,

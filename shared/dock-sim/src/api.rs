@@ -91,6 +91,7 @@ pub(crate) struct Template {
     pub name: String,
     pub template_type: String,
     pub tasks: Vec<String>,
+    pub active: bool,
 }
 
 pub(crate) struct State {
@@ -118,6 +119,8 @@ pub(crate) struct State {
     /// Verification challenges to send (webhook id, url, secret, message), taken by the
     /// server after the call that queued them.
     pub challenges: Vec<(String, String, String, String)>,
+    /// The readings played.
+    pub reality: crate::Reality,
 }
 
 pub(crate) fn is_uuid(s: &str) -> bool {
@@ -168,6 +171,7 @@ impl State {
             webhook_events: 0,
             webhooks: Vec::new(),
             challenges: Vec::new(),
+            reality: crate::Reality::default(),
             seed: seed.clone(),
         };
         assert!(
@@ -240,6 +244,7 @@ impl State {
                 name: t.name.clone(),
                 template_type: t.template_type.clone(),
                 tasks: t.tasks.clone(),
+                active: t.active,
             });
         }
         for (i, f) in seed.custom_fields.iter().enumerate() {
@@ -358,6 +363,9 @@ impl State {
             ("GET", ["list"]) => Ok(self.get_lists(user)),
             ("GET", ["list", id]) => self.list_for(id, user, path).map(|l| Reply::json(200, l)),
             ("GET", ["task", "group"]) => self.get_groups(query, user, path),
+            ("GET", ["taskWorkflowTemplate"]) if self.reality.no_template_list => {
+                Err(Reply::spring(404, "No handler found", path))
+            }
             ("GET", ["taskWorkflowTemplate"]) => Ok(Reply::json(
                 200,
                 &Value::Array(self.templates.iter().map(template_json).collect()),
@@ -777,7 +785,18 @@ impl State {
                 ));
             }
         }
-        if let Some(a) = b.get("assignedTo").filter(|v| !v.is_null()) {
+        let mut named: Vec<&Value> = b
+            .get("assignedTo")
+            .filter(|v| !v.is_null())
+            .into_iter()
+            .collect();
+        named.extend(
+            b.get("assignees")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+        for a in named {
             let uid = a.get("id").and_then(Value::as_str).unwrap_or("");
             if !self.users.iter().any(|u| id_of(u) == uid) {
                 return Err(Reply::spring(404, &format!("User not found: {uid}"), path));
@@ -875,8 +894,12 @@ impl State {
         t.insert("createdDateTime".into(), json!(now));
         t.insert("updatedDateTime".into(), json!(now));
         t.insert("creator".into(), json!({"id": user}));
-        if let Some(a) = b.get("assignedTo").filter(|v| !v.is_null()) {
-            t.insert("assignedTo".into(), json!({"id": a["id"]}));
+        if let Some(a) = self.assignee_of(b) {
+            if self.reality.assignees_only {
+                t.insert("assignees".into(), json!([{"id": a}]));
+            } else {
+                t.insert("assignedTo".into(), json!({"id": a}));
+            }
             t.insert("assignedBy".into(), json!({"id": user}));
         }
         if let Some(p) = b.get("patient").filter(|v| !v.is_null()) {
@@ -899,6 +922,23 @@ impl State {
         let t = Value::Object(t);
         self.tasks.push(t.clone());
         t
+    }
+
+    /// The assignee a create or patch body sets: `assignedTo:{id}` (unless only `assignees`
+    /// counts), else the first of `assignees:[{id}]`.
+    fn assignee_of(&self, b: &Map<String, Value>) -> Option<String> {
+        let to = b
+            .get("assignedTo")
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str)
+            .filter(|_| !self.reality.assignees_only);
+        let first = b
+            .get("assignees")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str);
+        to.or(first).map(str::to_string)
     }
 
     fn task_index(&self, id: &str, user: &str, path: &str) -> Result<usize, Reply> {
@@ -943,7 +983,17 @@ impl State {
                 m.remove("completedBy");
             }
         }
-        for k in ["assignedTo", "patient", "taskGroup"] {
+        let assignee = self.assignee_of(b);
+        let assignees_only = self.reality.assignees_only;
+        let t = &mut self.tasks[i];
+        if let Some(a) = assignee {
+            if assignees_only {
+                t["assignees"] = json!([{"id": a}]);
+            } else {
+                t["assignedTo"] = json!({"id": a});
+            }
+        }
+        for k in ["patient", "taskGroup"] {
             if let Some(v) = b.get(k) {
                 t[k] = if v.is_null() {
                     Value::Null
@@ -1001,14 +1051,17 @@ impl State {
         self.list_for(&list, user, path)?;
         let mut check = Map::new();
         check.insert("taskGroup".into(), json!({"id": group}));
-        if let Some(p) = b.get("patient") {
+        if let Some(p) = b
+            .get("patient")
+            .filter(|_| !self.reality.deploy_ignores_patient)
+        {
             check.insert("patient".into(), p.clone());
         }
         self.check_task_fields(&check, &list, path)?;
         let t = self
             .templates
             .iter()
-            .find(|t| t.id == template)
+            .find(|t| t.id == template && t.active)
             .ok_or_else(|| {
                 Reply::spring(
                     404,
@@ -1101,7 +1154,7 @@ const PATIENT_FIELDS: &[&str] = &[
 ];
 
 fn template_json(t: &Template) -> Value {
-    json!({"id": t.id, "name": t.name, "templateType": t.template_type, "active": true})
+    json!({"id": t.id, "name": t.name, "templateType": t.template_type, "active": t.active})
 }
 
 fn need<'a>(body: Option<&'a Value>, path: &str) -> Result<&'a Map<String, Value>, Reply> {

@@ -64,6 +64,10 @@
 //!   answer is `{id, name (template name), taskList, taskGroup, taskWorkflowTemplate, tasks[]}`.
 //!   A deployed workflow's id can be used as a `taskGroup` for ad-hoc tasks \[C\].
 //! - **No rate limit** of its own: 429s come only from [`Fault::RateLimit`].
+//! - **Readings of what the docs leave open** ([`Reality`], [`DockSim::set_reality`]): no
+//!   template list endpoint, a deploy that ignores `patient`, assignment only through
+//!   `assignees`, the raw token only in `Authorization`, no patient scopes granted. Soft-deleted
+//!   templates are listed (`active:false`) and cannot be deployed.
 //!
 //! # Fault injection and inspection
 //!
@@ -88,6 +92,43 @@ use std::time::Duration;
 use dock::{DeployedWorkflow, DockSecret, Patient, Task};
 
 pub use seed::{Seed, SeedField, SeedList, SeedTemplate, SeedUser};
+
+/// Readings of what Dock's documentation leaves open (`dock-api.md` §4, §11), one switch
+/// each. The default is the reading the simulator was first written to (and the client first
+/// guessed); each switch turns on another plausible one, so a test can disagree with the
+/// client. [`Reality::all`] turns every one on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reality {
+    /// `GET /api/v1/taskWorkflowTemplate` does not exist (404 "No handler found"): only
+    /// `GET /taskWorkflowTemplate/{id}` is documented.
+    pub no_template_list: bool,
+    /// `POST /taskWorkflow` ignores `patient`: the deployed tasks come back without one.
+    pub deploy_ignores_patient: bool,
+    /// A task's assignee is set only through `assignees:[{id}]`; `assignedTo` is ignored (and
+    /// never echoed).
+    pub assignees_only: bool,
+    /// `Authorization` must be the raw token (as Dock's curl examples send it); `Bearer …`
+    /// is 401.
+    pub raw_token_only: bool,
+    /// The client is not granted the patient scopes: a token request naming them is
+    /// `invalid_scope`.
+    pub no_patient_scopes: bool,
+}
+
+impl Reality {
+    /// Every reading at once under which Dock still grants what the rules need: all but
+    /// [`no_patient_scopes`](Reality::no_patient_scopes), which makes patient links impossible
+    /// and is played on its own.
+    pub fn all() -> Reality {
+        Reality {
+            no_template_list: true,
+            deploy_ignores_patient: true,
+            assignees_only: true,
+            raw_token_only: true,
+            no_patient_scopes: false,
+        }
+    }
+}
 pub use webhook::WebhookDelivery;
 
 /// A fault to inject.
@@ -264,6 +305,11 @@ impl DockSim {
         self.inner.lock().faults.push(rule);
     }
 
+    /// Plays these readings from now on.
+    pub fn set_reality(&self, reality: Reality) {
+        self.inner.lock().reality = reality;
+    }
+
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.inner.lock().faults.clear();
@@ -356,12 +402,12 @@ impl DockSim {
             .and_then(|g| g["taskGroupIdentifier"].as_str().map(str::to_string))
     }
 
-    /// The id of the workflow template named `name`.
+    /// The id of the active workflow template named `name`.
     pub fn template_id(&self, name: &str) -> Option<String> {
         let st = self.inner.lock();
         st.templates
             .iter()
-            .find(|t| t.name == name)
+            .find(|t| t.name == name && t.active)
             .map(|t| t.id.clone())
     }
 

@@ -93,6 +93,13 @@ pub struct SeedTemplate {
     /// Descriptions of the tasks a deployment creates, in order.
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// `false`: soft-deleted (still listed and readable, with `active:false`; not deployable).
+    #[serde(default = "d_true")]
+    pub active: bool,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 /// A custom field.
@@ -226,7 +233,8 @@ impl Default for Seed {
     /// The demo practice: users `integration@`, `frontdesk@`, `billing@`, `manager@`
     /// `acme.example`; lists "Front Desk" (groups "Callbacks", "Reschedules", "New Patients")
     /// and "Billing" (groups "Callbacks", "Claims"); templates "Reschedule SmartFlow"
-    /// (SMARTFLOW, 2 tasks) and "New Patient Intake" (WORKFLOW, 2 tasks); custom fields
+    /// (SMARTFLOW, 2 tasks) and "New Patient Intake" (WORKFLOW, 2 tasks, listed after a retired
+    /// copy of the same name); custom fields
     /// "Kareo Ref" (TASK TEXT), "Appointment Date" (TASK DATE), "Kareo Patient ID" (PATIENT
     /// TEXT).
     fn default() -> Seed {
@@ -266,12 +274,23 @@ impl Default for Seed {
                         "Call patient to reschedule".into(),
                         "Confirm new appointment time".into(),
                     ],
+                    active: true,
+                },
+                // A retired copy under the same name, listed first (Dock's deletes are soft
+                // and list calls return deleted items): a client must skip it.
+                SeedTemplate {
+                    id: None,
+                    name: "New Patient Intake".into(),
+                    template_type: "WORKFLOW".into(),
+                    tasks: vec!["Send the old intake packet".into()],
+                    active: false,
                 },
                 SeedTemplate {
                     id: None,
                     name: "New Patient Intake".into(),
                     template_type: "WORKFLOW".into(),
                     tasks: vec!["Send intake forms".into(), "Verify insurance".into()],
+                    active: true,
                 },
             ],
             custom_fields: vec![

@@ -194,9 +194,17 @@ fn token_endpoint(st: &mut State, method: &str, path: &str, ct: &str, body: &[u8
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
-        None => ALLOWED_SCOPES.iter().map(|s| s.to_string()).collect(),
+        None => ALLOWED_SCOPES
+            .iter()
+            .filter(|s| !(st.reality.no_patient_scopes && s.contains("/patient.")))
+            .map(|s| s.to_string())
+            .collect(),
     };
     if scopes.iter().any(|s| !ALLOWED_SCOPES.contains(&s.as_str())) {
+        return oauth("invalid_scope");
+    }
+    // A client not granted the patient scopes: asking for them is `invalid_scope`.
+    if st.reality.no_patient_scopes && scopes.iter().any(|s| s.contains("/patient.")) {
         return oauth("invalid_scope");
     }
     let n = st.tokens.len() + 1;
@@ -246,11 +254,14 @@ fn api(
     if h.api_key != Some(st.seed.api_key.as_str()) {
         return Reply::gateway(403, "Forbidden");
     }
-    let token = h.authorization.map(|a| {
+    let raw_only = st.reality.raw_token_only;
+    let token = h.authorization.and_then(|a| {
         let a = a.trim();
         match a.get(..7) {
-            Some(p) if p.eq_ignore_ascii_case("bearer ") => a[7..].trim(),
-            _ => a,
+            // Raw-token-only: `Bearer …` is not a token it knows.
+            Some(p) if p.eq_ignore_ascii_case("bearer ") && raw_only => None,
+            Some(p) if p.eq_ignore_ascii_case("bearer ") => Some(a[7..].trim()),
+            _ => Some(a),
         }
     });
     let Some(rec) = token.and_then(|t| st.tokens.get(t)) else {

@@ -666,6 +666,7 @@ async fn tasks_round_trip_and_soft_delete() {
         priority: Some(Priority::High),
         due_date: Some(due),
         assigned_to: Some(Ref::new(&assignee)),
+        assignees: Vec::new(),
         task_meta_data: vec![MetaDataValue::text(&field, "kareo:1:appt:42")],
         identifier: None,
     };

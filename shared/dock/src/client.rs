@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ pub const DEV_API_URL: &str = "https://partner-api-dev.dockhealth.app";
 pub const DEV_AUTH_URL: &str = "https://partner-auth-dev.dockhealth.app";
 /// The scopes requested, space-separated (\[C\]: the set Awell uses and Dock's examples show).
 pub const SCOPES: &str = "dockhealth/user.all.read dockhealth/user.all.write dockhealth/patient.all.read dockhealth/patient.all.write";
+/// The scopes asked for when Dock answers `invalid_scope` to [`SCOPES`] (a client not granted
+/// the patient scopes): tasks and lists still work; patient calls then fail as `auth` with a
+/// 403, which names the missing grant.
+pub const USER_SCOPES: &str = "dockhealth/user.all.read dockhealth/user.all.write";
 
 /// The five values Dock support issues per organisation (\[C\] README). `Debug` shows the
 /// organization and user ids only.
@@ -127,8 +132,12 @@ pub struct DockConfig {
     /// lifetime).
     pub token_margin: Duration,
     /// Send `Authorization: Bearer <token>` (true) or the raw token as Dock's curl examples
-    /// do (false). \[I\] both are accepted.
+    /// do (false). \[I\] both are accepted; when the client's first call is refused, its
+    /// retry with a fresh token uses the other form, which is kept once a call goes through.
     pub bearer: bool,
+    /// The scopes requested (`DOCK_SCOPES`, space-separated; default [`SCOPES`]). When Dock
+    /// answers `invalid_scope`, [`USER_SCOPES`] is asked for once and kept.
+    pub scopes: String,
 }
 
 impl Default for DockConfig {
@@ -141,6 +150,7 @@ impl Default for DockConfig {
             rate_per_sec: 10,
             token_margin: Duration::from_secs(60),
             bearer: true,
+            scopes: SCOPES.into(),
         }
     }
 }
@@ -154,6 +164,9 @@ impl DockConfig {
         }
         if let Some(v) = env("DOCK_AUTH_URL") {
             c.auth_url = v;
+        }
+        if let Some(v) = env("DOCK_SCOPES") {
+            c.scopes = v;
         }
         c
     }
@@ -182,6 +195,14 @@ struct Inner {
     token_url: Url,
     tokens: Mutex<HashMap<(String, String), TokenSlot>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// The `Authorization` form in use (starts as `cfg.bearer`; flipped once on a refusal).
+    bearer: AtomicBool,
+    /// The scopes fell back to [`USER_SCOPES`] after an `invalid_scope`.
+    narrowed: AtomicBool,
+    /// The form was flipped already (it flips at most once).
+    flipped: AtomicBool,
+    /// A call went through with the current form.
+    confirmed: AtomicBool,
 }
 
 /// The Dock client.
@@ -261,6 +282,7 @@ impl DockClient {
             })?;
         let limiter =
             NonZeroU32::new(cfg.rate_per_sec).map(|r| RateLimiter::keyed(Quota::per_second(r)));
+        let cfg_bearer = cfg.bearer;
         Ok(DockClient {
             inner: Arc::new(Inner {
                 http,
@@ -269,6 +291,10 @@ impl DockClient {
                 token_url,
                 tokens: Mutex::new(HashMap::new()),
                 limiter,
+                bearer: AtomicBool::new(cfg_bearer),
+                narrowed: AtomicBool::new(false),
+                flipped: AtomicBool::new(false),
+                confirmed: AtomicBool::new(false),
             }),
         })
     }
@@ -326,6 +352,21 @@ impl DockClient {
             secret,
             "list_workflow_templates",
             &["taskWorkflowTemplate"],
+            &[],
+        )
+        .await
+    }
+
+    /// `GET /api/v1/taskWorkflowTemplate/{id}` (\[C\]: the one template call documented).
+    pub async fn get_workflow_template(
+        &self,
+        secret: &DockSecret,
+        id: &str,
+    ) -> Result<WorkflowTemplate, DockError> {
+        self.get(
+            secret,
+            "get_workflow_template",
+            &["taskWorkflowTemplate", id],
             &[],
         )
         .await
@@ -676,7 +717,8 @@ impl DockClient {
     }
 
     /// One exchange: rate limit, token, headers, send, and on 401 one token refresh and
-    /// resend.
+    /// resend, then (once per client) the other `Authorization` form.
+    // Long: one request loop whose token refresh and Authorization-form fallback share its state.
     async fn attempt(
         &self,
         secret: &DockSecret,
@@ -687,12 +729,13 @@ impl DockClient {
     ) -> Result<(u16, Vec<u8>), DockError> {
         let mut token = self.token(secret, op, None).await?;
         let mut refreshed = false;
+        let mut flipped_here = false;
         loop {
             if let Some(l) = &self.inner.limiter {
                 l.until_key_ready(&secret.client_id).await;
             }
             let started = Instant::now();
-            let auth = if self.inner.cfg.bearer {
+            let auth = if self.inner.bearer.load(Ordering::Relaxed) {
                 format!("Bearer {token}")
             } else {
                 token.clone()
@@ -733,17 +776,38 @@ impl DockClient {
                 "dock call"
             );
             match status {
-                200..=299 => return Ok((status, bytes.to_vec())),
+                200..=299 => {
+                    self.inner.confirmed.store(true, Ordering::Relaxed);
+                    return Ok((status, bytes.to_vec()));
+                }
                 401 if !refreshed => {
                     refreshed = true;
+                    // Until a call has gone through, the `Authorization` form is a guess
+                    // (Dock's examples send the raw token; OAuth clients send `Bearer`): the
+                    // retry with a fresh token also tries the other form, once per client.
+                    if !self.inner.confirmed.load(Ordering::Relaxed)
+                        && !self.inner.flipped.swap(true, Ordering::Relaxed)
+                    {
+                        flipped_here = true;
+                        let bearer = !self.inner.bearer.load(Ordering::Relaxed);
+                        self.inner.bearer.store(bearer, Ordering::Relaxed);
+                        tracing::warn!(op, bearer, "dock refused the first token; retrying with a fresh one in the other Authorization form");
+                    }
                     token = self.token(secret, op, Some(&token)).await?;
                 }
                 401 | 403 => {
+                    if flipped_here && status == 401 {
+                        // The other form did not help either: the credentials are refused,
+                        // not the form. Back to the first form, and a later call may try again.
+                        let bearer = !self.inner.bearer.load(Ordering::Relaxed);
+                        self.inner.bearer.store(bearer, Ordering::Relaxed);
+                        self.inner.flipped.store(false, Ordering::Relaxed);
+                    }
                     return Err(DockError::Auth {
                         op,
                         status,
                         body: Box::new(ErrorBody::parse(&bytes)),
-                    })
+                    });
                 }
                 404 => {
                     return Err(DockError::NotFound {
@@ -814,17 +878,43 @@ impl DockClient {
         }
     }
 
+    /// A new token for the configured scopes; on `invalid_scope`, once, for [`USER_SCOPES`]
+    /// (kept for the client's life).
     async fn fetch_token(
         &self,
         secret: &DockSecret,
         op: &'static str,
+    ) -> Result<CachedToken, DockError> {
+        let narrowed = self.inner.narrowed.load(Ordering::Relaxed);
+        let scopes = if narrowed {
+            USER_SCOPES
+        } else {
+            self.inner.cfg.scopes.as_str()
+        };
+        match self.fetch_token_for(secret, op, scopes).await {
+            Err(DockError::Token { code: Some(c), .. })
+                if c == "invalid_scope" && !narrowed && scopes != USER_SCOPES =>
+            {
+                tracing::warn!(op, "dock refused the scopes; asking for the user scopes only (patient links will fail)");
+                self.inner.narrowed.store(true, Ordering::Relaxed);
+                self.fetch_token_for(secret, op, USER_SCOPES).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_token_for(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        scopes: &str,
     ) -> Result<CachedToken, DockError> {
         let started = Instant::now();
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", secret.client_id.as_str()),
             ("client_secret", secret.client_secret.as_str()),
-            ("scope", SCOPES),
+            ("scope", scopes),
         ];
         let token_err = |status: Option<u16>, code: &str| DockError::Token {
             op,

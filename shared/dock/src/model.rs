@@ -639,6 +639,14 @@ impl Task {
         self.active != Some(false)
     }
 
+    /// Who the task is assigned to, as echoed: `assignedTo` and every one of `assignees`.
+    pub fn assignee_ids(&self) -> impl Iterator<Item = &str> {
+        self.assigned_to
+            .iter()
+            .chain(self.assignees.iter())
+            .map(|r| r.id.as_str())
+    }
+
     /// The due date, parsed leniently.
     pub fn due(&self) -> Option<DateTime<Utc>> {
         self.due_date.as_deref().and_then(parse_datetime)
@@ -702,6 +710,10 @@ pub struct NewTask {
     /// Assignee (\[U\]: `assignedTo` is in the Redoc sample; `assignees` in Awell's schema).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assigned_to: Option<Ref>,
+    /// Assignees (\[U\]: Awell's schema). Sent with `assigned_to` so that whichever Dock
+    /// reads sets the assignee; [`Task::assignee_ids`] tells which one took.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub assignees: Vec<Ref>,
     /// Custom-field values (\[C\]) — e.g. the integration's reference stamp.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub task_meta_data: Vec<MetaDataValue>,

@@ -163,6 +163,21 @@ fn transition(c: &FieldChange) -> Option<(&str, &str)> {
     (before != after).then_some((before, after))
 }
 
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl TaskSpec {
+    /// It deploys a workflow template (by name or id) instead of creating one task.
+    pub fn deploys(&self) -> bool {
+        self.workflow.is_some() || self.workflow_id.is_some()
+    }
+}
+
 /// What a rule creates in Dock.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskSpec {
@@ -172,6 +187,9 @@ pub struct TaskSpec {
     pub group: Option<String>,
     /// Workflow/SmartFlow template to deploy instead of one task, by name.
     pub workflow: Option<String>,
+    /// The same, by Dock id (`workflow_id`): for organisations where Dock lists no templates;
+    /// wins over `workflow` when both are given.
+    pub workflow_id: Option<String>,
     /// The task's description (with `workflow`: optional, empty when absent).
     pub description: Template,
     /// Assignee, by email.
@@ -466,10 +484,11 @@ fn priority(s: &str) -> Option<Priority> {
 
 const PRIORITIES: [&str; 4] = ["HIGH", "MEDIUM", "LOW", "NONE"];
 const RULE_KEYS: [&str; 5] = ["name", "interface", "on", "when", "task"];
-const TASK_KEYS: [&str; 8] = [
+const TASK_KEYS: [&str; 9] = [
     "list",
     "group",
     "workflow",
+    "workflow_id",
     "description",
     "assignee",
     "due",
@@ -788,10 +807,20 @@ impl Parser<'_, '_> {
         }
         let group = name_of(self, "group");
         let workflow = name_of(self, "workflow");
+        let workflow_id = name_of(self, "workflow_id");
+        if let (Some(id), Some((_, v))) = (&workflow_id, get("workflow_id")) {
+            if !is_uuid(id.trim()) {
+                self.r.error(
+                    line(v),
+                    format!("{prefix}task.workflow_id must be a Dock template id (a UUID, as Dock shows it)"),
+                );
+            }
+        }
+        let deploys = workflow.is_some() || workflow_id.is_some();
 
         let description = match get("description") {
             None => {
-                if workflow.is_none() {
+                if !deploys {
                     self.r.error(
                         at,
                         format!("{prefix}task.description is required (the task's title)"),
@@ -901,7 +930,7 @@ impl Parser<'_, '_> {
             },
         };
 
-        if let Some((wk, _)) = get("workflow") {
+        if let Some((wk, _)) = get("workflow").or_else(|| get("workflow_id")) {
             for key in ["assignee", "due", "priority"] {
                 if let Some((k, _)) = get(key) {
                     self.r.error(
@@ -925,6 +954,7 @@ impl Parser<'_, '_> {
             list: list?,
             group,
             workflow,
+            workflow_id: workflow_id.map(|i| i.trim().to_ascii_lowercase()),
             description,
             assignee,
             due,
@@ -1675,6 +1705,32 @@ rules:
             assert_eq!(*line, Some(want_line));
             assert_eq!(*reason, format!("rules[0] cancelled-appointment-callback: task.{key} does not apply with task.workflow (the template's tasks carry their own assignees, due dates and priorities)"));
         }
+        // A template by id: a UUID, with the same rules as by name.
+        let by_id = "rules:
+  - name: flow
+    interface: appointments
+    on: updated
+    task:
+      list: Front Desk
+      group: G
+      workflow_id: 5D0C0000-0000-4000-8000-000000000007
+";
+        let m = parse(by_id);
+        assert!(m.rules[0].task.deploys());
+        assert_eq!(
+            m.rules[0].task.workflow_id.as_deref(),
+            Some("5d0c0000-0000-4000-8000-000000000007")
+        );
+        one_error(
+            &by_id.replace("5D0C0000-0000-4000-8000-000000000007", "Intake"),
+            8,
+            "rules[0] flow: task.workflow_id must be a Dock template id",
+        );
+        one_error(
+            &by_id.replace("      group: G\n", ""),
+            7,
+            "rules[0] flow: task.workflow needs task.group",
+        );
         // A workflow needs a group; the description is optional with it.
         let yaml = "rules:
   - name: flow

@@ -1,12 +1,12 @@
 #![doc = include_str!("../../../docs/task-creation.md")]
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dock::{DockClient, DockError, DockSecret};
+use dock::{DockError, DockSecret};
+
 use kareo::{Credentials, Family};
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ impl From<DockError> for DockFailure {
     }
 }
 
-fn permanent(class: ErrorClass, reason: String) -> DockFailure {
+pub(crate) fn permanent(class: ErrorClass, reason: String) -> DockFailure {
     DockFailure {
         class,
         reason,
@@ -161,12 +161,16 @@ pub trait DockPort: Send + Sync {
         secret: &DockSecret,
         draft: &TaskDraft,
     ) -> impl Future<Output = Result<String, DockFailure>> + Send;
-    /// Deploys a workflow template into the resolved list and group; the deployed id.
+    /// Deploys a workflow template into the resolved list and group, for `patient` (every
+    /// task of it) and named `name` (the rule's rendered description, when not empty); the
+    /// deployed id. Once the deploy itself succeeded this answers `Ok`: linking and naming
+    /// are completed best-effort, never by deploying again.
     fn deploy(
         &self,
         secret: &DockSecret,
         ids: &Resolved,
         patient: Option<&str>,
+        name: Option<&str>,
     ) -> impl Future<Output = Result<String, DockFailure>> + Send;
     /// The Dock patient with this MRN, created when absent (cached).
     fn patient(
@@ -174,233 +178,6 @@ pub trait DockPort: Send + Sync {
         secret: &DockSecret,
         draft: &PatientDraft,
     ) -> impl Future<Output = Result<String, DockFailure>> + Send;
-}
-
-/// [`DockPort`] over the Dock client, with name and patient caches per organisation.
-pub struct DockTasks {
-    client: DockClient,
-    names: Mutex<HashMap<(String, String), Option<String>>>,
-    patients: Mutex<HashMap<(String, String), String>>,
-}
-
-impl DockTasks {
-    /// Wraps a client.
-    pub fn new(client: DockClient) -> DockTasks {
-        DockTasks {
-            client,
-            names: Mutex::new(HashMap::new()),
-            patients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn cached(&self, org: &str, key: &str) -> Option<Option<String>> {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(org.to_string(), key.to_string()))
-            .cloned()
-    }
-
-    fn remember(&self, org: &str, key: String, id: Option<String>) {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((org.to_string(), key), id);
-    }
-
-    async fn list_id(&self, s: &DockSecret, name: &str) -> Result<String, DockFailure> {
-        let key = format!("list:{name}");
-        if let Some(hit) = self.cached(&s.organization_id, &key) {
-            return hit.ok_or_else(|| {
-                permanent(
-                    ErrorClass::UnknownList,
-                    format!("no active Dock task list named '{name}'"),
-                )
-            });
-        }
-        let lists = self.client.list_task_lists(s).await?;
-        for l in &lists {
-            if l.active != Some(false) {
-                self.remember(
-                    &s.organization_id,
-                    format!("list:{}", l.list_name),
-                    Some(l.id.clone()),
-                );
-            }
-        }
-        let id = lists
-            .iter()
-            .find(|l| l.list_name == name && l.active != Some(false))
-            .map(|l| l.id.clone());
-        self.remember(&s.organization_id, key, id.clone());
-        id.ok_or_else(|| {
-            permanent(
-                ErrorClass::UnknownList,
-                format!("no active Dock task list named '{name}'"),
-            )
-        })
-    }
-}
-
-impl DockPort for DockTasks {
-    async fn resolve(&self, s: &DockSecret, task: &TaskSpec) -> Result<Resolved, DockFailure> {
-        let list = self.list_id(s, &task.list).await?;
-        let group = match &task.group {
-            None => None,
-            Some(g) => {
-                let key = format!("group:{list}:{g}");
-                let id = match self.cached(&s.organization_id, &key) {
-                    Some(hit) => hit,
-                    None => {
-                        let groups = self.client.list_task_groups(s, &list).await?;
-                        let id = groups
-                            .iter()
-                            .find(|x| &x.group_name == g && x.active != Some(false))
-                            .and_then(|x| x.group_id().map(str::to_string));
-                        self.remember(&s.organization_id, key, id.clone());
-                        id
-                    }
-                };
-                Some(id.ok_or_else(|| {
-                    permanent(
-                        ErrorClass::UnknownGroup,
-                        format!("no task group '{g}' in list '{}'", task.list),
-                    )
-                })?)
-            }
-        };
-        let template = match &task.workflow {
-            None => None,
-            Some(w) => {
-                let key = format!("template:{w}");
-                let id = match self.cached(&s.organization_id, &key) {
-                    Some(hit) => hit,
-                    None => {
-                        let ts = self.client.list_workflow_templates(s).await?;
-                        let id = ts.iter().find(|t| &t.name == w).map(|t| t.id.clone());
-                        self.remember(&s.organization_id, key, id.clone());
-                        id
-                    }
-                };
-                Some(id.ok_or_else(|| {
-                    permanent(
-                        ErrorClass::UnknownWorkflow,
-                        format!("no workflow template '{w}'"),
-                    )
-                })?)
-            }
-        };
-        let assignee = match &task.assignee {
-            None => None,
-            Some(email) => {
-                let key = format!("user:{}", email.to_lowercase());
-                let id = match self.cached(&s.organization_id, &key) {
-                    Some(hit) => hit,
-                    None => {
-                        let u = self.client.find_user_by_email(s, email).await?;
-                        let id = u.and_then(|u| u.user_id().map(str::to_string));
-                        self.remember(&s.organization_id, key, id.clone());
-                        id
-                    }
-                };
-                Some(id.ok_or_else(|| {
-                    permanent(
-                        ErrorClass::UnknownAssignee,
-                        "the rule's assignee is not a Dock user of this organisation".into(),
-                    )
-                })?)
-            }
-        };
-        Ok(Resolved {
-            list,
-            group,
-            template,
-            assignee,
-        })
-    }
-
-    async fn find_task(
-        &self,
-        s: &DockSecret,
-        list: &str,
-        reference: &str,
-    ) -> Result<Option<String>, DockFailure> {
-        let tasks = self
-            .client
-            .list_tasks(s, &dock::TaskQuery::list(list))
-            .await?;
-        Ok(tasks
-            .into_iter()
-            .find(|t| {
-                t.details
-                    .as_deref()
-                    .is_some_and(|d| d.lines().any(|l| l.trim() == reference))
-            })
-            .map(|t| t.id))
-    }
-
-    async fn create_task(&self, s: &DockSecret, d: &TaskDraft) -> Result<String, DockFailure> {
-        let mut t = dock::NewTask::new(d.description.clone(), d.ids.list.clone());
-        t.details = Some(d.details.clone());
-        t.task_group = d.ids.group.clone().map(dock::Ref::new);
-        t.assigned_to = d.ids.assignee.clone().map(dock::Ref::new);
-        t.patient = d.patient.clone().map(dock::Ref::new);
-        t.due_date = d.due;
-        t.priority = d.priority;
-        Ok(self.client.create_task(s, &t).await?.id)
-    }
-
-    async fn deploy(
-        &self,
-        s: &DockSecret,
-        ids: &Resolved,
-        patient: Option<&str>,
-    ) -> Result<String, DockFailure> {
-        let (Some(group), Some(template)) = (&ids.group, &ids.template) else {
-            return Err(permanent(
-                ErrorClass::Rule,
-                "a workflow needs a task group".into(),
-            ));
-        };
-        let body = dock::DeployWorkflow {
-            task_list: dock::Ref::new(ids.list.clone()),
-            task_group: dock::Ref::new(group.clone()),
-            task_workflow_template: dock::Ref::new(template.clone()),
-            patient: patient.map(dock::Ref::new),
-        };
-        Ok(self.client.deploy_workflow(s, &body).await?.id)
-    }
-
-    async fn patient(&self, s: &DockSecret, d: &PatientDraft) -> Result<String, DockFailure> {
-        let key = (s.organization_id.clone(), d.mrn.clone());
-        if let Some(id) = self
-            .patients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(id.clone());
-        }
-        let found = self.client.find_patients_by_mrn(s, &d.mrn).await?;
-        let id = match found.into_iter().find(|p| p.active != Some(false)) {
-            Some(p) => p.id,
-            None => {
-                let np = dock::NewPatient {
-                    first_name: d.first_name.clone(),
-                    last_name: d.last_name.clone(),
-                    mrn: d.mrn.clone(),
-                    dob: d.dob,
-                    ..Default::default()
-                };
-                self.client.create_patient(s, &np).await?.id
-            }
-        };
-        self.patients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, id.clone());
-        Ok(id)
-    }
 }
 
 /// The ports of a delivery.
@@ -510,7 +287,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                     ambiguous: false,
                 });
             }
-            Claim::Expired(_) if rule.task.workflow.is_some() => {
+            Claim::Expired(_) if rule.task.deploys() => {
                 self.settle(key, LedgerState::NeedsReview, None, Some("a workflow deploy's outcome is unknown and workflows cannot be looked up by reference: check the list, then settle".into())).await.map_err(store)?;
                 out.held += 1;
                 return Ok(());
@@ -550,8 +327,14 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         } else {
             None
         };
-        if rule.task.workflow.is_some() {
-            return match self.dock.deploy(secret, &ids, patient.as_deref()).await {
+        if rule.task.deploys() {
+            let name = rule.task.description.render(&event.record);
+            let named = Some(name.as_str()).filter(|n| !n.trim().is_empty());
+            return match self
+                .dock
+                .deploy(secret, &ids, patient.as_deref(), named)
+                .await
+            {
                 Ok(id) => {
                     fail::fail_point!("deliver.after_post");
                     tracing::info!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, workflow = %id, "workflow deployed");

@@ -3,4 +3,5 @@
 //! needs.
 
 pub mod deliver;
+pub mod dock;
 pub mod metrics;
