@@ -36,6 +36,14 @@ impl DockReads for FakeDock {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Task, DockError>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if id != "task-1" {
+            return Box::pin(async move {
+                Err(DockError::NotFound {
+                    op: "get_task",
+                    body: Box::default(),
+                })
+            });
+        }
         let task = json!({"id": id, "description": "Intake", "taskList": {"id": "list-1"},
                           "patient": {"id": "pat-1"}});
         Box::pin(async move { Ok(serde_json::from_value(task).unwrap()) })
@@ -158,6 +166,17 @@ impl World {
         WebhookDelivery::of(signed_with, &e, at)
     }
 
+    /// A delivery whose top-level `targetIdentifier` is not the task (Dock's sample event shows
+    /// it differing from `audit.targetIdentifier`).
+    fn delivery_with_targets(&self, event: &str, top: &str, audit: &str) -> WebhookDelivery {
+        let at = self.clock.0;
+        let e = json!({"eventIdentifier": event, "organizationIdentifier": ORG,
+            "userIdentifier": "frontdesk", "targetIdentifier": top, "targetType": "TASK",
+            "eventType": "MARK_COMPLETE", "createdAt": at.to_rfc3339(),
+            "audit": {"targetIdentifier": audit, "targetType": "TASK", "eventType": "MARK_COMPLETE"}});
+        WebhookDelivery::of(SECRET, &e, at)
+    }
+
     async fn post(&self, d: &WebhookDelivery) -> (u16, Value) {
         let directory = Directory::load(&self.store).await.unwrap();
         let writer = Writer::new(&self.kareo, &self.store, &self.clock, "hook".into());
@@ -211,5 +230,23 @@ async fn a_forged_signature_reaches_neither_dock_nor_kareo() {
     let (status, body) = w.post(&w.delivery("ev-2", "not-the-secret")).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(w.dock.calls.load(Ordering::Relaxed), 0);
+    assert!(w.kareo.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_named_only_by_the_audit_block_is_found_there() {
+    let w = World::new().await;
+    let (status, body) = w
+        .post(&w.delivery_with_targets("ev-3", "bundle-9", "task-1"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "done", "{body}");
+    assert_eq!(*w.kareo.calls.lock().unwrap(), ["CreatePatient"]);
+    // Neither id a task: a failure naming the read, and nothing sent.
+    let w = World::new().await;
+    let (_, body) = w
+        .post(&w.delivery_with_targets("ev-4", "bundle-9", "bundle-8"))
+        .await;
+    assert_ne!(body["results"][0]["status"], "done", "{body}");
     assert!(w.kareo.calls.lock().unwrap().is_empty());
 }

@@ -177,6 +177,18 @@ struct Event {
     event_type: String,
     #[serde(default)]
     created_at: Option<String>,
+    #[serde(default)]
+    audit: Option<Audit>,
+}
+
+/// The event's `audit` block, as far as it is read: Dock's sample shows its
+/// `targetIdentifier` differing from the top-level one (`dock-api.md` §5), so it is the second
+/// place a task is looked for.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Audit {
+    #[serde(default)]
+    target_identifier: Option<String>,
 }
 
 /// What a delivery needs.
@@ -652,11 +664,22 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         let mut c = Context::default();
         let patient_id = match event.target_type.as_str() {
             "TASK" => {
-                let task = self
-                    .dock
-                    .task(secret, &event.target_identifier)
-                    .await
-                    .map_err(|e| dock_fail("task", &e))?;
+                let audit = event
+                    .audit
+                    .as_ref()
+                    .and_then(|a| a.target_identifier.as_deref())
+                    .filter(|a| !a.is_empty() && *a != event.target_identifier);
+                let task = match (
+                    self.dock.task(secret, &event.target_identifier).await,
+                    audit,
+                ) {
+                    // Not a task by its top-level id: the audit block's id, once.
+                    (Err(dock::DockError::NotFound { .. }), Some(id)) => {
+                        self.dock.task(secret, id).await
+                    }
+                    (r, _) => r,
+                }
+                .map_err(|e| dock_fail("task", &e))?;
                 c.task_link = self
                     .store
                     .link(&tenant.tenant, &LinkKey::DockTask(task.id.clone()))
