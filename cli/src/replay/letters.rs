@@ -67,14 +67,14 @@ pub type Settled = Option<Result<(), Fail>>;
 ///
 /// Contract: [`pending`](DeadLetters::pending) returns every letter once; after the redrive,
 /// [`settle`](DeadLetters::settle) removes exactly the letters that were redriven and keeps the
-/// others (with their new failure), so that a later replay sees them again. A dry run settles
-/// with `None` everywhere: nothing is removed or rewritten. `settle` may turn a success into a
-/// failure when the removal itself fails.
+/// others (with their new failure), so that a later replay sees them again; `settled[i]` is
+/// what became of `letters[i]`. A dry run settles with `None` everywhere: nothing is removed or
+/// rewritten. `settle` may turn a success into a failure when the removal itself fails.
 pub trait DeadLetters {
     /// Every letter.
     async fn pending(&mut self) -> Result<Vec<Letter>, Exit>;
     /// Removes the redriven letters, keeps the rest.
-    async fn settle(&mut self, outcomes: &mut [(Letter, Settled)]) -> Result<(), Exit>;
+    async fn settle(&mut self, letters: &[Letter], settled: &mut [Settled]) -> Result<(), Exit>;
     /// Where the letters still failing are kept (for the summary).
     fn place(&self) -> String;
 }
@@ -136,13 +136,13 @@ impl DeadLetters for FileLetters {
             .collect())
     }
 
-    async fn settle(&mut self, outcomes: &mut [(Letter, Settled)]) -> Result<(), Exit> {
-        if outcomes.iter().all(|(_, s)| s.is_none()) {
+    async fn settle(&mut self, letters: &[Letter], settled: &mut [Settled]) -> Result<(), Exit> {
+        if settled.iter().all(Option::is_none) {
             return Ok(());
         }
         // Rewrite the file with what still fails (write, then rename).
         let mut text = String::new();
-        for (letter, settled) in outcomes.iter() {
+        for (letter, settled) in letters.iter().zip(settled.iter()) {
             let Some(Err(f)) = settled else { continue };
             let Some(line) = letter
                 .handle
@@ -288,9 +288,9 @@ impl DeadLetters for QueueLetters {
         }
     }
 
-    async fn settle(&mut self, outcomes: &mut [(Letter, Settled)]) -> Result<(), Exit> {
+    async fn settle(&mut self, letters: &[Letter], settled: &mut [Settled]) -> Result<(), Exit> {
         let mut release = std::mem::take(&mut self.again);
-        for (letter, settled) in outcomes.iter_mut() {
+        for (letter, settled) in letters.iter().zip(settled.iter_mut()) {
             if !matches!(settled, Some(Ok(()))) {
                 release.push(letter.handle.clone());
                 continue;

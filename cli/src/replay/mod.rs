@@ -115,8 +115,9 @@ async fn replay(args: &Args, letters: &mut impl DeadLetters, mut redrive: impl R
     if pending.is_empty() {
         return print(args, &[], "no dead letters");
     }
-    // Each letter checked: unusable, no target, or to redrive (to `function`).
-    let mut checked: Vec<(Settled, Option<String>)> = pending
+    // Each letter checked: unusable or without a target (settled as failed), or to redrive
+    // (to `function`).
+    let (mut settled, functions): (Vec<Settled>, Vec<Option<String>>) = pending
         .iter()
         .map(|letter| {
             match letter
@@ -128,41 +129,35 @@ async fn replay(args: &Args, letters: &mut impl DeadLetters, mut redrive: impl R
                 Ok(function) => (None, function),
             }
         })
-        .collect();
+        .unzip();
+    let mut counts = Counts::default();
     if args.dry_run {
         // Nothing is settled, not even an unusable letter; the report shows the check.
-        let mut untouched: Vec<(Letter, Settled)> =
-            pending.into_iter().map(|l| (l, None)).collect();
-        letters.settle(&mut untouched).await?;
-        let items: Vec<Item> = untouched
-            .iter()
-            .zip(checked)
-            .map(|((letter, _), (settled, function))| item(letter, &settled, function))
-            .collect();
-        return print(args, &items, "dry run: nothing changed");
-    }
-    let mut counts = Counts::default();
-    if checked.iter().any(|(s, _)| s.is_none()) {
-        redrive.prepare().await?;
-        for (letter, (settled, _)) in pending.iter().zip(checked.iter_mut()) {
-            if settled.is_none() {
-                let r = redrive.redrive(letter).await;
-                counts += r.clone().unwrap_or_default();
-                *settled = Some(r.map(|_| ()));
+        letters
+            .settle(&pending, &mut vec![None; pending.len()])
+            .await?;
+    } else {
+        if settled.iter().any(Option::is_none) {
+            redrive.prepare().await?;
+            for (letter, settled) in pending.iter().zip(settled.iter_mut()) {
+                if settled.is_none() {
+                    let r = redrive.redrive(letter).await;
+                    counts += r.clone().unwrap_or_default();
+                    *settled = Some(r.map(|_| ()));
+                }
             }
         }
+        letters.settle(&pending, &mut settled).await?;
     }
-    let functions: Vec<Option<String>> = checked.iter().map(|(_, f)| f.clone()).collect();
-    let mut done: Vec<(Letter, Settled)> = pending
-        .into_iter()
-        .zip(checked.into_iter().map(|(s, _)| s))
-        .collect();
-    letters.settle(&mut done).await?;
-    let items: Vec<Item> = done
+    let items: Vec<Item> = pending
         .iter()
+        .zip(&settled)
         .zip(functions)
         .map(|((letter, settled), function)| item(letter, settled, function))
         .collect();
+    if args.dry_run {
+        return print(args, &items, "dry run: nothing changed");
+    }
     let failed = items.iter().filter(|i| i.status == "failed").count();
     let summary = format!(
         "{} dead letter(s): {} redriven ({} task(s) created, {} workflow(s) deployed, {} already done); {failed} still failing{}",

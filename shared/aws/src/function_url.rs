@@ -8,6 +8,7 @@ use aws_lambda_events::event::lambda_function_urls::{
 };
 use aws_lambda_events::http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::Value;
 
 use domain::http::HttpRequest;
@@ -18,7 +19,7 @@ use domain::http::HttpRequest;
 pub fn parse(payload: &Value) -> Option<HttpRequest> {
     // A direct invocation carries no `requestContext.http`; only then is it read as an event.
     payload.pointer("/requestContext/http")?;
-    let event: LambdaFunctionUrlRequest = serde_json::from_value(payload.clone()).ok()?;
+    let event = LambdaFunctionUrlRequest::deserialize(payload).ok()?;
     let http = event.request_context.http;
     let method = http.method?;
     let path = event.raw_path.or(http.path).unwrap_or_else(|| "/".into());

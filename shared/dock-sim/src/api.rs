@@ -895,11 +895,7 @@ impl State {
         t.insert("updatedDateTime".into(), json!(now));
         t.insert("creator".into(), json!({"id": user}));
         if let Some(a) = self.assignee_of(b) {
-            if self.reality.assignees_only {
-                t.insert("assignees".into(), json!([{"id": a}]));
-            } else {
-                t.insert("assignedTo".into(), json!({"id": a}));
-            }
+            set_assignee(&mut t, a, self.reality.assignees_only);
             t.insert("assignedBy".into(), json!({"id": user}));
         }
         if let Some(p) = b.get("patient").filter(|v| !v.is_null()) {
@@ -967,6 +963,8 @@ impl State {
             .and_then(|g| g.get("id"))
             .and_then(Value::as_str)
             .map(|g| self.group_read_model(g));
+        let assignee = self.assignee_of(b);
+        let assignees_only = self.reality.assignees_only;
         let t = &mut self.tasks[i];
         for k in ["description", "details", "priority", "dueDate"] {
             if let Some(v) = b.get(k) {
@@ -983,15 +981,8 @@ impl State {
                 m.remove("completedBy");
             }
         }
-        let assignee = self.assignee_of(b);
-        let assignees_only = self.reality.assignees_only;
-        let t = &mut self.tasks[i];
-        if let Some(a) = assignee {
-            if assignees_only {
-                t["assignees"] = json!([{"id": a}]);
-            } else {
-                t["assignedTo"] = json!({"id": a});
-            }
+        if let (Some(a), Some(m)) = (assignee, t.as_object_mut()) {
+            set_assignee(m, a, assignees_only);
         }
         for k in ["patient", "taskGroup"] {
             if let Some(v) = b.get(k) {
@@ -1152,6 +1143,16 @@ const PATIENT_FIELDS: &[&str] = &[
     "phoneHome",
     "phoneMobile",
 ];
+
+/// Sets a task's assignee the way this Dock reads it: `assignees:[{id}]` when only that
+/// counts, else `assignedTo:{id}`.
+fn set_assignee(t: &mut Map<String, Value>, id: String, assignees_only: bool) {
+    if assignees_only {
+        t.insert("assignees".into(), json!([{ "id": id }]));
+    } else {
+        t.insert("assignedTo".into(), json!({ "id": id }));
+    }
+}
 
 fn template_json(t: &Template) -> Value {
     json!({"id": t.id, "name": t.name, "templateType": t.template_type, "active": t.active})
