@@ -334,8 +334,27 @@ impl State {
         user: &str,
         path: &str,
     ) -> Reply {
-        self.route(method, segs, query, body, user, path)
-            .unwrap_or_else(|e| e)
+        let reply = self
+            .route(method, segs, query, body, user, path)
+            .unwrap_or_else(|e| e);
+        let listed = matches!(
+            segs,
+            ["list"]
+                | ["task"]
+                | ["task", "group"]
+                | ["patient"]
+                | ["user"]
+                | ["taskWorkflowTemplate"]
+        );
+        if method != "GET" || !listed || reply.status != 200 {
+            return reply;
+        }
+        match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(Value::Array(items)) => {
+                Reply::json(200, &Value::Array(self.reality.paging.page(items, query)))
+            }
+            _ => reply,
+        }
     }
 
     // Long: one arm per Dock endpoint.

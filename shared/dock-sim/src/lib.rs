@@ -113,6 +113,58 @@ pub struct Reality {
     /// The client is not granted the patient scopes: a token request naming them is
     /// `invalid_scope`.
     pub no_patient_scopes: bool,
+    /// How list endpoints (`/list`, `/task`, `/task/group`, `/patient`, `/user`,
+    /// `/taskWorkflowTemplate`) page their answers.
+    pub paging: Paging,
+}
+
+/// How a list endpoint pages its answer (`dock-api.md` §7: pagination is undocumented; S10's
+/// internal API uses `startPosition`/`endPosition`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// The whole array, whatever the query (what Dock's examples show).
+    #[default]
+    Whole,
+    /// `startPosition` (0-based) and `endPosition` are honoured, `endPosition` inclusive or
+    /// exclusive; an answer never holds more than `page` items, and a request without
+    /// positions gets the first `page`.
+    Positions {
+        /// The most items one answer holds.
+        page: usize,
+        /// Whether `endPosition` names the last item (else the one after it).
+        end_inclusive: bool,
+    },
+}
+
+impl Paging {
+    /// The part of `items` one answer holds for this query.
+    pub(crate) fn page(
+        self,
+        items: Vec<serde_json::Value>,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        match self {
+            Paging::Whole => items,
+            Paging::Positions {
+                page,
+                end_inclusive,
+            } => {
+                let pos = |k: &str| query.get(k).and_then(|v| v.parse::<usize>().ok());
+                let start = pos("startPosition").unwrap_or(0);
+                let end = match pos("endPosition") {
+                    Some(e) if end_inclusive => e.saturating_add(1),
+                    Some(e) => e,
+                    None => usize::MAX,
+                };
+                let end = end.min(start.saturating_add(page));
+                items
+                    .into_iter()
+                    .skip(start)
+                    .take(end.saturating_sub(start))
+                    .collect()
+            }
+        }
+    }
 }
 
 impl Reality {
@@ -126,6 +178,10 @@ impl Reality {
             assignees_only: true,
             raw_token_only: true,
             no_patient_scopes: false,
+            paging: Paging::Positions {
+                page: 2,
+                end_inclusive: true,
+            },
         }
     }
 }

@@ -38,6 +38,9 @@ async fn setup() -> (DockSim, DockClient, DockSecret) {
     (sim, client, secret)
 }
 
+/// The statuses answered, in order. A client's first read of a list asks for a second page,
+/// which the whole-array simulator answers with the same items (the client then reads that
+/// list in one call): one more 200 than the exchange under test.
 fn statuses(sim: &DockSim, method: &str, pattern: &str) -> Vec<u16> {
     sim.calls_to(method, pattern)
         .iter()
@@ -82,7 +85,7 @@ async fn unauthorized_refreshes_the_token_and_retries_once() {
     let lists = client.list_task_lists(&secret).await.unwrap();
     assert_eq!(lists.len(), 2);
     assert_eq!(sim.token_requests(), 2);
-    assert_eq!(statuses(&sim, "GET", "/api/v1/list"), vec![401, 200]);
+    assert_eq!(statuses(&sim, "GET", "/api/v1/list"), vec![401, 200, 200]);
 
     // Still 401 after the refresh: an auth error after exactly one refresh, no loop.
     sim.reset_calls();
@@ -104,7 +107,7 @@ async fn expired_token_in_the_simulator_is_refused_and_replaced() {
     client.list_users(&secret).await.unwrap();
     sim.expire_tokens();
     client.list_users(&secret).await.unwrap();
-    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![200, 401, 200]);
+    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![200, 200, 401, 200]);
 }
 
 #[tokio::test]
@@ -227,7 +230,7 @@ async fn rate_limit_storm_honours_retry_after() {
     let users = client.list_users(&secret).await.unwrap();
     let took = started.elapsed();
     assert_eq!(users.len(), 4);
-    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![429, 429, 200]);
+    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![429, 429, 200, 200]);
     // The backoff alone would be ≤ 100 ms; Retry-After: 1 twice makes it ≥ 2 s.
     assert!(took >= Duration::from_millis(1900), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -295,7 +298,7 @@ async fn server_errors_are_retried_for_reads() {
     assert_eq!(groups.len(), 2);
     assert_eq!(
         statuses(&sim, "GET", "/api/v1/task/group"),
-        vec![500, 500, 200]
+        vec![500, 500, 200, 200]
     );
     sim.inject(
         FaultRule::new(Fault::Status(503))

@@ -38,6 +38,9 @@ pub const SCOPES: &str = "dockhealth/user.all.read dockhealth/user.all.write doc
 /// 403, which names the missing grant.
 pub const USER_SCOPES: &str = "dockhealth/user.all.read dockhealth/user.all.write";
 
+/// The most pages one list read follows (at the default page size, 100,000 items).
+const MAX_PAGES: usize = 1000;
+
 /// The five values Dock support issues per organisation (\[C\] README). `Debug` shows the
 /// organization and user ids only.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +141,9 @@ pub struct DockConfig {
     /// The scopes requested (`DOCK_SCOPES`, space-separated; default [`SCOPES`]). When Dock
     /// answers `invalid_scope`, [`USER_SCOPES`] is asked for once and kept.
     pub scopes: String,
+    /// Items asked for per page of a list read (`startPosition`/`endPosition`, see
+    /// [`DockClient::list_tasks`]).
+    pub page_size: usize,
 }
 
 impl Default for DockConfig {
@@ -151,6 +157,7 @@ impl Default for DockConfig {
             token_margin: Duration::from_secs(60),
             bearer: true,
             scopes: SCOPES.into(),
+            page_size: 100,
         }
     }
 }
@@ -203,6 +210,9 @@ struct Inner {
     flipped: AtomicBool,
     /// A call went through with the current form.
     confirmed: AtomicBool,
+    /// The list reads seen ignoring `startPosition`/`endPosition` (answered whole): read in
+    /// one call from then on.
+    whole: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 /// The Dock client.
@@ -295,6 +305,7 @@ impl DockClient {
                 narrowed: AtomicBool::new(false),
                 flipped: AtomicBool::new(false),
                 confirmed: AtomicBool::new(false),
+                whole: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -315,7 +326,8 @@ impl DockClient {
     /// `GET /api/v1/list`: the task lists the user can access (soft-deleted ones included,
     /// see [`TaskList::active`]).
     pub async fn list_task_lists(&self, secret: &DockSecret) -> Result<Vec<TaskList>, DockError> {
-        self.get(secret, "list_task_lists", &["list"], &[]).await
+        self.get_all(secret, "list_task_lists", &["list"], &[])
+            .await
     }
 
     /// `GET /api/v1/list/{id}`.
@@ -333,7 +345,7 @@ impl DockClient {
         secret: &DockSecret,
         task_list_id: &str,
     ) -> Result<Vec<TaskGroup>, DockError> {
-        self.get(
+        self.get_all(
             secret,
             "list_task_groups",
             &["task", "group"],
@@ -348,7 +360,7 @@ impl DockClient {
         &self,
         secret: &DockSecret,
     ) -> Result<Vec<WorkflowTemplate>, DockError> {
-        self.get(
+        self.get_all(
             secret,
             "list_workflow_templates",
             &["taskWorkflowTemplate"],
@@ -374,7 +386,7 @@ impl DockClient {
 
     /// `GET /api/v1/user`: the users of the organization.
     pub async fn list_users(&self, secret: &DockSecret) -> Result<Vec<User>, DockError> {
-        self.get(secret, "list_users", &["user"], &[]).await
+        self.get_all(secret, "list_users", &["user"], &[]).await
     }
 
     /// The user with this e-mail (trimmed, case-insensitive; inactive users skipped), from
@@ -409,7 +421,8 @@ impl DockClient {
 
     /// `GET /api/v1/patient`: every patient of the organization (soft-deleted included).
     pub async fn list_patients(&self, secret: &DockSecret) -> Result<Vec<Patient>, DockError> {
-        self.get(secret, "list_patients", &["patient"], &[]).await
+        self.get_all(secret, "list_patients", &["patient"], &[])
+            .await
     }
 
     /// Active patients whose `mrn` equals `mrn` exactly (trimmed). Dock documents no
@@ -497,7 +510,7 @@ impl DockClient {
     }
 
     /// `GET /api/v1/task?…`: at least one filter is required. Soft-deleted tasks are dropped
-    /// unless `include_inactive`. No pagination is documented (\[U\]): the whole array is read.
+    /// unless `include_inactive`. Pages are followed (see `get_all`).
     pub async fn list_tasks(
         &self,
         secret: &DockSecret,
@@ -510,7 +523,9 @@ impl DockClient {
                 reason: "at least one of task list, patient, assignee is required",
             });
         }
-        let tasks: Vec<Task> = self.get(secret, "list_tasks", &["task"], &params).await?;
+        let tasks: Vec<Task> = self
+            .get_all(secret, "list_tasks", &["task"], &params)
+            .await?;
         Ok(if query.include_inactive {
             tasks
         } else {
@@ -642,6 +657,82 @@ impl DockClient {
     }
 
     // ---- machinery ---------------------------------------------------------------------
+
+    /// Every item of a list endpoint, whichever way Dock pages it (`dock-api.md` §7:
+    /// undocumented; S10's internal API takes `startPosition`/`endPosition`). Each page asks
+    /// for `[start, start + page_size]`, and the next starts after what actually came back,
+    /// so an inclusive or exclusive `endPosition` and a server cap below `page_size` read the
+    /// same; the read ends on an empty page. A server that ignores positions shows it by
+    /// answering more than asked, or the same items again: that answer was the whole array,
+    /// and this list is read in one call from then on. (A page that only partly repeats —
+    /// items shifted between pages — is followed on.) A server that ignores positions *and*
+    /// caps its answer cannot be read past the cap; `check` reports which reading holds.
+    /// Items are told apart by `id` (or a group's `taskGroupIdentifier`).
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        secret: &DockSecret,
+        op: &'static str,
+        path: &[&str],
+        query: &[(&'static str, String)],
+    ) -> Result<Vec<T>, DockError> {
+        let whole = self
+            .inner
+            .whole
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(op);
+        if whole {
+            return self.get(secret, op, path, query).await;
+        }
+        let page = self.inner.cfg.page_size.max(1);
+        let mut seen = std::collections::HashSet::new();
+        let mut items = Vec::new();
+        let mut start = 0usize;
+        for _ in 0..MAX_PAGES {
+            let mut q = query.to_vec();
+            q.push(("startPosition", start.to_string()));
+            q.push(("endPosition", (start + page).to_string()));
+            let got: Vec<serde_json::Value> = self.get(secret, op, path, &q).await?;
+            let n = got.len();
+            let mut fresh = 0usize;
+            for v in got {
+                let key = ["id", "taskGroupIdentifier", "identifier"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| v.to_string());
+                if seen.insert(key) {
+                    fresh += 1;
+                    items.push(
+                        serde_json::from_value::<T>(v).map_err(|e| DockError::Decode {
+                            op,
+                            status: 200,
+                            reason: format!("{:?} in item {}", e.classify(), items.len()),
+                        })?,
+                    );
+                }
+            }
+            if (fresh == 0 && n > 0) || n > page + 1 {
+                // Positions ignored (the whole array again, or more than asked): every item
+                // is here, and the next read of this kind is one call.
+                self.inner
+                    .whole
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(op);
+                return Ok(items);
+            }
+            if n == 0 {
+                return Ok(items);
+            }
+            start += n;
+        }
+        tracing::warn!(
+            op,
+            pages = MAX_PAGES,
+            "dock list read stopped at the page limit"
+        );
+        Ok(items)
+    }
 
     async fn get<T: DeserializeOwned>(
         &self,

@@ -250,3 +250,93 @@ async fn every_reading_at_once_tasks_workflows_and_patients_are_exact() {
     let want = sim.user_id("frontdesk@acme.example").unwrap();
     assert_eq!(tasks[2].assignee_ids().collect::<Vec<_>>(), [want.as_str()]);
 }
+
+/// Five patients and five tasks in Dock, then lists paged two at a time.
+async fn paged(end_inclusive: bool) -> (DockSim, DockTasks, Vec<String>) {
+    let (sim, dock) = dock(Reality::default()).await;
+    let s = sim.secret();
+    let ids = dock.resolve(&s, &spec("Front Desk")).await.unwrap();
+    let mut refs = Vec::new();
+    for i in 1..=5 {
+        let mut p = patient();
+        p.mrn = format!("{}", 2000 + i);
+        dock.patient(&s, &p).await.unwrap();
+        let mut d = draft(ids.clone(), None);
+        d.details = format!("kareo-ref: r{i}");
+        dock.create_task(&s, &d).await.unwrap();
+        refs.push(d.details);
+    }
+    sim.set_reality(Reality {
+        paging: dock_sim::Paging::Positions {
+            page: 2,
+            end_inclusive,
+        },
+        ..Reality::default()
+    });
+    (sim, dock, refs)
+}
+
+#[tokio::test]
+async fn paged_lists_are_read_to_the_end_whichever_way_end_position_reads() {
+    for end_inclusive in [true, false] {
+        let (sim, _, refs) = paged(end_inclusive).await;
+        // A fresh adapter (no cache): the patient on the last page is found, not duplicated.
+        let client = dock::DockClient::new(dock::DockConfig {
+            api_url: sim.api_url(),
+            auth_url: sim.auth_url(),
+            rate_per_sec: 0,
+            page_size: 3,
+            ..dock::DockConfig::default()
+        })
+        .unwrap();
+        let fresh = DockTasks::new(client);
+        let s = sim.secret();
+        let mut last = patient();
+        last.mrn = "2005".into();
+        let id = fresh.patient(&s, &last).await.unwrap();
+        assert_eq!(sim.patients().len(), 5, "end inclusive: {end_inclusive}");
+        assert_eq!(
+            sim.patients()
+                .iter()
+                .find(|p| p.mrn.as_deref() == Some("2005"))
+                .map(|p| p.id.clone()),
+            Some(id)
+        );
+        // The task on the last page is found by its reference.
+        let list = sim.list_id("Front Desk").unwrap();
+        let found = fresh.find_task(&s, &list, &refs[4]).await.unwrap();
+        assert_eq!(
+            found,
+            Some(sim.tasks()[4].id.clone()),
+            "end inclusive: {end_inclusive}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dock_that_ignores_positions_is_read_in_one_call() {
+    let (sim, _dock) = dock(Reality::default()).await;
+    let s = sim.secret();
+    let client = dock::DockClient::new(dock::DockConfig {
+        api_url: sim.api_url(),
+        auth_url: sim.auth_url(),
+        rate_per_sec: 0,
+        page_size: 1,
+        ..dock::DockConfig::default()
+    })
+    .unwrap();
+    for i in 0..4 {
+        let np = dock::NewPatient {
+            first_name: "A".into(),
+            last_name: "B".into(),
+            mrn: format!("30{i}"),
+            ..Default::default()
+        };
+        client.create_patient(&s, &np).await.unwrap();
+    }
+    sim.reset_calls();
+    // Four patients to a page of one (asked [0, 1]): more than asked, so positions are
+    // ignored and the answer was whole.
+    assert_eq!(client.list_patients(&s).await.unwrap().len(), 4);
+    assert_eq!(sim.calls_to("GET", "/api/v1/patient").len(), 1);
+}
