@@ -388,7 +388,7 @@ WEBHOOK = """
           - id: CKV_AWS_173
             comment: "the environment holds endpoints and names only; credentials live in Secrets Manager"
           - id: CKV_AWS_116
-            comment: "invoked synchronously by Dock through the Function URL: Dock retries on a 5xx"
+            comment: "invoked synchronously by Dock through the Function URL (Dock retries on a 5xx); the hourly catch-up re-reads a day of events, so a failed one is covered by the next"
     Properties:
       FunctionName: !Sub ${AWS::StackName}-webhook
       Description: Receives Dock webhooks (URL token, then HMAC) and runs the configured write commands
@@ -400,6 +400,17 @@ WEBHOOK = """
         LogGroup: !Ref WebhookLogs
       FunctionUrlConfig:
         AuthType: NONE   # Dock cannot sign AWS requests: a per-tenant URL token, then Dock's HMAC
+      Events:
+        CatchUp:
+          Type: ScheduleV2
+          Properties:
+            Description: Read back from Dock's event log the events it could not deliver
+            ScheduleExpression: rate(1 hour)
+            ScheduleExpressionTimezone: !Ref ScheduleTimezone
+            FlexibleTimeWindow: {Mode: FLEXIBLE, MaximumWindowInMinutes: 10}
+            Input: '{"mode": "catch_up"}'
+            RetryPolicy: {MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 900}
+            DeadLetterConfig: {Arn: !GetAtt ScheduleDeadLetterQueue.Arn}
 """
 
 FOOTER = """

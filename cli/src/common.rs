@@ -14,8 +14,9 @@ use aws::{DynamoStore, SecretsManagerSource};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::{
-    Cursor, CursorError, CursorStore, HookRegistration, HookStore, Lease, SecretError,
-    SecretSource, SecretValue, StoreError, TenantStore,
+    Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore, Lease, Ledger,
+    LedgerEntry, Link, LinkKey, LinkStore, SecretError, SecretSource, SecretValue, StoreError,
+    TenantStore,
 };
 use domain::TenantConfig;
 use kareo::Family;
@@ -101,6 +102,39 @@ impl HookStore for Store {
     }
 }
 
+impl Ledger for Store {
+    async fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        each!(self, s => s.claim(key, owner, now, until).await)
+    }
+    async fn settle(&self, key: &str, owner: &str, entry: LedgerEntry) -> Result<(), StoreError> {
+        each!(self, s => s.settle(key, owner, entry).await)
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        each!(self, s => Ledger::release(s, key, owner).await)
+    }
+    async fn get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        each!(self, s => Ledger::get(s, key).await)
+    }
+    async fn mark_sending(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        each!(self, s => s.mark_sending(key, owner).await)
+    }
+}
+
+impl LinkStore for Store {
+    async fn link(&self, tenant: &str, key: &LinkKey) -> Result<Option<Link>, StoreError> {
+        each!(self, s => s.link(tenant, key).await)
+    }
+    async fn put_link(&self, tenant: &str, key: &LinkKey, link: &Link) -> Result<(), StoreError> {
+        each!(self, s => s.put_link(tenant, key, link).await)
+    }
+}
+
 impl CursorStore for Store {
     async fn load(&self, tenant: &str, family: Family) -> Result<Option<Cursor>, StoreError> {
         each!(self, s => s.load(tenant, family).await)
@@ -126,7 +160,7 @@ impl CursorStore for Store {
         each!(self, s => s.checkpoint(lease, position, high_water, run_start, release).await)
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        each!(self, s => s.release(lease).await)
+        each!(self, s => CursorStore::release(s, lease).await)
     }
     async fn fail(&self, lease: &Lease, error: CursorError) -> Result<(), StoreError> {
         each!(self, s => s.fail(lease, error).await)

@@ -1,4 +1,4 @@
-//! `kareo-dock webhook register | url`: a tenant's Dock webhook endpoint.
+//! `kareo-dock webhook register | url | catch-up`: a tenant's Dock webhook endpoint.
 //!
 //! The endpoint is `<base>/<tenant>/<token>`: the token (32 random bytes) is the URL's
 //! capability — the webhook function refuses any request without it before reading a secret
@@ -12,7 +12,10 @@
 //! - `url` mints a token and arms the challenge, and prints the URL for an operator who
 //!   registers by hand in Dock (within the armed window).
 //!
-//! Either one rotates the token: the old URL stops working once the functions see the new
+//! - `catch-up` reads the tenant's recent events back from Dock's event log and runs those
+//!   never delivered (what the webhook function's schedule does hourly).
+//!
+//! Either one of the first two rotates the token: the old URL stops working once the functions see the new
 //! registration.
 
 use std::path::PathBuf;
@@ -20,10 +23,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dock::{DockClient, DockConfig, DockSecret, WebhookBody};
+use domain::ports::SystemClock;
 use domain::ports::{HookStore, SecretSource};
 use domain::TenantConfig;
 use writeback::webhook::gate::{self, webhook_url};
-use writeback::webhook::{Token, WebhookSecret};
+use writeback::webhook::{Directory, Hooks, Token, WebhookSecret};
+use writeback::write::Writer;
 
 use crate::common::{self, Exit, Outcome, Store, StoreArgs};
 
@@ -37,6 +42,30 @@ pub enum Verb {
     /// Mint a new URL token, arm the verification challenge for 10 minutes, and print the URL
     /// to enter in Dock by hand (with the tenant's webhook_secret).
     Url(Common),
+    /// Read back from Dock's event log the tenant's events of the last hours (those its rules
+    /// name) and run the ones never delivered, through the same dedupe and rules as a
+    /// delivery — what the webhook function's hourly schedule does. Prints the counts; exit 4
+    /// when some event must be retried.
+    CatchUp(CatchUpArgs),
+}
+
+/// `webhook catch-up` options.
+#[derive(clap::Args, Debug)]
+pub struct CatchUpArgs {
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// How far back to read (at most six days: the dedupe remembers events for seven).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    since: Duration,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Tenant config file (default: the stored one).
+    #[arg(long = "config")]
+    configs: Vec<PathBuf>,
+    /// Secrets file (with --state); with --table, Secrets Manager.
+    #[arg(long, env = "KAREO_DOCK_SECRETS")]
+    secrets: Option<PathBuf>,
 }
 
 /// What both verbs need.
@@ -81,6 +110,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         common::finish(match verb {
             Verb::Register(a) => register(a).await,
             Verb::Url(a) => url(a).await,
+            Verb::CatchUp(a) => catch_up(a).await,
         })
     })
 }
@@ -111,6 +141,60 @@ async fn arm(store: &Store, tenant: &str) -> Result<(Token, Option<String>), Exi
         .await
         .map_err(common::store_exit)?;
     Ok((token, webhook_id))
+}
+
+async fn catch_up(a: CatchUpArgs) -> Outcome {
+    let max = Duration::from_secs((writeback::webhook::DEDUPE_TTL_DAYS as u64 - 1) * 86_400);
+    if a.since > max || a.since.is_zero() {
+        return Err(Exit(
+            common::USAGE,
+            "--since must be more than 0 and at most 6 days (the dedupe remembers events 7)".into(),
+        ));
+    }
+    let store = a.store.open().await?;
+    let mut tenants = common::tenants(&a.configs, Some(&store), Some(&a.tenant)).await?;
+    let tenant = tenants.remove(0);
+    if !tenant.hooks.enabled {
+        return Err(Exit(
+            common::USAGE,
+            format!("tenant '{}' has no webhooks: section", tenant.tenant),
+        ));
+    }
+    let secrets = common::open_secrets(a.secrets.as_deref(), a.store.table.is_some()).await?;
+    let kareo = kareo::KareoClient::new(kareo::ClientConfig::from_env())
+        .map_err(|e| Exit(common::USAGE, e.to_string()))?;
+    let dock =
+        DockClient::new(DockConfig::from_env()).map_err(|e| Exit(common::USAGE, e.to_string()))?;
+    let hooks_of = store.hooks().await.map_err(common::store_exit)?;
+    let directory = Directory::new(vec![tenant.clone()], hooks_of);
+    let writer = Writer::new(
+        &kareo,
+        &store,
+        &SystemClock,
+        format!("cli-{}", std::process::id()),
+    );
+    let hooks = Hooks {
+        writer: &writer,
+        dock: &dock,
+        secrets: &secrets,
+        directory: &directory,
+        store: &store,
+    };
+    let end = chrono::Utc::now();
+    let start = end - chrono::Duration::from_std(a.since).unwrap_or_default();
+    let r = hooks
+        .catch_up(&tenant, start, end)
+        .await
+        .map_err(|e| Exit(common::REMOTE, e))?;
+    println!(
+        "{}: {} events read back, {} run now, {} already handled, {} ignored, {} to retry, {} refused",
+        tenant.tenant, r.fetched, r.processed, r.duplicates, r.ignored, r.retry, r.refused
+    );
+    Ok(if r.retry > 0 {
+        ExitCode::from(common::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn url(c: Common) -> Outcome {

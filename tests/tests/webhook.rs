@@ -259,6 +259,29 @@ impl World {
         hooks.handle(&req).await
     }
 
+    /// The webhook function's scheduled catch-up, over the last day.
+    async fn catch_up(&self) -> writeback::webhook::CatchUp {
+        let directory = Directory::load(&self.store).await.unwrap();
+        let writer = Writer::new(&self.kareo, &self.store, &self.clock, "catch-up".into());
+        let hooks = Hooks {
+            writer: &writer,
+            dock: &self.dock,
+            secrets: &self.secrets,
+            directory: &directory,
+            store: &self.store,
+        };
+        let tenant = directory.registered().next().expect("acme is registered");
+        let now = self.clock.now();
+        hooks
+            .catch_up(
+                tenant,
+                now - chrono::Duration::hours(24),
+                now + chrono::Duration::seconds(1),
+            )
+            .await
+            .unwrap()
+    }
+
     /// The tenant's webhook URL path: `/acme/<token>`.
     fn path(&self) -> String {
         format!("/acme/{}", self.token.expose())
@@ -378,6 +401,32 @@ async fn a_completed_intake_task_creates_the_patient_in_kareo_once() {
         .unwrap();
     assert_eq!(e.state, LedgerState::Done);
     assert!(!e.result.unwrap().contains("Ines"), "no PHI in the ledger");
+}
+
+#[tokio::test]
+async fn a_dropped_delivery_is_read_back_from_dock_once_though_its_top_target_is_not_the_task() {
+    let w = world().await;
+    w.dock_sim.set_reality(dock_sim::Reality {
+        target_differs: true,
+        ..dock_sim::Reality::default()
+    });
+    let task = w.intake_task().await;
+    let before = w.patients();
+    // Dock records the event but never delivers it.
+    let e = w
+        .dock_sim
+        .webhook_event("MARK_COMPLETE", &task, &w.frontdesk(), w.clock.now());
+    assert_ne!(e["targetIdentifier"], json!(task));
+    let r = w.catch_up().await;
+    assert_eq!((r.fetched, r.processed, r.refused), (1, 1, 0), "{r:?}");
+    assert_eq!(w.patients(), before + 1);
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 1);
+    // The next catch-up, and a late delivery of the same event, are duplicates.
+    let r = w.catch_up().await;
+    assert_eq!((r.processed, r.duplicates), (0, 1), "{r:?}");
+    let late = WebhookDelivery::of(SECRET, &e, w.clock.now());
+    assert_eq!(w.deliver(&late).await.body["outcome"], "duplicate");
+    assert_eq!(w.kareo_sim.call_count("CreatePatient"), 1);
 }
 
 #[tokio::test]

@@ -7,6 +7,11 @@
 //! signed `createdAt`, deduplicated, and turned into the write commands the tenant's
 //! `webhooks:` rules make of it (see `domain::webhook`).
 //!
+//! Its schedule (`{"mode": "catch_up"}`, hourly) reads back from Dock's event log, for every
+//! registered tenant, the events of the last [`LOOKBACK_HOURS`] hours (or the input's
+//! `"hours"`) that Dock could not deliver, through the same dedupe and rules; a tenant whose
+//! log could not be read fails the invocation (counted by the function's error alarm).
+//!
 //! Environment: `KAREO_DOCK_TABLE`, `KAREO_ENDPOINT` (optional), `DOCK_API_URL` /
 //! `DOCK_AUTH_URL` (optional). IAM: DynamoDB item access on the table,
 //! secretsmanager:GetSecretValue on the tenants' Kareo and Dock secrets.
@@ -14,13 +19,18 @@
 use aws::function_url;
 use aws::{DynamoStore, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
-use domain::ports::SystemClock;
+use domain::ports::{Clock, SystemClock};
 use kareo::{ClientConfig, KareoClient};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use writeback::webhook::gate::DIRECTORY_TTL;
 use writeback::webhook::{DirectoryCache, Hooks};
 use writeback::write::Writer;
+
+/// How far back a scheduled catch-up reads Dock's event log: a day, well inside the dedupe's
+/// memory ([`writeback::webhook::DEDUPE_TTL_DAYS`]), so an event delivered meanwhile is a
+/// duplicate.
+const LOOKBACK_HOURS: i64 = 24;
 
 struct App {
     store: DynamoStore,
@@ -58,6 +68,11 @@ async fn main() -> Result<(), Error> {
 
 async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let Some(req) = function_url::parse(&event.payload) else {
+        // A Function URL request always arrives wrapped as one; a bare input can only come
+        // from an IAM-authorised invoke (the schedule).
+        if event.payload.get("mode").and_then(Value::as_str) == Some("catch_up") {
+            return catch_up(app, &event).await;
+        }
         return Ok(function_url::response(
             400,
             &json!({"outcome": "malformed", "error": "not a Function URL request"}),
@@ -87,4 +102,53 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     };
     let out = hooks.handle(&req).await;
     Ok(function_url::response(out.status, &out.body))
+}
+
+/// The scheduled catch-up: every registered tenant's recent events, read back from Dock.
+async fn catch_up(app: &App, event: &LambdaEvent<Value>) -> Result<Value, Error> {
+    let max = writeback::webhook::DEDUPE_TTL_DAYS * 24 - 24;
+    let hours = event
+        .payload
+        .get("hours")
+        .and_then(Value::as_i64)
+        .unwrap_or(LOOKBACK_HOURS)
+        .clamp(1, max);
+    let directory = app
+        .directory
+        .get(&app.store)
+        .await
+        .map_err(|e| format!("tenant configs unavailable ({})", e.class()))?;
+    let writer = Writer::new(
+        &app.kareo,
+        &app.store,
+        &SystemClock,
+        event.context.request_id.clone(),
+    );
+    let hooks = Hooks {
+        writer: &writer,
+        dock: &app.dock,
+        secrets: &app.secrets,
+        directory: &directory,
+        store: &app.store,
+    };
+    let end = SystemClock.now();
+    let start = end - chrono::Duration::hours(hours);
+    let mut reports = serde_json::Map::new();
+    let mut failed = 0usize;
+    for tenant in directory.registered() {
+        match hooks.catch_up(tenant, start, end).await {
+            Ok(r) => {
+                reports.insert(tenant.tenant.clone(), json!(r));
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(tenant = %tenant.tenant, error = %e, "webhook catch-up failed");
+                reports.insert(tenant.tenant.clone(), json!({"error": e}));
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!("webhook catch-up failed for {failed} tenant(s)").into());
+    }
+    Ok(json!({"outcome": "caught_up", "hours": hours, "tenants": reports}))
 }

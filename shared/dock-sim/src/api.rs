@@ -114,6 +114,8 @@ pub(crate) struct State {
     pub calls: Vec<Call>,
     /// Webhook events built so far (their identifiers count up).
     pub webhook_events: u64,
+    /// Every event built, delivered or not: what `GET /api/v1/event` answers from.
+    pub events: Vec<Value>,
     /// Registered webhooks (`/api/v1/webhook`), with their secrets.
     pub webhooks: Vec<crate::webhook::Hook>,
     /// Verification challenges to send (webhook id, url, secret, message), taken by the
@@ -169,6 +171,7 @@ impl State {
             faults: Vec::new(),
             calls: Vec::new(),
             webhook_events: 0,
+            events: Vec::new(),
             webhooks: Vec::new(),
             challenges: Vec::new(),
             reality: crate::Reality::default(),
@@ -426,6 +429,7 @@ impl State {
             ("GET", ["configuration", "field"]) => {
                 Ok(Reply::json(200, &Value::Array(self.fields.clone())))
             }
+            ("GET", ["event"]) => self.get_events(query, path),
             ("GET", ["patient"]) => Ok(Reply::json(200, &Value::Array(self.patients.clone()))),
             ("GET", ["patient", id]) => self
                 .patients
@@ -724,6 +728,53 @@ impl State {
             .ok_or_else(|| Reply::spring(404, &format!("Patient not found: {id}"), path))?;
         p["active"] = json!(false);
         Ok(Reply::json(200, p))
+    }
+
+    /// `GET /api/v1/event?organization=<org>&startTs=…&endTs=…[&type=…]` or
+    /// `?organization=<org>&event=<id>` (`dock-api.md` §5). Timestamps are read as the docs
+    /// write them, `yyyy-MM-ddTHH:mm:ss.SSSZ` (UTC, milliseconds), and nothing else; the
+    /// window is `startTs <= createdAt < endTs`.
+    fn get_events(&self, q: &HashMap<String, String>, path: &str) -> HResult {
+        if q.get("organization").map(String::as_str) != Some(self.seed.organization_id.as_str()) {
+            return Err(Reply::spring(400, "organization is required", path));
+        }
+        if let Some(id) = q.get("event") {
+            let hit: Vec<Value> = self
+                .events
+                .iter()
+                .filter(|e| str_of(e, "eventIdentifier") == Some(id.as_str()))
+                .cloned()
+                .collect();
+            return Ok(Reply::json(200, &Value::Array(hit)));
+        }
+        let ts = |k: &str| {
+            q.get(k).and_then(|v| {
+                chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .ok()
+                    .filter(|_| v.len() == 24)
+                    .map(|t| t.and_utc())
+            })
+        };
+        let (Some(start), Some(end)) = (ts("startTs"), ts("endTs")) else {
+            return Err(Reply::spring(
+                400,
+                "startTs and endTs are required, as yyyy-MM-ddTHH:mm:ss.SSSZ",
+                path,
+            ));
+        };
+        let kind = q.get("type");
+        let hit: Vec<Value> = self
+            .events
+            .iter()
+            .filter(|e| kind.is_none_or(|k| str_of(e, "eventType") == Some(k.as_str())))
+            .filter(|e| {
+                str_of(e, "createdAt")
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                    .is_some_and(|c| c >= start && c < end)
+            })
+            .cloned()
+            .collect();
+        Ok(Reply::json(200, &Value::Array(hit)))
     }
 
     fn visible_task(&self, t: &Value, user: &str) -> bool {

@@ -66,8 +66,13 @@
 //! - **No rate limit** of its own: 429s come only from [`Fault::RateLimit`].
 //! - **Readings of what the docs leave open** ([`Reality`], [`DockSim::set_reality`]): no
 //!   template list endpoint, a deploy that ignores `patient`, assignment only through
-//!   `assignees`, the raw token only in `Authorization`, no patient scopes granted. Soft-deleted
-//!   templates are listed (`active:false`) and cannot be deployed.
+//!   `assignees`, the raw token only in `Authorization`, no patient scopes granted, list
+//!   endpoints paged by `startPosition`/`endPosition` ([`Paging`]), an event's top-level
+//!   `targetIdentifier` other than its task. Soft-deleted templates are listed
+//!   (`active:false`) and cannot be deployed.
+//! - **Dock's event log**: every event built ([`DockSim::webhook_event`]) is kept and served by
+//!   `GET /api/v1/event`, delivered or not — a delivery a test never posts is a dropped one, to
+//!   be fetched back.
 //!
 //! # Fault injection and inspection
 //!
@@ -116,6 +121,9 @@ pub struct Reality {
     /// How list endpoints (`/list`, `/task`, `/task/group`, `/patient`, `/user`,
     /// `/taskWorkflowTemplate`) page their answers.
     pub paging: Paging,
+    /// An event's top-level `targetIdentifier` is not the task (Dock's sample event shows it
+    /// differing from `audit.targetIdentifier`, which names the task).
+    pub target_differs: bool,
 }
 
 /// How a list endpoint pages its answer (`dock-api.md` §7: pagination is undocumented; S10's
@@ -182,6 +190,7 @@ impl Reality {
                 page: 2,
                 end_inclusive: true,
             },
+            target_differs: true,
         }
     }
 }

@@ -57,8 +57,10 @@ pub fn challenge_digest(secret: &str, message: &str) -> String {
 
 impl DockSim {
     /// The event Dock would send for `event_type` (e.g. `MARK_COMPLETE`) on a task, caused by
-    /// user `user_id`, at `at`: the task's current values in `audit.currentValues`. Panics if
-    /// there is no such task (a test bug).
+    /// user `user_id`, at `at`: the task's current values in `audit.currentValues`. The event
+    /// is kept in Dock's event log (`GET /api/v1/event`) whether or not it is ever delivered,
+    /// so a test that does not post it plays a dropped delivery. Panics if there is no such
+    /// task (a test bug).
     pub fn webhook_event(
         &self,
         event_type: &str,
@@ -66,22 +68,26 @@ impl DockSim {
         user_id: &str,
         at: DateTime<Utc>,
     ) -> Value {
-        let (org, task, n) = {
-            let mut st = self.inner.lock();
-            st.webhook_events += 1;
-            let task = st
-                .tasks
-                .iter()
-                .find(|t| t["id"] == json!(task_id))
-                .cloned()
-                .unwrap_or_else(|| panic!("no task {task_id}"));
-            (st.seed.organization_id.clone(), task, st.webhook_events)
+        let mut st = self.inner.lock();
+        st.webhook_events += 1;
+        let n = st.webhook_events;
+        let task = st
+            .tasks
+            .iter()
+            .find(|t| t["id"] == json!(task_id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no task {task_id}"));
+        // Dock's sample event names something else at the top than in its audit block.
+        let top = if st.reality.target_differs {
+            format!("7a7a7a7a-0000-4000-8000-{n:012x}")
+        } else {
+            task_id.to_string()
         };
-        json!({
+        let event = json!({
             "eventIdentifier": format!("e0e0e0e0-0000-4000-8000-{n:012x}"),
-            "organizationIdentifier": org,
+            "organizationIdentifier": st.seed.organization_id,
             "userIdentifier": user_id,
-            "targetIdentifier": task_id,
+            "targetIdentifier": top,
             "targetType": "TASK",
             "eventType": event_type,
             "createdAt": at.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -97,7 +103,9 @@ impl DockSim {
                 },
                 "previousValues": {},
             }
-        })
+        });
+        st.events.push(event.clone());
+        event
     }
 
     /// A signed delivery of [`Self::webhook_event`] for a webhook whose secret is `secret`,

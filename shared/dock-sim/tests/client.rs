@@ -107,7 +107,10 @@ async fn expired_token_in_the_simulator_is_refused_and_replaced() {
     client.list_users(&secret).await.unwrap();
     sim.expire_tokens();
     client.list_users(&secret).await.unwrap();
-    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![200, 200, 401, 200]);
+    assert_eq!(
+        statuses(&sim, "GET", "/api/v1/user"),
+        vec![200, 200, 401, 200]
+    );
 }
 
 #[tokio::test]
@@ -230,7 +233,10 @@ async fn rate_limit_storm_honours_retry_after() {
     let users = client.list_users(&secret).await.unwrap();
     let took = started.elapsed();
     assert_eq!(users.len(), 4);
-    assert_eq!(statuses(&sim, "GET", "/api/v1/user"), vec![429, 429, 200, 200]);
+    assert_eq!(
+        statuses(&sim, "GET", "/api/v1/user"),
+        vec![429, 429, 200, 200]
+    );
     // The backoff alone would be ≤ 100 ms; Retry-After: 1 twice makes it ≥ 2 s.
     assert!(took >= Duration::from_millis(1900), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");

@@ -656,6 +656,31 @@ impl DockClient {
         self.get(secret, "list_webhooks", &["webhook"], &[]).await
     }
 
+    /// `GET /api/v1/event?organization=…&startTs=…&endTs=…[&type=…]`: the organisation's
+    /// events created in `[start, end)` (Dock's event log, for deliveries it could not push),
+    /// as Dock returns them — raw JSON, read by the webhook handler exactly as it reads a
+    /// delivery. Timestamps go as the docs write them, `yyyy-MM-ddTHH:mm:ss.SSSZ` (UTC).
+    pub async fn list_events(
+        &self,
+        secret: &DockSecret,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, DockError> {
+        let ts = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let mut q = vec![
+            ("organization", secret.organization_id.clone()),
+            ("startTs", ts(start)),
+            ("endTs", ts(end)),
+        ];
+        if let Some(t) = event_type {
+            q.push(("type", t.to_string()));
+        }
+        self.get_all(secret, "list_events", &["event"], &q).await
+    }
+
     // ---- machinery ---------------------------------------------------------------------
 
     /// Every item of a list endpoint, whichever way Dock pages it (`dock-api.md` §7:
@@ -667,7 +692,8 @@ impl DockClient {
     /// and this list is read in one call from then on. (A page that only partly repeats —
     /// items shifted between pages — is followed on.) A server that ignores positions *and*
     /// caps its answer cannot be read past the cap; `check` reports which reading holds.
-    /// Items are told apart by `id` (or a group's `taskGroupIdentifier`).
+    /// Items are told apart by `id` (or a group's `taskGroupIdentifier`, an event's
+    /// `eventIdentifier`).
     async fn get_all<T: DeserializeOwned>(
         &self,
         secret: &DockSecret,
@@ -696,7 +722,7 @@ impl DockClient {
             let n = got.len();
             let mut fresh = 0usize;
             for v in got {
-                let key = ["id", "taskGroupIdentifier", "identifier"]
+                let key = ["id", "taskGroupIdentifier", "eventIdentifier", "identifier"]
                     .iter()
                     .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
                     .unwrap_or_else(|| v.to_string());

@@ -158,6 +158,14 @@ impl Directory {
             .flatten()
     }
 
+    /// The tenants with webhooks enabled and a registration: those whose events the
+    /// catch-up reads back.
+    pub fn registered(&self) -> impl Iterator<Item = &TenantConfig> {
+        self.tenants
+            .values()
+            .filter(|t| t.hooks.enabled && self.hooks.contains_key(&t.tenant))
+    }
+
     /// Number of tenants known.
     pub fn len(&self) -> usize {
         self.tenants.len()

@@ -27,6 +27,8 @@ const SECRET: &str = "hook-secret";
 #[derive(Default)]
 struct FakeDock {
     calls: AtomicUsize,
+    /// Dock's event log, as `events` answers it (filtered by type only).
+    log: Mutex<Vec<Value>>,
 }
 
 impl DockReads for FakeDock {
@@ -64,6 +66,24 @@ impl DockReads for FakeDock {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let lists = json!([{"id": "list-1", "listName": "Front Desk"}, {"id": "list-2", "listName": "Billing"}]);
         Box::pin(async move { Ok(serde_json::from_value(lists).unwrap()) })
+    }
+    fn events<'a>(
+        &'a self,
+        _: &'a DockSecret,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Value>, DockError>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let hit = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["eventType"] == event_type)
+            .cloned()
+            .collect();
+        Box::pin(async move { Ok(hit) })
     }
 }
 
@@ -177,6 +197,30 @@ impl World {
         WebhookDelivery::of(SECRET, &e, at)
     }
 
+    fn event(&self, id: &str, org: &str, by: &str) -> Value {
+        json!({"eventIdentifier": id, "organizationIdentifier": org,
+            "userIdentifier": by, "targetIdentifier": "task-1", "targetType": "TASK",
+            "eventType": "MARK_COMPLETE", "createdAt": self.clock.0.to_rfc3339()})
+    }
+
+    async fn catch_up(&self) -> super::CatchUp {
+        let directory = Directory::load(&self.store).await.unwrap();
+        let writer = Writer::new(&self.kareo, &self.store, &self.clock, "hook".into());
+        let hooks = Hooks {
+            writer: &writer,
+            dock: &self.dock,
+            secrets: &self.secrets,
+            directory: &directory,
+            store: &self.store,
+        };
+        let tenant = directory.registered().next().unwrap();
+        let now = self.clock.0;
+        hooks
+            .catch_up(tenant, now - chrono::Duration::hours(24), now)
+            .await
+            .unwrap()
+    }
+
     async fn post(&self, d: &WebhookDelivery) -> (u16, Value) {
         let directory = Directory::load(&self.store).await.unwrap();
         let writer = Writer::new(&self.kareo, &self.store, &self.clock, "hook".into());
@@ -249,4 +293,29 @@ async fn a_task_named_only_by_the_audit_block_is_found_there() {
         .await;
     assert_ne!(body["results"][0]["status"], "done", "{body}");
     assert!(w.kareo.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_delivery_is_read_back_from_the_event_log_once() {
+    let w = World::new().await;
+    *w.dock.log.lock().unwrap() = vec![
+        w.event("ev-5", ORG, "frontdesk"),
+        w.event("ev-6", ORG, "integration"),
+        w.event("ev-7", "22222222-2222-4222-8222-222222222222", "frontdesk"),
+    ];
+    let r = w.catch_up().await;
+    assert_eq!(
+        (r.fetched, r.processed, r.ignored, r.refused),
+        (3, 1, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(*w.kareo.calls.lock().unwrap(), ["CreatePatient"]);
+    // Read back again: both known events are duplicates, nothing sent.
+    let r = w.catch_up().await;
+    assert_eq!((r.processed, r.duplicates), (0, 2), "{r:?}");
+    // Dock delivers it late after all: a duplicate too.
+    let (status, body) = w.post(&w.delivery("ev-5", SECRET)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "duplicate", "{body}");
+    assert_eq!(w.kareo.calls.lock().unwrap().len(), 1);
 }

@@ -164,6 +164,39 @@ fn not_found() -> HttpResponse {
     reply(404, json!({"outcome": "not_found"}))
 }
 
+/// What one catch-up did with the events it read back from Dock's event log.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CatchUp {
+    /// Events read (of the types the rules name, once each).
+    pub fetched: usize,
+    /// Run through their rules now (deliveries Dock had not made).
+    pub processed: usize,
+    /// Already handled (delivered, or read back before).
+    pub duplicates: usize,
+    /// Caused by the integration's own user, or matched by no rule.
+    pub ignored: usize,
+    /// To be read again (a command to retry, or another instance holding the event).
+    pub retry: usize,
+    /// Not this organisation's, malformed, or of a type no rule names.
+    pub refused: usize,
+}
+
+impl CatchUp {
+    /// One log line with the counts.
+    pub fn emit(&self, tenant: &str) {
+        tracing::info!(
+            tenant,
+            fetched = self.fetched,
+            processed = self.processed,
+            duplicates = self.duplicates,
+            ignored = self.ignored,
+            retry = self.retry,
+            refused = self.refused,
+            "webhook catch-up"
+        );
+    }
+}
+
 /// A Dock event, as far as it is read.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -389,7 +422,77 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         )
     }
 
-    // Long: the endpoint's checks in their documented order; each returns early.
+    /// Reads back from Dock's event log (`GET /api/v1/event`, with the tenant's own
+    /// credentials) the events of the types its rules name created in `[start, end)`, and
+    /// runs each, oldest first, through the same dedupe and rules as a delivery: an event
+    /// Dock could not push is handled late instead of never, and one already delivered is a
+    /// duplicate. Freshness is not asked of them (they are proven by where they were read);
+    /// the window is. `Err` when the secret or the log cannot be read (nothing is run).
+    pub async fn catch_up(
+        &self,
+        tenant: &TenantConfig,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<CatchUp, String> {
+        let (secret, _) = self.secrets_of(tenant).await.map_err(|r| {
+            r.body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the Dock secret")
+                .to_string()
+        })?;
+        let mut types: Vec<&str> = tenant
+            .hooks
+            .rules
+            .iter()
+            .flat_map(|r| r.events.iter().map(String::as_str))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        let mut report = CatchUp::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut events = Vec::new();
+        for t in &types {
+            let raw = self
+                .dock
+                .events(&secret, start, end, t)
+                .await
+                .map_err(|e| format!("event log: dock {}", e.class()))?;
+            for v in raw {
+                match serde_json::from_value::<Event>(v) {
+                    Ok(e) if seen.insert(e.event_identifier.clone()) => events.push(e),
+                    Ok(_) => {}
+                    Err(_) => report.refused += 1,
+                }
+            }
+        }
+        // ISO-8601 UTC stamps of one format sort as text; unparseable ones go first.
+        events.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        for e in &events {
+            report.fetched += 1;
+            let ours = valid_id(&e.event_identifier)
+                && e.event_identifier.len() <= 64
+                && e.organization_identifier == secret.organization_id
+                && types.contains(&e.event_type.as_str());
+            if !ours {
+                report.refused += 1;
+                continue;
+            }
+            let out = self.process(tenant, &secret, e).await;
+            match out.body.get("outcome").and_then(Value::as_str) {
+                Some("processed") => report.processed += 1,
+                Some("duplicate") => report.duplicates += 1,
+                Some("ignored") => report.ignored += 1,
+                Some("retry") | Some("in_progress") => report.retry += 1,
+                _ => report.refused += 1,
+            }
+        }
+        report.emit(&tenant.tenant);
+        Ok(report)
+    }
+
+    /// A delivery: the signature, the body, the organisation and the signed `createdAt`, in
+    /// that order; then [`Self::process`].
     async fn delivery(&self, tenant: &TenantConfig, req: &HttpRequest) -> HttpResponse {
         let (secret, hook_secret) = match self.secrets_of(tenant).await {
             Ok(s) => s,
@@ -429,6 +532,19 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             tracing::warn!(tenant = %tenant.tenant, event = %event.event_identifier, "webhook delivery refused: createdAt not fresh");
             return reply(401, json!({"outcome": "refused", "error": r.to_string()}));
         }
+        self.process(tenant, &secret, &event).await
+    }
+
+    /// A proven event (a verified delivery, or one read back from Dock's event log with the
+    /// tenant's own credentials): deduped, then each matching rule's command run.
+    // Long: dedupe, ignore reasons, then each rule's context, list, command and cross-check.
+    async fn process(
+        &self,
+        tenant: &TenantConfig,
+        secret: &DockSecret,
+        event: &Event,
+    ) -> HttpResponse {
+        let now = self.writer.clock.now();
         // Every verified event is remembered, ignored ones too: a replay of an event that
         // matched nothing must not match a rule added since.
         let key = format!("webhook#{}#{}", tenant.tenant, event.event_identifier);
@@ -485,7 +601,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         let mut transient = false;
         for rule in rules {
             if ctx.is_none() {
-                match self.context(tenant, &secret, &event).await {
+                match self.context(tenant, secret, event).await {
                     Ok(c) => ctx = Some(c),
                     Err(Fail::Transient(r)) => {
                         transient = true;
@@ -500,7 +616,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             }
             let c = ctx.as_ref().expect("context read above");
             if let Some(list) = &rule.list {
-                match self.in_list(&secret, c, list).await {
+                match self.in_list(secret, c, list).await {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(Fail::Transient(r)) => {
@@ -516,7 +632,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             }
             let mut data = Map::new();
             for (k, t) in &rule.data {
-                if let Some(v) = render(t, c, &event, k) {
+                if let Some(v) = render(t, c, event, k) {
                     data.insert(k.clone(), v);
                 }
             }

@@ -1,7 +1,8 @@
 //! The Dock port of the webhook endpoint: the three reads a delivery needs (the task, its
-//! patient, the task lists). The handler reaches Dock only through it, so it is tested with a
+//! patient, the task lists), and the event log the catch-up reads. The handler reaches Dock only through it, so it is tested with a
 //! scripted Dock as well as against the simulator.
 
+use chrono::{DateTime, Utc};
 use dock::{DockClient, DockError, DockSecret, Patient, Task, TaskList};
 use futures_util::future::BoxFuture;
 
@@ -24,6 +25,15 @@ pub trait DockReads: Send + Sync {
         &'a self,
         secret: &'a DockSecret,
     ) -> BoxFuture<'a, Result<Vec<TaskList>, DockError>>;
+    /// The organisation's events of one type created in `[start, end)`, raw as Dock
+    /// returns them.
+    fn events<'a>(
+        &'a self,
+        secret: &'a DockSecret,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, DockError>>;
 }
 
 impl DockReads for DockClient {
@@ -48,5 +58,15 @@ impl DockReads for DockClient {
         secret: &'a DockSecret,
     ) -> BoxFuture<'a, Result<Vec<TaskList>, DockError>> {
         Box::pin(self.list_task_lists(secret))
+    }
+
+    fn events<'a>(
+        &'a self,
+        secret: &'a DockSecret,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, DockError>> {
+        Box::pin(self.list_events(secret, start, end, Some(event_type)))
     }
 }
