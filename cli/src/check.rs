@@ -1,7 +1,10 @@
 //! `kareo-dock check`: is a tenant ready to run? One verdict per item: the Kareo credentials
 //! (GetCustomerIdFromKey), the practice (GetPractices), a read of every enabled family (a
-//! five-minute window of its Get operation: the user's permissions), the Dock token, and every
-//! list, group, workflow template and assignee the mapping names.
+//! five-minute window of its Get operation: the user's permissions), the Dock token and the
+//! scopes granted, every list (and the integration user's membership), group, workflow template
+//! and assignee the mapping names, how Dock pages list reads, whether Dock's own managed EMR
+//! integration seems active (patients marked `fromEMR`, which would double every task), and
+//! with `--dock-sandbox LIST` a round trip that proves reconciliation on this organisation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,7 +45,14 @@ pub struct Args {
     /// Print the verdicts as JSON.
     #[arg(long)]
     json: bool,
+    /// With permission to write there: create a task in this Dock list, find it back by its
+    /// reference as reconciliation does, and delete it.
+    #[arg(long, value_name = "LIST")]
+    dock_sandbox: Option<String>,
 }
+
+/// A detail that starts with this is a warning: printed `WARN`, not a failure.
+const WARNING: &str = "warning: ";
 
 /// One verdict.
 #[derive(Debug, Serialize)]
@@ -50,6 +60,8 @@ struct Verdict {
     tenant: String,
     item: String,
     ok: bool,
+    /// `ok`, `warn` or `fail`.
+    level: &'static str,
     detail: String,
 }
 
@@ -97,7 +109,17 @@ async fn check(args: Args) -> Outcome {
         .map_err(|e| Exit(common::USAGE, e.to_string()))?;
     let mut verdicts = Vec::new();
     for t in &tenants {
-        check_tenant(t, &secrets, &kareo, &dock, &dock_client, &mut verdicts).await;
+        let sandbox = args.dock_sandbox.as_deref();
+        check_tenant(
+            t,
+            &secrets,
+            &kareo,
+            &dock,
+            &dock_client,
+            sandbox,
+            &mut verdicts,
+        )
+        .await;
     }
     let failed = verdicts.iter().filter(|v| !v.ok).count();
     if args.json {
@@ -114,7 +136,9 @@ async fn check(args: Args) -> Outcome {
                 "{:<16} {:<44} {}",
                 v.tenant,
                 v.item,
-                if v.ok {
+                if v.level == "warn" {
+                    format!("WARN: {}", &v.detail[WARNING.len()..])
+                } else if v.ok {
                     if v.detail.is_empty() {
                         "ok".to_string()
                     } else {
@@ -145,13 +169,20 @@ async fn check_tenant(
     kareo: &KareoClient,
     dock: &DockTasks,
     dock_client: &dock::DockClient,
+    sandbox: Option<&str>,
     out: &mut Vec<Verdict>,
 ) {
     let mut say = |item: String, r: Result<String, String>| {
+        let level = match &r {
+            Err(_) => "fail",
+            Ok(d) if d.starts_with(WARNING) => "warn",
+            Ok(_) => "ok",
+        };
         out.push(Verdict {
             tenant: t.tenant.clone(),
             item,
             ok: r.is_ok(),
+            level,
             detail: r.unwrap_or_else(|e| e),
         })
     };
@@ -256,22 +287,27 @@ async fn check_tenant(
             None
         }
     };
-    let secret = match secret {
+    let (secret, lists) = match secret {
         Some(s) => match dock_client.list_task_lists(&s).await {
             Ok(lists) => {
                 say(
                     "dock token".into(),
                     Ok(format!("{} task list(s) visible", lists.len())),
                 );
-                Some(s)
+                (Some(s), lists)
             }
             Err(e) => {
                 say("dock token".into(), Err(format!("{}: {e}", e.class())));
-                None
+                (None, Vec::new())
             }
         },
-        None => None,
+        None => (None, Vec::new()),
     };
+    if let Some(s) = &secret {
+        for (item, r) in dock_probes(t, dock_client, s).await {
+            say(item, r);
+        }
+    }
 
     // Every distinct name the mapping uses, with the rules using it.
     #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -339,6 +375,7 @@ async fn check_tenant(
         let r = match &secret {
             None => Err("not checked: no working Dock token".into()),
             Some(s) => match dock.resolve(s, &spec).await {
+                Ok(ids) if matches!(item, Item::List(_)) => member(&lists, &ids.list, &s.user_id),
                 Ok(ids) => Ok(match item {
                     Item::List(_) => format!("id {}", ids.list),
                     Item::Group(..) => format!("id {}", ids.group.unwrap_or_default()),
@@ -349,5 +386,147 @@ async fn check_tenant(
             },
         };
         say(label, r);
+    }
+    if let (Some(s), Some(list)) = (&secret, sandbox) {
+        let r = round_trip(dock, dock_client, s, list).await;
+        say(format!("dock round trip in list '{list}'"), r);
+    }
+}
+
+/// A list's verdict: its id, and whether the integration user is one of its members (tasks
+/// are created as that user). A list whose members Dock does not show is a warning.
+fn member(lists: &[dock::TaskList], id: &str, user: &str) -> Result<String, String> {
+    let Some(l) = lists.iter().find(|l| l.id == id) else {
+        return Ok(format!("{WARNING}id {id}; its members could not be read"));
+    };
+    if l.list_users.is_empty() {
+        return Ok(format!(
+            "{WARNING}id {id}; Dock shows no members to check the integration user against"
+        ));
+    }
+    if l.list_users
+        .iter()
+        .any(|u| u.user.as_ref().is_some_and(|r| r.id == user))
+    {
+        Ok(format!("id {id}; the integration user is a member"))
+    } else {
+        Err(format!(
+            "id {id}; the integration user ({user}) is not a member: Dock refuses its tasks there"
+        ))
+    }
+}
+
+/// The probes of Dock itself, each one verdict: the scopes granted, how list reads page, and
+/// whether Dock's own EMR integration seems to be syncing patients.
+async fn dock_probes(
+    t: &TenantConfig,
+    client: &dock::DockClient,
+    s: &dock::DockSecret,
+) -> Vec<(String, Result<String, String>)> {
+    let mut out = Vec::new();
+    let linking: Vec<&str> = t
+        .mapping
+        .rules
+        .iter()
+        .filter(|r| r.task.patient)
+        .map(|r| r.name.as_str())
+        .collect();
+    let scopes = if !client.scopes_narrowed() {
+        Ok("user and patient scopes granted".to_string())
+    } else if linking.is_empty() {
+        Ok(format!(
+            "{WARNING}only the user scopes are granted (no rule links a patient)"
+        ))
+    } else {
+        Err(format!(
+            "the patient scopes are not granted: patient links of rule(s) {} will fail",
+            linking.join(", ")
+        ))
+    };
+    out.push(("dock scopes".to_string(), scopes));
+    let paging = if client.reads_whole("list_task_lists") {
+        "Dock answers list reads whole (startPosition/endPosition ignored)"
+    } else {
+        "Dock pages list reads by startPosition/endPosition (followed to the end), or has one page"
+    };
+    out.push(("dock list paging".to_string(), Ok(paging.to_string())));
+    if client.scopes_narrowed() {
+        return out;
+    }
+    let emr = match client.list_patients(s).await {
+        Ok(ps) => {
+            let synced = ps
+                .iter()
+                .filter(|p| p.is_active() && p.from_emr == Some(true))
+                .count();
+            if synced == 0 {
+                Ok(format!("no patient marked fromEMR among {}", ps.len()))
+            } else {
+                Ok(format!(
+                    "{WARNING}{synced} of {} patient(s) are marked fromEMR: Dock's own EMR integration seems active; if it also makes tasks from Kareo, every task is doubled",
+                    ps.len()
+                ))
+            }
+        }
+        Err(e) => Err(format!("{}: {e}", e.class())),
+    };
+    out.push(("dock managed EMR integration".to_string(), emr));
+    out
+}
+
+/// Creates a task in `list` stamped with a reference as task creation stamps its own, finds
+/// it back the way reconciliation does after an unclear create, and deletes it.
+async fn round_trip(
+    dock: &DockTasks,
+    client: &dock::DockClient,
+    s: &dock::DockSecret,
+    list: &str,
+) -> Result<String, String> {
+    let spec = TaskSpec {
+        list: list.to_string(),
+        group: None,
+        workflow: None,
+        workflow_id: None,
+        description: domain::mapping::Template::default(),
+        assignee: None,
+        due: None,
+        priority: None,
+        patient: false,
+    };
+    let fail = |f: tasks::deliver::DockFailure| format!("{}: {}", f.class, f.reason);
+    let ids = dock.resolve(s, &spec).await.map_err(fail)?;
+    let key = format!(
+        "check#{}",
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let reference = tasks::deliver::reference(&key);
+    let draft = tasks::deliver::TaskDraft {
+        description: "kareo-dock check (safe to delete)".into(),
+        details: format!("A probe of kareo-dock check.\n\n{reference}"),
+        ids: ids.clone(),
+        due: None,
+        priority: None,
+        patient: None,
+    };
+    let id = dock.create_task(s, &draft).await.map_err(fail)?;
+    let found = dock.find_task(s, &ids.list, &reference).await;
+    let deleted = client.delete_task(s, &id).await;
+    let left = if deleted.is_err() {
+        format!("; task {id} could not be deleted: delete it by hand")
+    } else {
+        String::new()
+    };
+    match found {
+        Ok(Some(f)) if f == id && deleted.is_ok() => {
+            Ok("created a task, found it by its reference, deleted it".into())
+        }
+        Ok(Some(f)) if f == id => Err(format!("found by its reference{left}")),
+        Ok(Some(other)) => Err(format!(
+            "another task ({other}) carries the probe's reference{left}"
+        )),
+        Ok(None) => Err(format!(
+            "the task created ({id}) was not found by its reference: after an unclear create, task creation would post a duplicate{left}"
+        )),
+        Err(f) => Err(format!("{}{left}", fail(f))),
     }
 }

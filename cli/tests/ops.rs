@@ -269,6 +269,86 @@ async fn check_gives_one_verdict_per_item_and_names_what_fails() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 
+#[tokio::test]
+async fn check_probes_dock_scopes_paging_membership_emr_and_a_sandbox_round_trip() {
+    let env = Env::start("check-dock").await;
+    let cfg = env.config("acme.yaml", &["payments"], PAYMENT_RULE);
+    let secrets = env.dir.join("secrets.json");
+    // Dock's own EMR integration has synced a patient.
+    env.dock.add_emr_patient("Ada", "Lovelace", "EMR-1");
+    let out = run(env.cmd(&[
+        "check",
+        "--json",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+        "--dock-sandbox",
+        "Front Desk",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    let verdict = |item: &str| -> (String, String) {
+        let c = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["item"] == item)
+            .unwrap_or_else(|| panic!("no verdict for {item}: {v:#}"));
+        (
+            c["level"].as_str().unwrap().to_string(),
+            c["detail"].as_str().unwrap().to_string(),
+        )
+    };
+    let (level, detail) = verdict("dock scopes");
+    assert_eq!(level, "ok", "{detail}");
+    let (level, detail) = verdict("dock list paging");
+    assert!(level == "ok" && detail.contains("whole"), "{detail}");
+    let (level, detail) = verdict("dock list 'Billing'");
+    assert!(level == "ok" && detail.contains("is a member"), "{detail}");
+    let (level, detail) = verdict("dock managed EMR integration");
+    assert!(level == "warn" && detail.contains("1 of 1"), "{detail}");
+    let (level, detail) = verdict("dock round trip in list 'Front Desk'");
+    assert_eq!(level, "ok", "{detail}");
+    // The probe's task was created and deleted again.
+    let tasks = env.dock.tasks();
+    assert_eq!(tasks.len(), 1);
+    assert!(!tasks[0].is_active());
+
+    // Paged lists, and no patient scopes while a rule links patients: the scopes fail.
+    env.dock.set_reality(dock_sim::Reality {
+        no_patient_scopes: true,
+        paging: dock_sim::Paging::Positions {
+            page: 1,
+            end_inclusive: false,
+        },
+        ..dock_sim::Reality::default()
+    });
+    let linking = env.config(
+        "linking.yaml",
+        &["payments"],
+        "  - name: with-patient\n    interface: payments\n    on: created\n    task: { list: Billing, description: \"x\", patient: true }\n",
+    );
+    let out = run(env.cmd(&["check", "--config", p(&linking), "--secrets", p(&secrets)])).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    let line = |item: &str| {
+        s.lines()
+            .find(|l| l.contains(item))
+            .unwrap_or_else(|| panic!("no line for {item}: {s}"))
+            .to_string()
+    };
+    assert!(
+        line("dock scopes").contains(
+            "FAIL: the patient scopes are not granted: patient links of rule(s) with-patient"
+        ),
+        "{s}"
+    );
+    assert!(line("dock list paging").contains("pages list reads"), "{s}");
+    assert!(line("dock list 'Billing'").contains("ok (id "), "{s}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // status, cursor reset
 // ---------------------------------------------------------------------------------------------

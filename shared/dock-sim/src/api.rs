@@ -125,6 +125,13 @@ pub(crate) struct State {
     pub reality: crate::Reality,
 }
 
+/// A date-time as the simulator's own reading of Dock takes it — the simulator's rule, not
+/// the client's parser: an ISO-8601 instant as Dock's examples write them
+/// (`2022-02-10T23:07:26.094Z`, `2024-02-29T00:24:21.000+00:00`), `T`-separated, with a zone.
+fn is_instant(s: &str) -> bool {
+    s.as_bytes().get(10) == Some(&b'T') && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
 pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| match i {
@@ -617,8 +624,7 @@ impl State {
         if let Some(d) = b.get("dob") {
             let ok = d.is_null()
                 || d.as_str().is_some_and(|s| {
-                    NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-                        || dock::model::parse_datetime(s).is_some()
+                    NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() || is_instant(s)
                 });
             if !ok {
                 return Err(Reply::spring(400, "Invalid value for field: dob", path));
@@ -893,7 +899,7 @@ impl State {
             }
         }
         if let Some(d) = b.get("dueDate").filter(|v| !v.is_null()) {
-            if d.as_str().and_then(dock::model::parse_datetime).is_none() {
+            if !d.as_str().is_some_and(is_instant) {
                 return Err(Reply::spring(400, "Invalid value for field: dueDate", path));
             }
         }

@@ -425,6 +425,18 @@ impl DockSim {
             .collect()
     }
 
+    /// Adds a patient as Dock's own EMR integration would have synced it (`fromEMR: true`);
+    /// returns its id.
+    pub fn add_emr_patient(&self, first_name: &str, last_name: &str, mrn: &str) -> String {
+        let mut st = self.inner.lock();
+        let id = st.new_id();
+        st.patients.push(serde_json::json!({
+            "id": id, "firstName": first_name, "lastName": last_name, "mrn": mrn,
+            "fromEMR": true, "patientMetaData": [], "externalIdentifiers": [], "active": true,
+        }));
+        id
+    }
+
     /// The call log.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().calls.clone()

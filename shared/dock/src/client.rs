@@ -315,6 +315,22 @@ impl DockClient {
         &self.inner.cfg
     }
 
+    /// The scopes fell back to [`USER_SCOPES`] after Dock refused [`SCOPES`] as
+    /// `invalid_scope`: patient calls will fail.
+    pub fn scopes_narrowed(&self) -> bool {
+        self.inner.narrowed.load(Ordering::Relaxed)
+    }
+
+    /// This list read (by its op name, e.g. `list_task_lists`) was seen answered whole,
+    /// `startPosition`/`endPosition` ignored.
+    pub fn reads_whole(&self, op: &str) -> bool {
+        self.inner
+            .whole
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(op)
+    }
+
     /// Forgets the cached token of a secret's (client id, organization).
     pub fn forget_token(&self, secret: &DockSecret) {
         let mut map = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());

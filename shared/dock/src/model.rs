@@ -442,6 +442,9 @@ pub struct Patient {
     /// External identifiers.
     #[serde(default)]
     pub external_identifiers: Vec<ExternalIdentifier>,
+    /// Synced by Dock's own EMR integration (\[C3\] S3: `fromEMR:true`).
+    #[serde(default, rename = "fromEMR")]
+    pub from_emr: Option<bool>,
     /// `false` once deleted.
     #[serde(default)]
     pub active: Option<bool>,
