@@ -30,6 +30,7 @@ OPERATIONS = [
     "GetPatients", "GetAllPatients", "GetPayments", "GetPractices", "GetProcedureCodes",
     "GetProviders", "GetServiceLocations", "GetTransactions", "CreateAppointment",
     "CreatePatient", "CreateEncounter", "CreatePayment", "UpdatePatient", "DeleteAppointment",
+    "UpdateAppointment", "UpdateEncounterStatus",
     "GetThrottles", "GetCustomerIdFromKey",
 ]
 PRIMS = {

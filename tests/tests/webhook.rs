@@ -135,6 +135,13 @@ const RULES: &str = r#"rules:
       list: Front Desk
       description: "New patient {ID}"
       patient: true
+  - name: confirm-call
+    interface: appointments
+    on: created
+    task:
+      list: Billing
+      description: "Confirm appointment {ID}"
+      patient: true
 "#;
 
 const HOOKS: &str = r#"webhooks:
@@ -159,6 +166,14 @@ const HOOKS: &str = r#"webhooks:
         gender: "{field.Gender}"
         email: "{patient.email}"
         medical_record_number: "DOCK-{patient.mrn}"
+    - name: confirmed-by-call
+      event: MARK_COMPLETE
+      list: Billing
+      op: UpdateAppointment
+      modify_existing: true
+      data:
+        appointment_id: "{link.appointment_id}"
+        status: Confirmed
 "#;
 
 async fn world() -> World {
@@ -200,7 +215,7 @@ async fn world() -> World {
     })
     .unwrap();
     let yaml = format!(
-        "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\n  practice_id: 1\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {{}}\n{RULES}{HOOKS}",
+        "tenant: acme\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: kareo/acme\n  practice: \"{}\"\n  practice_id: 1\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {{}}\n  appointments: {{}}\n{RULES}{HOOKS}",
         c.practice_name
     );
     let tenant = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
@@ -551,7 +566,8 @@ async fn events_by_the_integration_user_or_without_a_rule_are_ignored() {
         ))
         .await;
     assert_eq!(r.body["outcome"], "ignored");
-    // A task in another list: the rule's list does not match.
+    // A task in another list: the intake rule's list does not match; the Billing rule does,
+    // but a task the product did not make links to no appointment, so nothing is written.
     let s = w.dock_sim.secret();
     let other = w
         .dock
@@ -569,8 +585,16 @@ async fn events_by_the_integration_user_or_without_a_rule_are_ignored() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body["results"], json!([]));
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{}", r.body);
+    assert_eq!(results[0]["rule"], "confirmed-by-call");
+    assert_eq!(results[0]["status"], "invalid");
+    assert_eq!(
+        results[0]["errors"],
+        json!(["data.appointment_id: missing"])
+    );
     assert_eq!(w.kareo_sim.call_count("CreatePatient"), 0);
+    assert_eq!(w.kareo_sim.call_count("UpdateAppointment"), 0);
 }
 
 #[tokio::test]
@@ -834,7 +858,7 @@ async fn an_ignored_event_replayed_after_a_rule_is_added_is_a_duplicate() {
         "    - name: labelled\n      event: ADD_TASK_LABEL\n      op: CreatePatient\n      data:\n        first_name: \"{patient.firstName}\"\n        last_name: \"{patient.lastName}\"\n        date_of_birth: \"{patient.dob}\"\n    - name: intake\n",
     );
     let t2 = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
-    assert_eq!(t2.hooks.rules.len(), 3, "{yaml}");
+    assert_eq!(t2.hooks.rules.len(), 4, "{yaml}");
     TenantStore::put(&w.store, &t2).await.unwrap();
     let r = w.deliver(&d).await;
     assert_eq!(r.body["outcome"], "duplicate", "{}", r.body);
@@ -870,6 +894,93 @@ fn a_webhook_rule_cannot_target_a_record_through_a_dock_field_nor_change_one_wit
 /// then gives that Dock patient the MRN of patient B. A write from the task still goes to A;
 /// once the Dock patient no longer matches A, nothing is written and the command waits for
 /// review.
+#[tokio::test]
+async fn a_confirmation_call_completed_in_dock_confirms_the_appointment_it_was_made_for() {
+    let w = world().await;
+    let appt = w.kareo_sim.rows(Family::Appointments)[0].clone();
+    let pid = appt["PatientID"].to_string();
+    let patient = w
+        .kareo_sim
+        .rows(Family::Patients)
+        .into_iter()
+        .find(|p| p["ID"] == pid)
+        .expect("the appointment's patient");
+    let mut record: BTreeMap<String, String> = ["ID", "PatientID", "StartDate"]
+        .iter()
+        .filter_map(|k| appt.get(*k).map(|v| (k.to_string(), v.to_string())))
+        .collect();
+    record.insert("FirstName".into(), patient["FirstName"].to_string());
+    let event = ChangeEvent {
+        id: "ev-appt".into(),
+        tenant: "acme".into(),
+        family: Family::Appointments,
+        record_id: appt["ID"].to_string(),
+        version: w.clock.now(),
+        kind: ChangeKind::Created,
+        changes: Vec::new(),
+        record,
+    };
+    let c = w.kareo_sim.config().clone();
+    let creds = kareo::Credentials {
+        customer_key: c.customer_key.clone(),
+        user: c.user.clone(),
+        password: c.password.clone(),
+    };
+    let tasks = DockTasks::new(w.dock.clone());
+    let delivery = Delivery {
+        dock: &tasks,
+        ledger: &w.store,
+        kareo: &w.kareo,
+        clock: &w.clock,
+        owner: "deliver".into(),
+        lease: Duration::from_secs(60),
+    };
+    let out = delivery
+        .deliver(
+            &w.tenant,
+            &w.dock_sim.secret(),
+            Some(&creds),
+            std::slice::from_ref(&event),
+        )
+        .await;
+    assert_eq!(out.tasks, 1, "{:?}", out.failures);
+    let task = w
+        .dock_sim
+        .tasks()
+        .into_iter()
+        .find(|t| t.description.as_deref() == Some(&format!("Confirm appointment {}", appt["ID"])))
+        .expect("the confirmation task");
+    // The front desk makes the call and marks the task complete in Dock.
+    let d = w.dock_sim.webhook_delivery(
+        SECRET,
+        "MARK_COMPLETE",
+        &task.id,
+        &w.frontdesk(),
+        w.clock.now(),
+    );
+    let r = w.deliver(&d).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let res = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["rule"] == "confirmed-by-call")
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", r.body));
+    assert_eq!(res["status"], "done", "{}", r.body);
+    let row = w
+        .kareo_sim
+        .rows(Family::Appointments)
+        .into_iter()
+        .find(|a| a["ID"] == appt["ID"])
+        .unwrap();
+    assert_eq!(row["ConfirmationStatus"], "Confirmed");
+    assert_eq!(w.kareo_sim.call_count("UpdateAppointment"), 1);
+    // Delivered again: a duplicate, not a second write.
+    assert_eq!(w.deliver(&d).await.body["outcome"], "duplicate");
+    assert_eq!(w.kareo_sim.call_count("UpdateAppointment"), 1);
+}
+
 #[tokio::test]
 async fn a_dock_user_editing_an_mrn_cannot_redirect_a_write() {
     let w = world().await;

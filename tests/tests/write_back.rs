@@ -537,6 +537,148 @@ async fn a_timeout_after_kareo_applied_a_create_is_reconciled_into_exactly_one_r
 }
 
 #[tokio::test]
+async fn status_updates_change_the_appointment_and_the_encounter_once_and_are_reconciled() {
+    let w = world_with(Duration::from_millis(700)).await;
+    let tz = w.tenant.timezone;
+    let pid = w.first(Family::Patients);
+    let provider = w.first(Family::Providers);
+    let location = w.first(Family::ServiceLocations);
+    let r = w
+        .run(cmd(
+            "s-a",
+            "CreateAppointment",
+            json!({"patient_id": pid, "start": "2026-10-07T13:00:00Z", "end": "2026-10-07T13:20:00Z",
+                   "service_location_id": location, "provider_id": provider}),
+        ))
+        .await;
+    let aid = kareo_id(&r, "AppointmentId");
+    let before = w.row(Family::Appointments, &aid).unwrap();
+    assert_eq!(before["ConfirmationStatus"], "Scheduled");
+
+    // UpdateAppointment: the status and notes change, the times and patient stay.
+    let gets = w.sim.call_count("GetAppointment");
+    let r = once(
+        &w,
+        cmd(
+            "s-1",
+            "UpdateAppointment",
+            json!({"appointment_id": aid, "status": "Confirmed", "notes": "confirmed by phone"}),
+        ),
+        "UpdateAppointment",
+    )
+    .await;
+    assert_eq!(r.kareo.as_ref().unwrap()["verified"], true, "{r:?}");
+    assert_eq!(
+        w.sim.call_count("GetAppointment"),
+        gets + 2,
+        "read before, read back after"
+    );
+    let row = w.row(Family::Appointments, &aid).unwrap();
+    assert_eq!(row["ConfirmationStatus"], "Confirmed");
+    assert_eq!(row["Notes"], "confirmed by phone");
+    assert_eq!(row["PatientID"], pid);
+    assert_eq!(
+        kareo::dates::parse(&row["StartDate"], tz).unwrap(),
+        kareo::dates::parse(&before["StartDate"], tz).unwrap()
+    );
+    assert_eq!(row["AppointmentDuration"], "20");
+
+    // UpdateEncounterStatus: the encounter (numeric status) and its charge lines.
+    let code = w.sim.rows(Family::ProcedureCodes)[0]["ProcedureCode"].clone();
+    let r = w
+        .run(cmd(
+            "s-e",
+            "CreateEncounter",
+            json!({"patient_id": pid, "service_date": "2026-09-29", "status": "Draft",
+                   "rendering_provider_id": provider, "service_location_id": location,
+                   "service_lines": [{"procedure_code": code, "diagnosis_codes": "Z00.00", "units": 1}]}),
+        ))
+        .await;
+    let eid = kareo_id(&r, "EncounterID");
+    let r = once(
+        &w,
+        cmd(
+            "s-2",
+            "UpdateEncounterStatus",
+            json!({"encounter_id": eid.parse::<i64>().unwrap(), "status": "Approved"}),
+        ),
+        "UpdateEncounterStatus",
+    )
+    .await;
+    assert_eq!(r.kareo.as_ref().unwrap()["verified"], true, "{r:?}");
+    assert_eq!(
+        w.row(Family::Encounters, &eid).unwrap()["EncounterStatus"],
+        "3"
+    );
+    assert!(w
+        .sim
+        .rows(Family::Charges)
+        .iter()
+        .filter(|c| c.get("EncounterID") == Some(&eid))
+        .all(|c| c["EncounterStatus"] == "Approved"));
+
+    // A timeout after Kareo applied either: the read-back finds it done, never re-sent.
+    for (c, op) in [
+        (
+            cmd(
+                "s-3",
+                "UpdateAppointment",
+                json!({"appointment_id": aid, "status": "Cancelled"}),
+            ),
+            "UpdateAppointment",
+        ),
+        (
+            cmd(
+                "s-4",
+                "UpdateEncounterStatus",
+                json!({"encounter_id": eid.parse::<i64>().unwrap(), "status": "Rejected"}),
+            ),
+            "UpdateEncounterStatus",
+        ),
+    ] {
+        let calls = w.sim.call_count(op);
+        w.sim
+            .inject(FaultRule::new(Fault::TimeoutAfterCommit(Duration::from_secs(2))).on(op));
+        let r = w.run(c.clone()).await;
+        assert_eq!(r.status, WriteStatus::Done, "{op}: {r:?}");
+        assert!(r.reconciled, "{op}: {r:?}");
+        assert_eq!(w.sim.call_count(op), calls + 1, "{op}: never re-sent");
+    }
+    assert_eq!(
+        w.row(Family::Appointments, &aid).unwrap()["ConfirmationStatus"],
+        "Cancelled"
+    );
+    assert_eq!(
+        w.row(Family::Encounters, &eid).unwrap()["EncounterStatus"],
+        "4"
+    );
+
+    // Bad data is named, and an unknown appointment is refused without a write.
+    let r = w
+        .run(cmd(
+            "s-5",
+            "UpdateAppointment",
+            json!({"appointment_id": aid, "status": "Done"}),
+        ))
+        .await;
+    assert_eq!(r.status, WriteStatus::Invalid, "{r:?}");
+    assert!(
+        r.errors.iter().any(|p| p.field.ends_with("status")),
+        "{r:?}"
+    );
+    let calls = w.sim.call_count("UpdateAppointment");
+    let r = w
+        .run(cmd(
+            "s-6",
+            "UpdateAppointment",
+            json!({"appointment_id": 999_999, "status": "Confirmed"}),
+        ))
+        .await;
+    assert_eq!(r.status, WriteStatus::Rejected, "{r:?}");
+    assert_eq!(w.sim.call_count("UpdateAppointment"), calls);
+}
+
+#[tokio::test]
 async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
     let w = world_with(Duration::from_millis(700)).await;
     let before = w.sim.rows(Family::Patients).len();
@@ -721,6 +863,35 @@ fn every_command_request_validates_against_kareos_xsd() {
     );
     assert_eq!(body["Patient"]["DateofBirth"], "1984-03-07T00:00:00");
     write("UpdatePatient", &body);
+    // UpdateAppointment from a current appointment as GetAppointment answers it.
+    let ua = Command::from_value(&cmd(
+        "x7",
+        "UpdateAppointment",
+        json!({"appointment_id": 12, "status": "Confirmed", "notes": "called <back> & confirmed"}),
+    ))
+    .unwrap();
+    let appointment: BTreeMap<String, String> = [
+        ("AppointmentId", "12"),
+        ("PatientId", "3"),
+        ("ServiceLocationId", "1"),
+        ("StartTime", "2026-10-05T14:00:00.000Z"),
+        ("EndTime", "2026-10-05T14:30:00.000Z"),
+        ("AppointmentStatus", "Scheduled"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let body = ua.request_body_from(&tenant, &appointment).unwrap();
+    assert_eq!(body["Appointment"]["PatientId"], 3);
+    assert_eq!(body["Appointment"]["StartTime"], "2026-10-05T14:00:00.000Z");
+    write("UpdateAppointment", &body);
+    let ue = Command::from_value(&cmd(
+        "x8",
+        "UpdateEncounterStatus",
+        json!({"encounter_id": 40, "status": "Approved"}),
+    ))
+    .unwrap();
+    write("UpdateEncounterStatus", &ue.request_body(&tenant).unwrap());
     let out = Process::new("xmllint")
         .arg("--noout")
         .arg("--schema")
@@ -736,7 +907,7 @@ fn every_command_request_validates_against_kareos_xsd() {
         );
     }
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 8);
     std::fs::remove_dir_all(&dir).ok();
 }
 

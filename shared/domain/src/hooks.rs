@@ -39,7 +39,8 @@ pub struct HookRule {
     /// The command's data template.
     pub data: BTreeMap<String, Template>,
     /// The rule may change or delete an existing Kareo record (UpdatePatient,
-    /// DeleteAppointment): an explicit opt-in, and each such write is cross-checked first.
+    /// DeleteAppointment, UpdateAppointment, UpdateEncounterStatus): an explicit opt-in, and
+    /// each such write is cross-checked first.
     pub modify_existing: bool,
     /// Line of the rule.
     pub line: usize,
@@ -83,12 +84,13 @@ const PATIENT_KEYS: [&str; 10] = [
 const TASK_KEYS: [&str; 5] = ["id", "description", "details", "dueDate", "status"];
 const EVENT_KEYS: [&str; 3] = ["id", "type", "createdAt"];
 /// `{link.*}`: Kareo ids the product itself recorded against the Dock task or patient.
-const LINK_KEYS: [&str; 3] = ["patient_id", "appointment_id", "record_id"];
+const LINK_KEYS: [&str; 4] = ["patient_id", "appointment_id", "encounter_id", "record_id"];
 /// Data fields that choose which Kareo record a command touches, and the one placeholder each
 /// may be filled from.
-const TARGET_FIELDS: [(&str, &str); 2] = [
+const TARGET_FIELDS: [(&str, &str); 3] = [
     ("patient_id", "patient_id"),
     ("appointment_id", "appointment_id"),
+    ("encounter_id", "encounter_id"),
 ];
 
 /// Dock's webhook event types (`dock-samples/webhook/event-types.json`, 128 types).
@@ -505,7 +507,13 @@ impl P<'_, '_> {
 
 /// Does `op` change or delete a record that already exists in Kareo?
 pub fn modifies_existing(op: Op) -> bool {
-    matches!(op, Op::UpdatePatient | Op::DeleteAppointment)
+    matches!(
+        op,
+        Op::UpdatePatient
+            | Op::DeleteAppointment
+            | Op::UpdateAppointment
+            | Op::UpdateEncounterStatus
+    )
 }
 
 impl WebhookConfig {

@@ -31,17 +31,23 @@ pub enum Op {
     CreateEncounter,
     /// Kareo CreatePayment.
     CreatePayment,
+    /// Kareo UpdateAppointment: an appointment's status (and notes), read-modify-write.
+    UpdateAppointment,
+    /// Kareo UpdateEncounterStatus.
+    UpdateEncounterStatus,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 8] = [
         Op::CreatePatient,
         Op::UpdatePatient,
         Op::CreateAppointment,
         Op::DeleteAppointment,
         Op::CreateEncounter,
         Op::CreatePayment,
+        Op::UpdateAppointment,
+        Op::UpdateEncounterStatus,
     ];
 
     /// Kareo's operation name.
@@ -64,6 +70,8 @@ impl Op {
             Op::DeleteAppointment => vec!["appointment_id"],
             Op::CreateEncounter => ENCOUNTER_KEYS.to_vec(),
             Op::CreatePayment => PAYMENT_KEYS.to_vec(),
+            Op::UpdateAppointment => vec!["appointment_id", "status", "notes"],
+            Op::UpdateEncounterStatus => vec!["encounter_id", "status"],
         }
     }
 }

@@ -44,8 +44,8 @@
 //! - **Data**: a seeded data set (see [`SimConfig`]) of one practice, providers, service
 //!   locations, procedure codes, patients, appointments, encounters with charges, payments and
 //!   transactions; created/modified stamps spread over the 30 days before the initial
-//!   [`KareoSim::now`]. Writes (CreatePatient, UpdatePatient, CreateAppointment,
-//!   DeleteAppointment, CreateEncounter, CreatePayment) change the data set and are visible in
+//!   [`KareoSim::now`]. Writes (CreatePatient, UpdatePatient, CreateAppointment, UpdateAppointment,
+//!   DeleteAppointment, CreateEncounter, UpdateEncounterStatus, CreatePayment) change the data set and are visible in
 //!   later reads.
 //! - **Fault injection** ([`FaultRule`], [`Fault`]), added latency, a call log without bodies,
 //!   values or credentials ([`Call`]), and a bulk mode in which GetPatients streams N synthetic

@@ -158,6 +158,8 @@ pub(crate) fn handle(
         "GetThrottles" => Ok(get_throttles()),
         "CreateAppointment" => cx.create_appointment(&req),
         "DeleteAppointment" => cx.delete_appointment(&req),
+        "UpdateAppointment" => cx.update_appointment(&req),
+        "UpdateEncounterStatus" => cx.update_encounter_status(&req),
         "CreatePatient" => cx.modify_patient(&req, false),
         "UpdatePatient" => cx.modify_patient(&req, true),
         "CreateEncounter" => cx.create_encounter(&req),
@@ -710,6 +712,116 @@ impl Cx<'_> {
                 ("Deleted", Out::Text("true".into())),
             ],
             0,
+        ))
+    }
+
+    /// UpdateAppointment: the members given replace the appointment's. The schema requires
+    /// PatientId and ServiceLocationId; the patient must be the appointment's own and the
+    /// location must exist. The appointment's LastModifiedDate moves (the poller sees it).
+    fn update_appointment(&mut self, req: &Obj) -> Result<Payload, Err> {
+        let a = req.obj("Appointment").ok_or(Err::Internal)?;
+        let id = parse_id(a.text("AppointmentId").ok_or(Err::Internal)?)?;
+        let patient = parse_id(a.text("PatientId").ok_or(Err::Internal)?)?;
+        let loc = parse_id(a.text("ServiceLocationId").ok_or(Err::Internal)?)?;
+        let (tz, now) = (self.tz, self.stamp());
+        let loc_name = match self.store.get(Family::ServiceLocations, loc) {
+            Some(l) => l.get("Name").cloned().unwrap_or_default(),
+            None => return app("Service location not found."),
+        };
+        let Some(row) = self
+            .store
+            .rows
+            .get_mut(&Family::Appointments)
+            .and_then(|m| m.get_mut(&id))
+        else {
+            return app("Appointment not found.");
+        };
+        if row.get("PatientID") != Some(&patient.to_string()) {
+            return app("PatientId does not match the appointment.");
+        }
+        let start = match a.text("StartTime") {
+            Some(t) => Some(parse_xs(t, tz).ok_or(Err::Internal)?),
+            None => None,
+        };
+        let end = match a.text("EndTime") {
+            Some(t) => Some(parse_xs(t, tz).ok_or(Err::Internal)?),
+            None => None,
+        };
+        if let (Some(s), Some(e)) = (start, end) {
+            if e <= s {
+                return app("EndTime must be later than StartTime.");
+            }
+            row.insert("StartDate".into(), format_response(s, tz));
+            row.insert("EndDate".into(), format_response(e, tz));
+            row.insert(
+                "AppointmentDuration".into(),
+                (e - s).num_minutes().to_string(),
+            );
+        }
+        if let Some(st) = a.text("AppointmentStatus") {
+            row.insert("ConfirmationStatus".into(), status_to_confirmation(st));
+        }
+        if let Some(n) = a.text("Notes") {
+            row.insert("Notes".into(), n.to_string());
+        }
+        row.insert("ServiceLocationID".into(), loc.to_string());
+        row.insert("ServiceLocationName".into(), loc_name);
+        row.insert("LastModifiedDate".into(), now);
+        let r = row.clone();
+        Ok((vec![("Appointment", self.appointment_out(&r, false))], 1))
+    }
+
+    /// UpdateEncounterStatus: one of the five statuses Kareo's CreateEncounter takes, on an
+    /// encounter of this practice; the encounter and its charge lines are modified now.
+    fn update_encounter_status(&mut self, req: &Obj) -> Result<Payload, Err> {
+        let e = req.obj("EncounterUpdateStatus").ok_or(Err::Internal)?;
+        let id = parse_id(e.text("EncounterID").ok_or(Err::Internal)?)?;
+        let status = e.text("EncounterStatus").ok_or(Err::Internal)?;
+        if !["Draft", "Submitted", "Approved", "Rejected", "Unpayable"].contains(&status) {
+            return app("EncounterStatus is not valid.");
+        }
+        let practice = e.obj("Practice");
+        let (pid, pname) = (
+            practice.and_then(|x| x.text("PracticeID")),
+            practice.and_then(|x| x.text("PracticeName")),
+        );
+        if (pid.is_some() || pname.is_some()) && !self.practice_matches(pid, pname)? {
+            return app("Practice not found or not authorized.");
+        }
+        let now = self.stamp();
+        let Some(row) = self
+            .store
+            .rows
+            .get_mut(&Family::Encounters)
+            .and_then(|m| m.get_mut(&id))
+        else {
+            return app("Encounter not found.");
+        };
+        row.insert(
+            "EncounterStatus".into(),
+            encounter_status_code(status).into(),
+        );
+        row.insert("LastModifiedDate".into(), now.clone());
+        let patient = row.get("PatientID").cloned().unwrap_or_default();
+        for ch in self
+            .store
+            .rows
+            .entry(Family::Charges)
+            .or_default()
+            .values_mut()
+            .filter(|c| c.get("EncounterID") == Some(&id.to_string()))
+        {
+            ch.insert("EncounterStatus".into(), status.to_string());
+            ch.insert("LastModifiedDate".into(), now.clone());
+        }
+        Ok((
+            vec![
+                ("EncounterID", Out::Text(id.to_string())),
+                ("PatientID", Out::Text(patient)),
+                ("PracticeID", Out::Text(self.cfg.practice_id.to_string())),
+                ("PracticeName", Out::Text(self.cfg.practice_name.clone())),
+            ],
+            1,
         ))
     }
 

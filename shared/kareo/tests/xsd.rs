@@ -177,6 +177,6 @@ fn every_request_validates_against_kareos_xsd() {
         );
     }
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(files.len(), 63);
+    assert_eq!(files.len(), 69);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -2226,6 +2226,90 @@ pub struct DeleteAppointmentReq {
     pub appointment: Option<AppointmentDelete>,
 }
 
+/// Kareo type `AppointmentUpdate`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentUpdate {
+    #[serde(rename = "AppointmentId", default, skip_serializing_if = "Option::is_none")]
+    pub appointment_id: Option<i64>,
+    #[serde(rename = "AppointmentMode", default, skip_serializing_if = "Option::is_none")]
+    pub appointment_mode: Option<AppointmentMode>,
+    #[serde(rename = "AppointmentName", default, skip_serializing_if = "Option::is_none")]
+    pub appointment_name: Option<String>,
+    #[serde(rename = "AppointmentReasonId", default, skip_serializing_if = "Option::is_none")]
+    pub appointment_reason_id: Option<i64>,
+    #[serde(rename = "AppointmentStatus", default, skip_serializing_if = "Option::is_none")]
+    pub appointment_status: Option<AppointmentStatus>,
+    #[serde(rename = "EndTime", default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<XsDateTime>,
+    #[serde(rename = "InsurancePolicyAuthorizationId", default, skip_serializing_if = "Option::is_none")]
+    pub insurance_policy_authorization_id: Option<i64>,
+    #[serde(rename = "IsRecurring", default, skip_serializing_if = "Option::is_none")]
+    pub is_recurring: Option<bool>,
+    #[serde(rename = "MaxAttendees", default, skip_serializing_if = "Option::is_none")]
+    pub max_attendees: Option<i32>,
+    #[serde(rename = "Notes", default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(rename = "OccurrenceId", default, skip_serializing_if = "Option::is_none")]
+    pub occurrence_id: Option<i64>,
+    #[serde(rename = "PatientCaseId", default, skip_serializing_if = "Option::is_none")]
+    pub patient_case_id: Option<i64>,
+    #[serde(rename = "PatientId", default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<i64>,
+    #[serde(rename = "ProviderId", default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<i64>,
+    #[serde(rename = "ResourceId", default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<i64>,
+    #[serde(rename = "ResourceIds", default, skip_serializing_if = "Option::is_none")]
+    pub resource_ids: Option<Vec<i64>>,
+    #[serde(rename = "ServiceLocationId", default, skip_serializing_if = "Option::is_none")]
+    pub service_location_id: Option<i64>,
+    #[serde(rename = "StartTime", default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<XsDateTime>,
+    #[serde(rename = "UpdatedAt", default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<XsDateTime>,
+    #[serde(rename = "UpdatedBy", default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<i64>,
+}
+
+/// Kareo type `UpdateAppointmentReq`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAppointmentReq {
+    #[serde(rename = "Appointment", default, skip_serializing_if = "Option::is_none")]
+    pub appointment: Option<AppointmentUpdate>,
+}
+
+/// Kareo type `EncounterUpdateStatusPractice`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncounterUpdateStatusPractice {
+    #[serde(rename = "PracticeID", default, skip_serializing_if = "Option::is_none")]
+    pub practice_id: Option<String>,
+    #[serde(rename = "PracticeName", default, skip_serializing_if = "Option::is_none")]
+    pub practice_name: Option<String>,
+}
+
+/// Kareo type `EncounterUpdateStatus`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncounterUpdateStatus {
+    #[serde(rename = "EncounterID", default, skip_serializing_if = "Option::is_none")]
+    pub encounter_id: Option<i32>,
+    #[serde(rename = "EncounterStatus", default, skip_serializing_if = "Option::is_none")]
+    pub encounter_status: Option<String>,
+    #[serde(rename = "Practice", default, skip_serializing_if = "Option::is_none")]
+    pub practice: Option<EncounterUpdateStatusPractice>,
+}
+
+/// Kareo type `UpdateEncounterStatusReq`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEncounterStatusReq {
+    #[serde(rename = "EncounterUpdateStatus", default, skip_serializing_if = "Option::is_none")]
+    pub encounter_update_status: Option<EncounterUpdateStatus>,
+}
+
 /// Kareo type `GetThrottlesReq`.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -2312,6 +2396,14 @@ impl KareoRequest for UpdatePatientReq {
 
 impl KareoRequest for DeleteAppointmentReq {
     const OP: &'static str = "DeleteAppointment";
+}
+
+impl KareoRequest for UpdateAppointmentReq {
+    const OP: &'static str = "UpdateAppointment";
+}
+
+impl KareoRequest for UpdateEncounterStatusReq {
+    const OP: &'static str = "UpdateEncounterStatus";
 }
 
 impl KareoRequest for GetThrottlesReq {

@@ -170,6 +170,8 @@ mod tests {
         check::<CreateEncounterReq>(&dir);
         check::<CreatePaymentRequest>(&dir);
         check::<DeleteAppointmentReq>(&dir);
+        check::<UpdateAppointmentReq>(&dir);
+        check::<UpdateEncounterStatusReq>(&dir);
     }
 
     #[test]

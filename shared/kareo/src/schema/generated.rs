@@ -165,12 +165,18 @@ pub const T_INSURANCEPOLICYUPDATEREQ: TypeId = TypeId(158);
 pub const T_DELETEAPPOINTMENTREQ: TypeId = TypeId(159);
 pub const T_APPOINTMENTDELETE: TypeId = TypeId(160);
 pub const T_DELETEAPPOINTMENTRESP: TypeId = TypeId(161);
-pub const T_GETTHROTTLESREQ: TypeId = TypeId(162);
-pub const T_GETTHROTTLESRESP: TypeId = TypeId(163);
-pub const T_ARRAYOFTHROTTLEDETAIL: TypeId = TypeId(164);
-pub const T_THROTTLEDETAIL: TypeId = TypeId(165);
-pub const T_GETCUSTOMERIDFROMKEYREQUEST: TypeId = TypeId(166);
-pub const T_GETCUSTOMERIDFROMKEYRESP: TypeId = TypeId(167);
+pub const T_UPDATEAPPOINTMENTREQ: TypeId = TypeId(162);
+pub const T_APPOINTMENTUPDATE: TypeId = TypeId(163);
+pub const T_UPDATEAPPOINTMENTRESP: TypeId = TypeId(164);
+pub const T_UPDATEENCOUNTERSTATUSREQ: TypeId = TypeId(165);
+pub const T_ENCOUNTERUPDATESTATUS: TypeId = TypeId(166);
+pub const T_ENCOUNTERUPDATESTATUSPRACTICE: TypeId = TypeId(167);
+pub const T_GETTHROTTLESREQ: TypeId = TypeId(168);
+pub const T_GETTHROTTLESRESP: TypeId = TypeId(169);
+pub const T_ARRAYOFTHROTTLEDETAIL: TypeId = TypeId(170);
+pub const T_THROTTLEDETAIL: TypeId = TypeId(171);
+pub const T_GETCUSTOMERIDFROMKEYREQUEST: TypeId = TypeId(172);
+pub const T_GETCUSTOMERIDFROMKEYRESP: TypeId = TypeId(173);
 pub const E_APPOINTMENTMODE: EnumId = EnumId(0);
 pub const E_APPOINTMENTSTATUS: EnumId = EnumId(1);
 pub const E_APPOINTMENTTYPE: EnumId = EnumId(2);
@@ -3216,16 +3222,60 @@ pub static TYPES: &[TypeDef] = &[
         Member { name: "AppointmentId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
         Member { name: "Deleted", ns: Ns::K, ty: Ty::Bool, required: false, repeated: false },
     ] },
+    TypeDef { name: "UpdateAppointmentReq", ns: Ns::K, members: &[
+        Member { name: "RequestHeader", ns: Ns::K, ty: Ty::Complex(TypeId(1)), required: true, repeated: false },
+        Member { name: "Appointment", ns: Ns::K, ty: Ty::Complex(TypeId(163)), required: true, repeated: false },
+    ] },
+    TypeDef { name: "AppointmentUpdate", ns: Ns::K, members: &[
+        Member { name: "AppointmentId", ns: Ns::K, ty: Ty::Long, required: true, repeated: false },
+        Member { name: "AppointmentMode", ns: Ns::K, ty: Ty::Enum(EnumId(0)), required: false, repeated: false },
+        Member { name: "AppointmentName", ns: Ns::K, ty: Ty::Str, required: false, repeated: false },
+        Member { name: "AppointmentReasonId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "AppointmentStatus", ns: Ns::K, ty: Ty::Enum(EnumId(1)), required: false, repeated: false },
+        Member { name: "EndTime", ns: Ns::K, ty: Ty::DateTime, required: false, repeated: false },
+        Member { name: "InsurancePolicyAuthorizationId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "IsRecurring", ns: Ns::K, ty: Ty::Bool, required: false, repeated: false },
+        Member { name: "MaxAttendees", ns: Ns::K, ty: Ty::Int, required: false, repeated: false },
+        Member { name: "Notes", ns: Ns::K, ty: Ty::Str, required: false, repeated: false },
+        Member { name: "OccurrenceId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "PatientCaseId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "PatientId", ns: Ns::K, ty: Ty::Long, required: true, repeated: false },
+        Member { name: "ProviderId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "ResourceId", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+        Member { name: "ResourceIds", ns: Ns::K, ty: Ty::Complex(TypeId(17)), required: false, repeated: false },
+        Member { name: "ServiceLocationId", ns: Ns::K, ty: Ty::Long, required: true, repeated: false },
+        Member { name: "StartTime", ns: Ns::K, ty: Ty::DateTime, required: false, repeated: false },
+        Member { name: "UpdatedAt", ns: Ns::K, ty: Ty::DateTime, required: false, repeated: false },
+        Member { name: "UpdatedBy", ns: Ns::K, ty: Ty::Long, required: false, repeated: false },
+    ] },
+    TypeDef { name: "UpdateAppointmentResp", ns: Ns::K, members: &[
+        Member { name: "ErrorResponse", ns: Ns::K, ty: Ty::Complex(TypeId(4)), required: false, repeated: false },
+        Member { name: "SecurityResponse", ns: Ns::K, ty: Ty::Complex(TypeId(5)), required: false, repeated: false },
+        Member { name: "Appointment", ns: Ns::K, ty: Ty::Complex(TypeId(10)), required: false, repeated: false },
+    ] },
+    TypeDef { name: "UpdateEncounterStatusReq", ns: Ns::K, members: &[
+        Member { name: "RequestHeader", ns: Ns::K, ty: Ty::Complex(TypeId(1)), required: true, repeated: false },
+        Member { name: "EncounterUpdateStatus", ns: Ns::K, ty: Ty::Complex(TypeId(166)), required: true, repeated: false },
+    ] },
+    TypeDef { name: "EncounterUpdateStatus", ns: Ns::K, members: &[
+        Member { name: "EncounterID", ns: Ns::K, ty: Ty::Int, required: true, repeated: false },
+        Member { name: "EncounterStatus", ns: Ns::K, ty: Ty::Str, required: true, repeated: false },
+        Member { name: "Practice", ns: Ns::K, ty: Ty::Complex(TypeId(167)), required: false, repeated: false },
+    ] },
+    TypeDef { name: "EncounterUpdateStatusPractice", ns: Ns::K, members: &[
+        Member { name: "PracticeID", ns: Ns::K, ty: Ty::Str, required: false, repeated: false },
+        Member { name: "PracticeName", ns: Ns::K, ty: Ty::Str, required: false, repeated: false },
+    ] },
     TypeDef { name: "GetThrottlesReq", ns: Ns::K, members: &[
         Member { name: "RequestHeader", ns: Ns::K, ty: Ty::Complex(TypeId(1)), required: true, repeated: false },
     ] },
     TypeDef { name: "GetThrottlesResp", ns: Ns::K, members: &[
         Member { name: "ErrorResponse", ns: Ns::K, ty: Ty::Complex(TypeId(4)), required: false, repeated: false },
         Member { name: "SecurityResponse", ns: Ns::K, ty: Ty::Complex(TypeId(5)), required: false, repeated: false },
-        Member { name: "ThrottleDetails", ns: Ns::K, ty: Ty::Complex(TypeId(164)), required: false, repeated: false },
+        Member { name: "ThrottleDetails", ns: Ns::K, ty: Ty::Complex(TypeId(170)), required: false, repeated: false },
     ] },
     TypeDef { name: "ArrayOfThrottleDetail", ns: Ns::K, members: &[
-        Member { name: "ThrottleDetail", ns: Ns::K, ty: Ty::Complex(TypeId(165)), required: false, repeated: true },
+        Member { name: "ThrottleDetail", ns: Ns::K, ty: Ty::Complex(TypeId(171)), required: false, repeated: true },
     ] },
     TypeDef { name: "ThrottleDetail", ns: Ns::K, members: &[
         Member { name: "Endpoint", ns: Ns::K, ty: Ty::Str, required: false, repeated: false },
@@ -3262,6 +3312,8 @@ pub static OPS: &[OpDef] = &[
     OpDef { name: "CreatePayment", wrapper: "request", request: TypeId(143), result: "CreatePaymentResult", response: TypeId(150) },
     OpDef { name: "UpdatePatient", wrapper: "UpdatePatientReq", request: TypeId(151), result: "UpdatePatientResult", response: TypeId(118) },
     OpDef { name: "DeleteAppointment", wrapper: "request", request: TypeId(159), result: "DeleteAppointmentResult", response: TypeId(161) },
-    OpDef { name: "GetThrottles", wrapper: "request", request: TypeId(162), result: "GetThrottlesResult", response: TypeId(163) },
-    OpDef { name: "GetCustomerIdFromKey", wrapper: "request", request: TypeId(166), result: "GetCustomerIdFromKeyResult", response: TypeId(167) },
+    OpDef { name: "UpdateAppointment", wrapper: "request", request: TypeId(162), result: "UpdateAppointmentResult", response: TypeId(164) },
+    OpDef { name: "UpdateEncounterStatus", wrapper: "request", request: TypeId(165), result: "UpdateEncounterStatusResult", response: TypeId(142) },
+    OpDef { name: "GetThrottles", wrapper: "request", request: TypeId(168), result: "GetThrottlesResult", response: TypeId(169) },
+    OpDef { name: "GetCustomerIdFromKey", wrapper: "request", request: TypeId(172), result: "GetCustomerIdFromKeyResult", response: TypeId(173) },
 ];

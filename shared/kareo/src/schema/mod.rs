@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn every_operation_has_its_wrapper_and_header() {
-        assert_eq!(OPS.len(), 21);
+        assert_eq!(OPS.len(), 23);
         for o in OPS {
             let first = o.request.def().members.first().map(|m| m.name);
             if o.name == "GetCustomerIdFromKey" {

@@ -278,6 +278,11 @@ impl Context {
                 .as_ref()
                 .filter(|l| l.family == Some(Family::Appointments))
                 .and_then(|l| l.record.clone()),
+            "encounter_id" => self
+                .task_link
+                .as_ref()
+                .filter(|l| l.family == Some(Family::Encounters))
+                .and_then(|l| l.record.clone()),
             "record_id" => self.task_link.as_ref().and_then(|l| l.record.clone()),
             _ => None,
         }
@@ -726,8 +731,34 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
         let Ok(pid) = kareo_patient.parse::<i64>() else {
             return Ok(Some("the linked Kareo patient id is not a number".into()));
         };
-        if let Data::DeleteAppointment { appointment_id } = &cmd.data {
-            match self.writer.appointment_patient(creds, *appointment_id).await {
+        if let Data::UpdateEncounterStatus { encounter_id, .. } = &cmd.data {
+            match self
+                .writer
+                .encounter_patient(creds, tenant, *encounter_id)
+                .await
+            {
+                Ok(Some(p)) if p == kareo_patient => {}
+                Ok(Some(_)) => {
+                    return Ok(Some(format!(
+                    "encounter {encounter_id} belongs to another Kareo patient than the linked one"
+                )))
+                }
+                Ok(None) => {
+                    return Ok(Some(format!(
+                        "encounter {encounter_id} was not found in Kareo"
+                    )))
+                }
+                Err(e) if e.is_retryable() => return Err(format!("kareo {}", e.class())),
+                Err(e) => return Ok(Some(format!("encounter read failed ({})", e.class()))),
+            }
+        }
+        let appointment = match &cmd.data {
+            Data::DeleteAppointment { appointment_id } => Some(*appointment_id),
+            Data::UpdateAppointment { appointment_id, .. } => Some(*appointment_id),
+            _ => None,
+        };
+        if let Some(appointment_id) = appointment {
+            match self.writer.appointment_patient(creds, appointment_id).await {
                 Ok(Some(p)) if p == kareo_patient => {}
                 Ok(Some(_)) => {
                     return Ok(Some(format!(

@@ -134,6 +134,16 @@ impl Command {
         super::ops::of(self.op).request(&self.data, tenant, None)
     }
 
+    /// The Kareo request body of a read-modify-write (UpdatePatient, UpdateAppointment) from
+    /// the current record's members, as the executor builds it after reading them.
+    pub fn request_body_from(
+        &self,
+        tenant: &TenantConfig,
+        current: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Value, Problem> {
+        super::ops::of(self.op).request(&self.data, tenant, Some(current))
+    }
+
     /// Problems of this command for this tenant (what the tenant config must provide).
     pub fn check_tenant(&self, tenant: &TenantConfig) -> Vec<Problem> {
         let mut out = Vec::new();

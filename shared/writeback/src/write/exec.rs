@@ -262,12 +262,20 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
             creds,
             tenant,
         };
-        let current = match op.reads_patient(&cmd.data) {
+        let current = match op.reads(&cmd.data) {
             None => None,
-            Some(id) => match k.patient(id).await {
+            Some(read) => match match &read {
+                ops::Read::Patient(id) => k.patient(*id).await,
+                ops::Read::Appointment(id) => k.appointment(*id).await,
+            } {
                 Ok(Some(c)) => Some(c),
                 Ok(None) => {
-                    let reason = format!("patient {id} not found in Kareo");
+                    let reason = match read {
+                        ops::Read::Patient(id) => format!("patient {id} not found in Kareo"),
+                        ops::Read::Appointment(id) => {
+                            format!("appointment {id} not found in Kareo")
+                        }
+                    };
                     self.settle(&key, LedgerState::Failed, None, Some(reason.clone()))
                         .await;
                     return WriteResult::of(cmd, WriteStatus::Rejected).reason(reason);
@@ -419,6 +427,26 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
                 .and_then(|r| r.record("PatientSummary"))
                 .and_then(|p| p.get("PatientId"))
                 .map(str::to_string)),
+            Err(KareoError::Api { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The patient of an encounter (GetEncounterDetails' `PatientID`), for a caller's
+    /// cross-check; `None` when Kareo has no such encounter.
+    pub async fn encounter_patient(
+        &self,
+        creds: &Credentials,
+        tenant: &TenantConfig,
+        encounter_id: i64,
+    ) -> Result<Option<String>, KareoError> {
+        let body = ops::encounter_filter(tenant, encounter_id);
+        match self.kareo.call(creds, "GetEncounterDetails", &body).await {
+            Ok(records) => Ok(records
+                .first()
+                .and_then(|r| r.get("PatientID"))
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())),
             Err(KareoError::Api { .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -27,6 +27,8 @@ pub mod create_patient;
 pub mod create_payment;
 pub mod delete_appointment;
 pub mod patient;
+pub mod update_appointment;
+pub mod update_encounter_status;
 pub mod update_patient;
 
 /// The checked data of a command.
@@ -52,6 +54,31 @@ pub enum Data {
     CreateEncounter(NewEncounter),
     /// New payment.
     CreatePayment(NewPayment),
+    /// An appointment's status (and notes).
+    UpdateAppointment {
+        /// Kareo AppointmentId.
+        appointment_id: i64,
+        /// One of Kareo's `AppointmentStatus` names.
+        status: &'static str,
+        /// New notes.
+        notes: Option<String>,
+    },
+    /// An encounter's status.
+    UpdateEncounterStatus {
+        /// Kareo EncounterID.
+        encounter_id: i64,
+        /// Draft, Submitted, Approved, Rejected or Unpayable.
+        status: &'static str,
+    },
+}
+
+/// The record an operation reads before its request is built (the request then gets its
+/// members as `current`).
+pub(crate) enum Read {
+    /// A patient (GetPatient).
+    Patient(i64),
+    /// An appointment (GetAppointment; its patient's id as `PatientId`).
+    Appointment(i64),
 }
 
 /// One write operation.
@@ -63,9 +90,9 @@ pub(crate) trait Operation: Sync {
     /// The Kareo operation that performs it.
     fn kareo_op(&self) -> &'static str;
 
-    /// The patient to read before the request is built (UpdatePatient: the record it
+    /// The record to read before the request is built (the one a read-modify-write
     /// modifies); the request then gets its members as `current`.
-    fn reads_patient(&self, _data: &Data) -> Option<i64> {
+    fn reads(&self, _data: &Data) -> Option<Read> {
         None
     }
 
@@ -120,6 +147,8 @@ pub(crate) fn of(op: Op) -> &'static dyn Operation {
         Op::DeleteAppointment => &delete_appointment::DeleteAppointment,
         Op::CreateEncounter => &create_encounter::CreateEncounter,
         Op::CreatePayment => &create_payment::CreatePayment,
+        Op::UpdateAppointment => &update_appointment::UpdateAppointment,
+        Op::UpdateEncounterStatus => &update_encounter_status::UpdateEncounterStatus,
     }
 }
 
@@ -172,6 +201,15 @@ impl Kareo<'_> {
         patient_id: i64,
     ) -> Result<Option<BTreeMap<String, String>>, KareoError> {
         patient(self.port, self.creds, patient_id).await
+    }
+
+    /// An appointment's simple members (GetAppointment), with its patient's id as
+    /// `PatientId`; `None` when Kareo has no such appointment.
+    pub async fn appointment(
+        &self,
+        appointment_id: i64,
+    ) -> Result<Option<BTreeMap<String, String>>, KareoError> {
+        appointment(self.port, self.creds, appointment_id).await
     }
 
     /// The practice and creation-window members of a reconciliation filter.
@@ -229,6 +267,43 @@ pub(crate) async fn patient(
         Err(KareoError::Api { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// An appointment's simple members (GetAppointment), with `PatientSummary.PatientId` as
+/// `PatientId`; `None` when Kareo has no such appointment.
+pub(crate) async fn appointment(
+    port: &dyn KareoCall,
+    creds: &Credentials,
+    appointment_id: i64,
+) -> Result<Option<BTreeMap<String, String>>, KareoError> {
+    let body = json!({"Appointment": {"AppointmentId": appointment_id}});
+    match port.call(creds, "GetAppointment", &body).await {
+        Ok(records) => Ok(records
+            .first()
+            .filter(|r| r.get("AppointmentId").is_some())
+            .map(|r| {
+                let mut m: BTreeMap<String, String> = r
+                    .texts()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                if let Some(p) = r.record("PatientSummary").and_then(|p| p.get("PatientId")) {
+                    m.insert("PatientId".into(), p.to_string());
+                }
+                m
+            })),
+        Err(KareoError::Api { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// GetEncounterDetails' body for one encounter of the tenant's practice (every member).
+pub(crate) fn encounter_filter(tenant: &TenantConfig, encounter_id: i64) -> Value {
+    let mut practice = Map::new();
+    if let Some(id) = tenant.kareo.practice_id {
+        practice.insert("PracticeID".into(), json!(id.to_string()));
+    }
+    practice.insert("PracticeName".into(), json!(tenant.kareo.practice));
+    json!({"Fields": {}, "Filter": {"EncounterID": encounter_id.to_string(), "Practice": practice}})
 }
 
 /// A typed request as JSON.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::patient::{check_patient, differing, update_body};
 use super::Data;
-use super::{Answer, Found, Kareo, Operation};
+use super::{Answer, Found, Kareo, Operation, Read};
 use crate::write::check::{Checker, Problem};
 
 /// UpdatePatient.
@@ -38,9 +38,9 @@ impl Operation for UpdatePatient {
         "UpdatePatient"
     }
 
-    fn reads_patient(&self, data: &Data) -> Option<i64> {
+    fn reads(&self, data: &Data) -> Option<Read> {
         match data {
-            Data::UpdatePatient { patient_id, .. } => Some(*patient_id),
+            Data::UpdatePatient { patient_id, .. } => Some(Read::Patient(*patient_id)),
             _ => None,
         }
     }
