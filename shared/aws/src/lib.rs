@@ -89,15 +89,59 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The libraries that print whole request or response bodies at debug or trace — the Lambda
+/// runtime logs every raw event (change events, webhook bodies, write commands), the HTTP and
+/// AWS SDK layers their payloads (secrets among them).
+pub const BODY_LOGGERS: [&str; 12] = [
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "aws_config",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_sdk_secretsmanager",
+];
+
+/// The switch that lets [`BODY_LOGGERS`] log below info: named so that nobody sets it by
+/// accident during an incident.
+pub const UNSAFE_BODY_LOGS: &str = "KAREO_DOCK_UNSAFE_LOG_BODIES_WITH_PHI";
+
+/// `RUST_LOG` (default `info`), with [`BODY_LOGGERS`] held at `info` whatever it says unless
+/// `unsafe_bodies`.
+pub fn log_filter(rust_log: Option<&str>, unsafe_bodies: bool) -> tracing_subscriber::EnvFilter {
+    let mut f = tracing_subscriber::EnvFilter::new(rust_log.unwrap_or("info"));
+    if !unsafe_bodies {
+        for t in BODY_LOGGERS {
+            if let Ok(d) = format!("{t}=info").parse() {
+                f = f.add_directive(d);
+            }
+        }
+    }
+    f
+}
+
 /// JSON logs on stdout for a Lambda function (CloudWatch adds the time); the level comes
-/// from `RUST_LOG`.
+/// from `RUST_LOG`, with a ceiling on the libraries that log bodies ([`log_filter`]).
 pub fn init_logging() {
+    let unsafe_bodies = std::env::var(UNSAFE_BODY_LOGS).as_deref() == Ok("1");
+    let rust_log = std::env::var("RUST_LOG").ok();
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(log_filter(rust_log.as_deref(), unsafe_bodies))
         .with_current_span(false)
         .without_time()
         .init();
+    if unsafe_bodies {
+        tracing::warn!(
+            switch = UNSAFE_BODY_LOGS,
+            "UNSAFE: library body logging is on; logs may hold PHI and secrets"
+        );
+    }
 }
 
 /// The state table named by `KAREO_DOCK_TABLE`.
@@ -115,4 +159,54 @@ pub fn cached_secrets(
         SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(sdk)),
         std::time::Duration::from_secs(300),
     )
+}
+
+#[cfg(test)]
+mod log_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(rust_log: &str, unsafe_bodies: bool) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(super::log_filter(Some(rust_log), unsafe_bodies))
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::trace!(target: "lambda_runtime", "raw event BODY-1");
+            tracing::debug!(target: "hyper_util", "payload BODY-2");
+            tracing::trace!(target: "kareo_dock_poll", "own trace line");
+            tracing::info!(target: "lambda_runtime", "runtime info line");
+        });
+        let v = buf.0.lock().unwrap().clone();
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn rust_log_trace_prints_no_body_unless_the_unsafe_switch_is_set() {
+        for level in ["trace", "lambda_runtime=trace,hyper_util=debug,trace"] {
+            let s = logged(level, false);
+            assert!(!s.contains("BODY-"), "{level}: {s}");
+            assert!(
+                s.contains("own trace line") || !level.ends_with("trace"),
+                "{s}"
+            );
+            assert!(s.contains("runtime info line"), "{s}");
+        }
+        let s = logged("trace", true);
+        assert!(s.contains("BODY-1") && s.contains("BODY-2"), "{s}");
+    }
 }

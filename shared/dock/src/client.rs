@@ -258,10 +258,18 @@ fn base_url(s: &str) -> Result<Url, DockError> {
         op: "new",
         reason: "base URL does not parse",
     })?;
-    if u.cannot_be_a_base() || !matches!(u.scheme(), "http" | "https") {
+    let host = u.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    // Tokens, the client secret and the API key travel on every call: https only, plain http
+    // to a loopback host (the simulators).
+    if u.cannot_be_a_base() || !(u.scheme() == "https" || (u.scheme() == "http" && loopback)) {
         return Err(DockError::Request {
             op: "new",
-            reason: "base URL must be http(s)",
+            reason: "base URL must be https (plain http only to a loopback host)",
         });
     }
     if !u.path().ends_with('/') {
@@ -283,6 +291,8 @@ impl DockClient {
                     reason: "auth URL does not parse",
                 })?;
         let http = reqwest::Client::builder()
+            // A redirect would re-send the OAuth form or the API key to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .build()

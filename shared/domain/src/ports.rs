@@ -244,16 +244,35 @@ pub async fn kareo_credentials<S: SecretSource>(
     name: &str,
 ) -> Result<kareo::Credentials, SecretError> {
     let v = secrets.get(name).await?;
-    serde_json::from_str(&v.0).map_err(|e| SecretError::Malformed {
+    let malformed = |reason: String| SecretError::Malformed {
         name: name.to_string(),
-        reason: format!(
-            "expected {{\"customer_key\",\"user\",\"password\"}} ({})",
-            e.to_string()
-                .split(" at line")
-                .next()
-                .unwrap_or("invalid JSON")
-        ),
-    })
+        reason,
+    };
+    // serde's own messages quote the offending value ("invalid type: integer `12345678`"):
+    // each problem is named here by key and JSON kind only.
+    let json: serde_json::Value = serde_json::from_str(&v.0).map_err(|e| {
+        malformed(format!(
+            "not JSON ({:?} at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    for key in ["customer_key", "user", "password"] {
+        let kind = match json.get(key) {
+            Some(serde_json::Value::String(_)) => continue,
+            None => "missing",
+            Some(serde_json::Value::Number(_)) => "a number",
+            Some(serde_json::Value::Bool(_)) => "a boolean",
+            Some(serde_json::Value::Null) => "null",
+            Some(_) => "not a string",
+        };
+        return Err(malformed(format!(
+            "\"{key}\" must be a JSON string, and is {kind} (quote it)"
+        )));
+    }
+    serde_json::from_value(json)
+        .map_err(|_| malformed("expected {\"customer_key\",\"user\",\"password\"}".into()))
 }
 
 /// A hand-off that failed: nothing after it is handed off, and the cursor does not move.
@@ -553,4 +572,31 @@ pub trait LinkStore: Send + Sync {
         key: &LinkKey,
         link: &Link,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalSecrets;
+
+    #[tokio::test]
+    async fn a_malformed_kareo_secret_is_named_by_key_never_by_value() {
+        let mut m = std::collections::BTreeMap::new();
+        let raw = r#"{"customer_key": "k-1", "user": "u@example.org", "password": 12345678}"#;
+        m.insert(
+            "kareo/acme".to_string(),
+            serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+        );
+        let s = LocalSecrets::from_map(m);
+        let e = kareo_credentials(&s, "kareo/acme").await.unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("\"password\" must be a JSON string"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("12345678") && !text.contains("k-1"),
+            "{text}"
+        );
+    }
 }

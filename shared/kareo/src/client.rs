@@ -139,10 +139,34 @@ impl RecordStream {
     }
 }
 
+/// `https://…`, or `http://` to a loopback host (the simulators): credentials travel in every
+/// request body.
+pub fn secure_endpoint(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url.trim()) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !host.is_empty() && (u.scheme() == "https" || (u.scheme() == "http" && loopback))
+}
+
 impl KareoClient {
     /// A client with its own HTTP connection pool and throttle.
     pub fn new(cfg: ClientConfig) -> Result<KareoClient, KareoError> {
+        if !secure_endpoint(&cfg.endpoint) {
+            return Err(KareoError::Request {
+                op: "client",
+                path: "endpoint".into(),
+                reason: "must be an https URL (plain http only to a loopback host)".into(),
+            });
+        }
         let http = reqwest::Client::builder()
+            // A redirect would re-post the SOAP body, credentials included, to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
             .read_timeout(cfg.read_timeout)

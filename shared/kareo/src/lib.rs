@@ -24,6 +24,6 @@ pub use record::{Nested, Record, RecordKind, Value};
 pub mod client;
 pub mod throttle;
 
-pub use client::{ClientConfig, KareoClient, RecordStream, Response};
+pub use client::{secure_endpoint, ClientConfig, KareoClient, RecordStream, Response};
 pub use schema::op;
 pub mod request;
