@@ -43,14 +43,20 @@ Description: >
 Parameters:
   KareoEndpoint:
     Type: String
+    AllowedPattern: "^https://.+$"
+    ConstraintDescription: must be an https URL (credentials travel in every request)
     Default: https://webservice.kareo.com/services/soap/2.1/KareoServices.svc
     Description: Kareo SOAP endpoint.
   DockApiUrl:
     Type: String
+    AllowedPattern: "^https://.+$"
+    ConstraintDescription: must be an https URL (credentials travel in every request)
     Default: https://partner-api.dock.health
     Description: Dock Health partner API base URL.
   DockAuthUrl:
     Type: String
+    AllowedPattern: "^https://.+$"
+    ConstraintDescription: must be an https URL (credentials travel in every request)
     Default: https://partner-auth.dock.health
     Description: Dock Health OAuth2 host (the token endpoint is /oauth2/token).
   SecretPrefix:
@@ -74,10 +80,18 @@ Parameters:
     Type: String
     Default: UTC
     Description: IANA time zone the schedules are evaluated in (matters for cron expressions).
+  AlarmTopicArn:
+    Type: String
+    Default: ""
+    AllowedPattern: "^(arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+)?$"
+    Description: SNS topic every alarm notifies (empty - no notification).
   LogRetentionDays:
     Type: Number
     Default: 30
     AllowedValues: [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
+
+Conditions:
+  HasAlarmTopic: !Not [!Equals [!Ref AlarmTopicArn, ""]]
 
 Globals:
   Function:
@@ -130,6 +144,7 @@ Resources:
       KeySchema:
         - {AttributeName: pk, KeyType: HASH}
         - {AttributeName: sk, KeyType: RANGE}
+      DeletionProtectionEnabled: true
       TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}
       PointInTimeRecoverySpecification: {PointInTimeRecoveryEnabled: true}
       SSESpecification: {SSEEnabled: true, SSEType: KMS, KMSMasterKeyId: !Ref DataKey}
@@ -220,6 +235,7 @@ def logs_and_alarm(name, slug, what):
   {name}Errors:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
       AlarmDescription: {what} function errors
       Namespace: AWS/Lambda
       MetricName: Errors
@@ -299,6 +315,7 @@ def poll(family, part, rate, window, lag, recheck_deletes):
   {name}Lag:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
       AlarmDescription: {what} sync lag (now minus the oldest tenant cursor) above {lag} s
       Namespace: KareoDock
       MetricName: LagSeconds
@@ -417,6 +434,7 @@ FOOTER = """
   TaskDeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
       AlarmDescription: Change events whose tasks could not be created (run kareo-dock replay)
       Namespace: AWS/SQS
       MetricName: ApproximateNumberOfMessagesVisible
@@ -431,6 +449,7 @@ FOOTER = """
   ScheduleDeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
       AlarmDescription: Scheduled polls that could not be delivered
       Namespace: AWS/SQS
       MetricName: ApproximateNumberOfMessagesVisible

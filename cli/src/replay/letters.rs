@@ -161,9 +161,7 @@ impl DeadLetters for FileLetters {
             text.push_str(&serde_json::to_string(&kept).unwrap_or_default());
             text.push('\n');
         }
-        let tmp = self.path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
+        domain::local::private::write(&self.path, text.as_bytes())
             .map_err(|e| Exit(common::REMOTE, format!("{}: {e}", self.path.display())))
     }
 

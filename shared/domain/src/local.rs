@@ -38,6 +38,67 @@ fn split_key(k: &str) -> Option<(String, Family)> {
     Some((t.to_string(), Family::from_name(f)?))
 }
 
+/// Files that hold PHI (state, events, dead letters): owner-only, `0600` in a `0700`
+/// directory, whatever the umask.
+pub mod private {
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::path::Path;
+
+    /// Creates `dir` (and its parents) and makes it owner-only.
+    pub fn dir(dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    fn options() -> OpenOptions {
+        let mut o = OpenOptions::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        o
+    }
+
+    /// Writes `path` whole, owner-only, by a temporary file and a rename.
+    pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        restrict(&tmp)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Opens `path` for appending, owner-only.
+    pub fn append(path: &Path) -> io::Result<File> {
+        let f = options().create(true).append(true).open(path)?;
+        restrict(path)?;
+        Ok(f)
+    }
+
+    /// A file made before this rule (or by another tool) is made owner-only too.
+    fn restrict(path: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// Cursors, snapshots and tenant configs in memory, optionally saved to `state.json` in a
 /// directory after every write (atomically: write then rename).
 #[derive(Clone, Default)]
@@ -54,7 +115,7 @@ impl LocalStore {
 
     /// A store kept in `dir/state.json` (created when absent).
     pub fn in_dir(dir: &Path) -> Result<LocalStore, StoreError> {
-        std::fs::create_dir_all(dir)
+        private::dir(dir)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let file = dir.join("state.json");
         let state = match std::fs::read_to_string(&file) {
@@ -76,10 +137,8 @@ impl LocalStore {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let out = f(&mut st)?;
         if let Some(file) = &self.file {
-            let tmp = file.with_extension("json.tmp");
             let text = serde_json::to_vec(&*st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            std::fs::write(&tmp, text)
-                .and_then(|_| std::fs::rename(&tmp, file))
+            private::write(file, &text)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", file.display())))?;
         }
         Ok(out)
@@ -554,11 +613,7 @@ impl EventSink for JsonlSink {
             class: ErrorClass::SinkUnavailable,
             message: format!("{}: {}", self.path.display(), e.kind()),
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(fail)?;
+        let mut f = private::append(&self.path).map_err(fail)?;
         let mut buf = Vec::new();
         for e in batch {
             serde_json::to_writer(&mut buf, e).map_err(|_| SinkError {
@@ -579,5 +634,35 @@ impl<A: EventSink, B: EventSink> EventSink for Tee<'_, A, B> {
     async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
         self.0.hand_off(batch).await?;
         self.1.hand_off(batch).await
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn local_state_and_event_files_are_owner_only() {
+        let dir = std::env::temp_dir().join(format!("kareo-dock-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = LocalStore::in_dir(&dir).unwrap();
+        let cfg = TenantConfig::from_yaml(
+            "tenant: t\ntimezone: UTC\nstart: 2026-09-01T00:00:00Z\nkareo: { secret: k, practice: P }\ndock: { secret: d }\nfamilies: { patients: {} }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        TenantStore::put(&store, &cfg).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.json")), 0o600);
+        let events = dir.join("events.jsonl");
+        JsonlSink::new(events.clone()).hand_off(&[]).await.unwrap();
+        assert_eq!(mode(&events), 0o600);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

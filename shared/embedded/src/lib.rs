@@ -146,10 +146,7 @@ impl DeadLetterFile {
         if failures.is_empty() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.0)?;
+        let mut f = domain::local::private::append(&self.0)?;
         for d in failures {
             writeln!(
                 f,

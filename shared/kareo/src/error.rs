@@ -60,8 +60,10 @@ impl std::fmt::Display for SecurityFlags {
     }
 }
 
-/// An error talking to Kareo.
-#[derive(Debug, thiserror::Error)]
+/// An error talking to Kareo. Neither `Display` nor `Debug` shows Kareo's own text (a fault
+/// string, an `ErrorMessage`, a `SecurityResult`), which can echo request values: read it
+/// deliberately through [`KareoError::kareo_text`].
+#[derive(thiserror::Error)]
 pub enum KareoError {
     /// The request could not be built: a member is unknown, missing, or its value is not of the
     /// schema's type. `path` names the element (`request/Filter/FromLastModifiedDate`).
@@ -158,6 +160,29 @@ pub enum KareoError {
         /// Parser message (about syntax, not content).
         reason: String,
     },
+}
+
+impl std::fmt::Debug for KareoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KareoError::Fault { op, code, .. } => f
+                .debug_struct("Fault")
+                .field("op", op)
+                .field("code", code)
+                .finish_non_exhaustive(),
+            KareoError::Security { op, flags, .. } => f
+                .debug_struct("Security")
+                .field("op", op)
+                .field("flags", flags)
+                .finish_non_exhaustive(),
+            KareoError::Api { op, .. } => f
+                .debug_struct("Api")
+                .field("op", op)
+                .finish_non_exhaustive(),
+            // The other variants hold names, codes and positions only: their message is it.
+            other => write!(f, "KareoError::{}({other})", other.class()),
+        }
+    }
 }
 
 impl KareoError {
@@ -327,6 +352,12 @@ mod tests {
             text: "value 'Jane Doe' is bad".into(),
         };
         assert!(!e.to_string().contains("Jane"));
+        assert!(!format!("{e:?}").contains("Jane"), "Debug hides it too");
+        let api = KareoError::Api {
+            op: "CreatePatient",
+            text: "Patient 'Jane Doe' exists".into(),
+        };
+        assert!(!format!("{api:?} {api}").contains("Jane"));
         assert_eq!(e.kareo_text(), Some("value 'Jane Doe' is bad"));
     }
 }
