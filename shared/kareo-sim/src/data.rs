@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::clock::{at_local as localize, stamp as format_response};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use kareo::dates::{format_response, localize};
 
 use crate::{Family, Row, SimConfig, Store};
 

@@ -55,9 +55,11 @@
 //!
 //! - **Response dates**: list-response date members (`CreatedDate`, `LastModifiedDate`,
 //!   `ModifiedDate`, `StartDate`, `DOB`, `PostingDate`, …) are practice-local
-//!   `M/d/yyyy h:mm:ss AM` ([`kareo::dates::format_response`]) with whole seconds; `xs:dateTime`
-//!   members (GetAppointment's `StartTime`, `CreatedAt`, …) are ISO 8601 UTC.
-//! - **Date filters** are parsed with [`kareo::dates::parse`] in the practice time zone and are
+//!   `M/d/yyyy h:mm:ss AM` with whole seconds; `xs:dateTime` members (GetAppointment's
+//!   `StartTime`, `CreatedAt`, …) are ISO 8601 UTC. The simulator reads and writes dates by its
+//!   own rules (`clock`), not with the product's `kareo::dates`.
+//! - **Date filters** are read as .NET's en-US parse reads Kareo's forms, in the practice time
+//!   zone when they carry none, and are
 //!   **inclusive at both ends**; a date-only bound means local midnight. A lone half of a
 //!   From/To pair defaults the other to ±7 days. `ToDateOfBirth` is exclusive (reported). A
 //!   filter date that does not parse gives `IsError=true` "String was not recognized as a valid
@@ -110,6 +112,7 @@
 //! # }
 //! ```
 
+mod clock;
 mod data;
 mod ops;
 mod server;
@@ -468,7 +471,7 @@ impl KareoSim {
         }
         row.insert(
             family.version_member().to_string(),
-            kareo::dates::format_response(now, self.inner.cfg.timezone),
+            crate::clock::stamp(now, self.inner.cfg.timezone),
         );
     }
 
@@ -476,7 +479,7 @@ impl KareoSim {
     /// one unless the row carries its ID member).
     pub fn insert(&self, family: Family, mut row: Row) -> String {
         let mut st = self.inner.lock();
-        let now = kareo::dates::format_response(st.now, self.inner.cfg.timezone);
+        let now = crate::clock::stamp(st.now, self.inner.cfg.timezone);
         let id = match row.get(family.id_member()).map(|s| s.trim().parse::<i64>()) {
             Some(Ok(id)) => {
                 let next = st.store.next_id.entry(family).or_insert(1);

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use crate::clock::{iso as format_datetime, stamp as format_response};
+use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use kareo::dates::{format_datetime, format_response};
 use kareo::schema::{self, OpDef, Ty};
 
 use crate::data::{confirmation_to_status, encounter_status_code, status_to_confirmation};
@@ -267,12 +267,10 @@ fn parse_id(s: &str) -> Result<i64, Err> {
 /// practice-local time, as WCF keeps an unspecified `DateTime` as written.
 fn parse_xs(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
     let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+    if !crate::clock::is_xs_datetime(s) {
+        return None;
     }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|n| kareo::dates::localize(n, tz))
+    crate::clock::read(s, tz)
 }
 
 struct Cx<'a> {
@@ -295,7 +293,7 @@ impl Cx<'_> {
     }
 
     fn date(&self, s: &str) -> Result<DateTime<Utc>, Err> {
-        kareo::dates::parse(s, self.tz).map_err(|_| Err::App(BAD_DATE.into()))
+        crate::clock::read(s, self.tz).ok_or_else(|| Err::App(BAD_DATE.into()))
     }
 
     fn practice_matches(&self, id: Option<&str>, name: Option<&str>) -> Result<bool, Err> {
@@ -437,7 +435,7 @@ impl Cx<'_> {
                 .iter()
                 .any(|r| r.key == "LastModifiedDate" || r.key == "CreatedDate");
             if start.is_some() || end.is_some() || !bounded {
-                let today = kareo::dates::localize(
+                let today = crate::clock::at_local(
                     self.now
                         .with_timezone(&self.tz)
                         .date_naive()
@@ -469,7 +467,7 @@ impl Cx<'_> {
         let in_range =
             |row: &Row, key: &str, from: DateTime<Utc>, to: DateTime<Utc>, excl: bool| match row
                 .get(key)
-                .and_then(|v| kareo::dates::parse(v, tz).ok())
+                .and_then(|v| crate::clock::read(v, tz))
             {
                 Some(t) => t >= from && (if excl { t < to } else { t <= to }),
                 None => false,
@@ -582,7 +580,7 @@ impl Cx<'_> {
         let get = |k: &str| row.get(k).map(String::as_str);
         let iso = |k: &str| {
             get(k)
-                .and_then(|v| kareo::dates::parse(v, self.tz).ok())
+                .and_then(|v| crate::clock::read(v, self.tz))
                 .map(format_datetime)
         };
         if let Some(id) = get("ID") {
@@ -647,7 +645,7 @@ impl Cx<'_> {
                         ps.push((k, t(v)));
                     }
                 }
-                if let Some(d) = p.get("DOB").and_then(|v| kareo::dates::parse_local(v)) {
+                if let Some(d) = p.get("DOB").and_then(|v| crate::clock::read_local(v)) {
                     ps.push((
                         "DateOfBirth",
                         Out::Text(d.format("%Y-%m-%dT%H:%M:%S").to_string()),
@@ -1399,8 +1397,8 @@ fn patient_changes(p: &Obj, tz: Tz) -> Vec<(String, String)> {
                 _,
             ) => {}
             (&"DateofBirth", Val::Text(t)) => {
-                if let Some(d) = kareo::dates::parse_local(t.get(..10).unwrap_or(t)) {
-                    let at = kareo::dates::localize(d, tz);
+                if let Some(d) = crate::clock::read_local(t.get(..10).unwrap_or(t)) {
+                    let at = crate::clock::at_local(d, tz);
                     out.push(("DOB".to_string(), format_response(at, tz)));
                 }
             }

@@ -280,7 +280,7 @@ impl<'a> De<'a> {
                         !v.contains(['e', 'E']) && v.parse::<f64>().is_ok(),
                         "Decimal",
                     ),
-                    Ty::DateTime => (kareo::dates::is_xs_datetime(v), "DateTime"),
+                    Ty::DateTime => (crate::clock::is_xs_datetime(v), "DateTime"),
                     Ty::Guid => (is_guid(v), "Guid"),
                     Ty::Enum(e) => (e.def().values.contains(&v), e.def().name),
                     Ty::Str | Ty::Complex(_) => (true, "String"),
