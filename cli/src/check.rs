@@ -101,12 +101,10 @@ async fn check(args: Args) -> Outcome {
     let mut cfg = ClientConfig::from_env();
     cfg.retry.max_retries = cfg.retry.max_retries.min(1);
     let kareo = KareoClient::new(cfg).map_err(|e| Exit(common::USAGE, e.to_string()))?;
-    let dock = DockTasks::new(
-        dock::DockClient::new(dock::DockConfig::from_env())
-            .map_err(|e| Exit(common::USAGE, e.to_string()))?,
-    );
+    // One client: the probes read what its first calls learned (scopes, paging).
     let dock_client = dock::DockClient::new(dock::DockConfig::from_env())
         .map_err(|e| Exit(common::USAGE, e.to_string()))?;
+    let dock = DockTasks::new(dock_client.clone());
     let mut verdicts = Vec::new();
     for t in &tenants {
         let sandbox = args.dock_sandbox.as_deref();

@@ -165,8 +165,8 @@ async fn catch_up(a: CatchUpArgs) -> Outcome {
         .map_err(|e| Exit(common::USAGE, e.to_string()))?;
     let dock =
         DockClient::new(DockConfig::from_env()).map_err(|e| Exit(common::USAGE, e.to_string()))?;
-    let hooks_of = store.hooks().await.map_err(common::store_exit)?;
-    let directory = Directory::new(vec![tenant.clone()], hooks_of);
+    // The catch-up is given its tenant: it needs no registration or directory lookup.
+    let directory = Directory::default();
     let writer = Writer::new(
         &kareo,
         &store,

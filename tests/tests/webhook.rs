@@ -274,6 +274,34 @@ impl World {
         hooks.handle(&req).await
     }
 
+    /// Task creation for one change event, as the task function runs it: the tasks (and
+    /// the links a webhook write later relies on) this product makes for it.
+    async fn create_tasks(&self, event: &ChangeEvent) -> tasks::deliver::Delivered {
+        let c = self.kareo_sim.config().clone();
+        let creds = kareo::Credentials {
+            customer_key: c.customer_key.clone(),
+            user: c.user.clone(),
+            password: c.password.clone(),
+        };
+        let tasks = DockTasks::new(self.dock.clone());
+        let delivery = Delivery {
+            dock: &tasks,
+            ledger: &self.store,
+            kareo: &self.kareo,
+            clock: &self.clock,
+            owner: "deliver".into(),
+            lease: Duration::from_secs(60),
+        };
+        delivery
+            .deliver(
+                &self.tenant,
+                &self.dock_sim.secret(),
+                Some(&creds),
+                std::slice::from_ref(event),
+            )
+            .await
+    }
+
     /// The webhook function's scheduled catch-up, over the last day.
     async fn catch_up(&self) -> writeback::webhook::CatchUp {
         let directory = Directory::load(&self.store).await.unwrap();
@@ -920,29 +948,7 @@ async fn a_confirmation_call_completed_in_dock_confirms_the_appointment_it_was_m
         changes: Vec::new(),
         record,
     };
-    let c = w.kareo_sim.config().clone();
-    let creds = kareo::Credentials {
-        customer_key: c.customer_key.clone(),
-        user: c.user.clone(),
-        password: c.password.clone(),
-    };
-    let tasks = DockTasks::new(w.dock.clone());
-    let delivery = Delivery {
-        dock: &tasks,
-        ledger: &w.store,
-        kareo: &w.kareo,
-        clock: &w.clock,
-        owner: "deliver".into(),
-        lease: Duration::from_secs(60),
-    };
-    let out = delivery
-        .deliver(
-            &w.tenant,
-            &w.dock_sim.secret(),
-            Some(&creds),
-            std::slice::from_ref(&event),
-        )
-        .await;
+    let out = w.create_tasks(&event).await;
     assert_eq!(out.tasks, 1, "{:?}", out.failures);
     let task = w
         .dock_sim
@@ -1001,29 +1007,7 @@ async fn a_dock_user_editing_an_mrn_cannot_redirect_a_write() {
         record,
     };
     let dock_secret = w.dock_sim.secret();
-    let c = w.kareo_sim.config().clone();
-    let creds = kareo::Credentials {
-        customer_key: c.customer_key.clone(),
-        user: c.user.clone(),
-        password: c.password.clone(),
-    };
-    let tasks = DockTasks::new(w.dock.clone());
-    let delivery = Delivery {
-        dock: &tasks,
-        ledger: &w.store,
-        kareo: &w.kareo,
-        clock: &w.clock,
-        owner: "deliver".into(),
-        lease: Duration::from_secs(60),
-    };
-    let out = delivery
-        .deliver(
-            &w.tenant,
-            &dock_secret,
-            Some(&creds),
-            std::slice::from_ref(&event),
-        )
-        .await;
+    let out = w.create_tasks(&event).await;
     assert_eq!(out.tasks, 1, "{:?}", out.failures);
     let task = w
         .dock_sim

@@ -24,7 +24,7 @@ use kareo::{ClientConfig, KareoClient};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use writeback::webhook::gate::DIRECTORY_TTL;
-use writeback::webhook::{DirectoryCache, Hooks};
+use writeback::webhook::{Directory, DirectoryCache, Hooks};
 use writeback::write::Writer;
 
 /// How far back a scheduled catch-up reads Dock's event log: a day, well inside the dedupe's
@@ -38,6 +38,35 @@ struct App {
     secrets: CachedSecrets<SecretsManagerSource>,
     kareo: KareoClient,
     dock: dock::DockClient,
+}
+
+type AppWriter<'a> = Writer<'a, DynamoStore, SystemClock>;
+
+impl App {
+    /// The write executor for one invocation (its claims are held by the request id).
+    fn writer(&self, request_id: &str) -> AppWriter<'_> {
+        Writer::new(
+            &self.kareo,
+            &self.store,
+            &SystemClock,
+            request_id.to_string(),
+        )
+    }
+
+    /// The endpoint over this function's clients, for one invocation.
+    fn hooks<'a>(
+        &'a self,
+        writer: &'a AppWriter<'a>,
+        directory: &'a Directory,
+    ) -> Hooks<'a, DynamoStore, SystemClock, CachedSecrets<SecretsManagerSource>, DynamoStore> {
+        Hooks {
+            writer,
+            dock: &self.dock,
+            secrets: &self.secrets,
+            directory,
+            store: &self.store,
+        }
+    }
 }
 
 #[tokio::main]
@@ -87,19 +116,8 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
             ))
         }
     };
-    let writer = Writer::new(
-        &app.kareo,
-        &app.store,
-        &SystemClock,
-        event.context.request_id.clone(),
-    );
-    let hooks = Hooks {
-        writer: &writer,
-        dock: &app.dock,
-        secrets: &app.secrets,
-        directory: &directory,
-        store: &app.store,
-    };
+    let writer = app.writer(&event.context.request_id);
+    let hooks = app.hooks(&writer, &directory);
     let out = hooks.handle(&req).await;
     Ok(function_url::response(out.status, &out.body))
 }
@@ -118,19 +136,8 @@ async fn catch_up(app: &App, event: &LambdaEvent<Value>) -> Result<Value, Error>
         .get(&app.store)
         .await
         .map_err(|e| format!("tenant configs unavailable ({})", e.class()))?;
-    let writer = Writer::new(
-        &app.kareo,
-        &app.store,
-        &SystemClock,
-        event.context.request_id.clone(),
-    );
-    let hooks = Hooks {
-        writer: &writer,
-        dock: &app.dock,
-        secrets: &app.secrets,
-        directory: &directory,
-        store: &app.store,
-    };
+    let writer = app.writer(&event.context.request_id);
+    let hooks = app.hooks(&writer, &directory);
     let end = SystemClock.now();
     let start = end - chrono::Duration::hours(hours);
     let mut reports = serde_json::Map::new();

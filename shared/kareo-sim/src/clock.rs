@@ -1,5 +1,5 @@
 //! The simulator's own reading of Kareo's dates (`kareo-api.md` §6), written apart from the
-//! product's `kareo::dates` so that a mistake the two shared would show up in a test instead
+//! product's own date module, so that a mistake the two shared would show up in a test instead
 //! of passing unseen:
 //! - filter members (strings) are read as .NET's en-US `DateTime.Parse` would read the forms
 //!   Kareo's guides and public requests show — `yyyy-MM-dd`, `M/d/yyyy`, `M-d-yyyy`, each with

@@ -57,7 +57,7 @@
 //!   `ModifiedDate`, `StartDate`, `DOB`, `PostingDate`, …) are practice-local
 //!   `M/d/yyyy h:mm:ss AM` with whole seconds; `xs:dateTime` members (GetAppointment's
 //!   `StartTime`, `CreatedAt`, …) are ISO 8601 UTC. The simulator reads and writes dates by its
-//!   own rules (`clock`), not with the product's `kareo::dates`.
+//!   own rules (`clock`), not with the product's date module.
 //! - **Date filters** are read as .NET's en-US parse reads Kareo's forms, in the practice time
 //!   zone when they carry none, and are
 //!   **inclusive at both ends**; a date-only bound means local midnight. A lone half of a

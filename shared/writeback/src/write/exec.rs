@@ -9,7 +9,7 @@ use domain::ports::*;
 use domain::tenant::TenantConfig;
 use kareo::{Credentials, KareoError};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::kareo::KareoCall;
 use super::ops::{self, Answer, Found, Kareo};
@@ -420,16 +420,9 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         creds: &Credentials,
         appointment_id: i64,
     ) -> Result<Option<String>, KareoError> {
-        let body = json!({"Appointment": {"AppointmentId": appointment_id}});
-        match self.kareo.call(creds, "GetAppointment", &body).await {
-            Ok(records) => Ok(records
-                .first()
-                .and_then(|r| r.record("PatientSummary"))
-                .and_then(|p| p.get("PatientId"))
-                .map(str::to_string)),
-            Err(KareoError::Api { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(ops::appointment(self.kareo, creds, appointment_id)
+            .await?
+            .and_then(|a| a.get("PatientId").cloned()))
     }
 
     /// The patient of an encounter (GetEncounterDetails' `PatientID`), for a caller's
@@ -440,16 +433,10 @@ impl<'a, L: Ledger, T: Clock> Writer<'a, L, T> {
         tenant: &TenantConfig,
         encounter_id: i64,
     ) -> Result<Option<String>, KareoError> {
-        let body = ops::encounter_filter(tenant, encounter_id);
-        match self.kareo.call(creds, "GetEncounterDetails", &body).await {
-            Ok(records) => Ok(records
-                .first()
-                .and_then(|r| r.get("PatientID"))
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())),
-            Err(KareoError::Api { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(ops::encounter(self.kareo, creds, tenant, encounter_id)
+            .await?
+            .and_then(|e| e.get("PatientID").map(|p| p.trim().to_string()))
+            .filter(|p| !p.is_empty()))
     }
 
     /// Settles a command `needs_review` without calling Kareo: a caller's check before the

@@ -296,14 +296,40 @@ pub(crate) async fn appointment(
     }
 }
 
-/// GetEncounterDetails' body for one encounter of the tenant's practice (every member).
-pub(crate) fn encounter_filter(tenant: &TenantConfig, encounter_id: i64) -> Value {
+/// An encounter's simple members (GetEncounterDetails, in the tenant's practice); `None`
+/// when Kareo has no such encounter.
+pub(crate) async fn encounter(
+    port: &dyn KareoCall,
+    creds: &Credentials,
+    tenant: &TenantConfig,
+    encounter_id: i64,
+) -> Result<Option<BTreeMap<String, String>>, KareoError> {
     let mut practice = Map::new();
     if let Some(id) = tenant.kareo.practice_id {
         practice.insert("PracticeID".into(), json!(id.to_string()));
     }
     practice.insert("PracticeName".into(), json!(tenant.kareo.practice));
-    json!({"Fields": {}, "Filter": {"EncounterID": encounter_id.to_string(), "Practice": practice}})
+    let body = json!({"Fields": {}, "Filter": {"EncounterID": encounter_id.to_string(), "Practice": practice}});
+    match port.call(creds, "GetEncounterDetails", &body).await {
+        Ok(records) => Ok(records
+            .first()
+            .filter(|r| r.get("EncounterID").is_some())
+            .map(|r| {
+                r.texts()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })),
+        Err(KareoError::Api { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A success Kareo answered whose read-back failed: done, unverified.
+pub(crate) fn unverified(ids: Value) -> Answer {
+    Answer::Done(
+        ids,
+        Some("Kareo answered success; the read-back failed".into()),
+    )
 }
 
 /// A typed request as JSON.

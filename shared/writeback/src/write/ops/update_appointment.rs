@@ -12,7 +12,7 @@ use kareo::request::{AppointmentStatus, AppointmentUpdate, UpdateAppointmentReq,
 use kareo::{KareoError, Record};
 use serde_json::{json, Value};
 
-use super::{body, Answer, Data, Found, Kareo, Operation, Read};
+use super::{body, unverified, Answer, Data, Found, Kareo, Operation, Read};
 use crate::write::check::{Checker, Problem};
 
 /// UpdateAppointment.
@@ -142,9 +142,8 @@ impl Operation for UpdateAppointment {
                         "UpdateAppointment answered success but the {off} read back different: check appointment {id} in Kareo"
                     )),
                 },
-                _ => Answer::Done(
+                _ => unverified(
                     json!({"AppointmentId": id, "AppointmentStatus": status, "verified": false}),
-                    Some("Kareo answered success; the read-back failed".into()),
                 ),
             }
         })

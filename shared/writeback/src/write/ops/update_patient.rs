@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::patient::{check_patient, differing, update_body};
 use super::Data;
-use super::{Answer, Found, Kareo, Operation, Read};
+use super::{unverified, Answer, Found, Kareo, Operation, Read};
 use crate::write::check::{Checker, Problem};
 
 /// UpdatePatient.
@@ -93,10 +93,7 @@ impl Operation for UpdatePatient {
                         ))
                     }
                 }
-                _ => Answer::Done(
-                    json!({"PatientID": patient_id, "verified": false}),
-                    Some("Kareo answered success; the read-back failed".into()),
-                ),
+                _ => unverified(json!({"PatientID": patient_id, "verified": false})),
             }
         })
     }
