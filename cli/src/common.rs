@@ -14,9 +14,9 @@ use aws::{DynamoStore, SecretsManagerSource};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::{
-    Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore, Lease, Ledger,
-    LedgerEntry, Link, LinkKey, LinkStore, SecretError, SecretSource, SecretValue, StoreError,
-    TenantStore,
+    Breaker, BreakerStore, Claim, Cursor, CursorError, CursorStore, HookRegistration, HookStore,
+    Lease, Ledger, LedgerEntry, Link, LinkKey, LinkStore, SecretError, SecretSource, SecretValue,
+    StoreError, TenantStore,
 };
 use domain::TenantConfig;
 use kareo::Family;
@@ -123,6 +123,21 @@ impl Ledger for Store {
     }
     async fn mark_sending(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         each!(self, s => s.mark_sending(key, owner).await)
+    }
+}
+
+impl BreakerStore for Store {
+    async fn breakers(&self) -> Result<Vec<(String, Breaker)>, StoreError> {
+        each!(self, s => s.breakers().await)
+    }
+    async fn breaker(&self, account: &str) -> Result<Option<Breaker>, StoreError> {
+        each!(self, s => s.breaker(account).await)
+    }
+    async fn open_breaker(&self, account: &str, b: &Breaker) -> Result<(), StoreError> {
+        each!(self, s => s.open_breaker(account, b).await)
+    }
+    async fn close_breaker(&self, account: &str) -> Result<(), StoreError> {
+        each!(self, s => s.close_breaker(account).await)
     }
 }
 

@@ -1,11 +1,13 @@
 //! `kareo-dock status`: per tenant and family, where the cursor stands, how far behind it is,
-//! when the last run succeeded, and the class of the last error.
+//! when the last run succeeded, and the class of the last error; then any Kareo account whose
+//! breaker is open (no function calls Kareo for it until its secret changes or `tenant
+//! resume`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use domain::ports::{Cursor, CursorStore, TenantStore};
+use domain::ports::{BreakerStore, Cursor, CursorStore, TenantStore};
 use serde::Serialize;
 
 use crate::common::{self, Exit, Outcome, StoreArgs};
@@ -42,6 +44,8 @@ struct Row {
     leased_until: Option<DateTime<Utc>>,
     /// The family is enabled in the stored config but has never run.
     never_run: bool,
+    /// The tenant's Kareo account's breaker is open since then: nothing calls Kareo for it.
+    breaker_open_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -61,9 +65,18 @@ async fn status(args: Args) -> Outcome {
     let store = args.store.open().await?;
     let now = Utc::now();
     let cursors = store.list().await.map_err(common::store_exit)?;
+    let breakers = store.breakers().await.map_err(common::store_exit)?;
     // Families enabled in the stored configs but without a cursor yet: "never run". A stored
     // config that no longer reads is not this verb's concern (tenant put checks them).
     let stored = store.tenants().await.unwrap_or_default();
+    let account: BTreeMap<String, String> = stored
+        .iter()
+        .map(|t| (t.tenant.clone(), t.kareo.secret.clone()))
+        .collect();
+    let open: BTreeMap<&str, DateTime<Utc>> = breakers
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.opened_at))
+        .collect();
     let mut rows: BTreeMap<(String, &'static str), Row> = BTreeMap::new();
     for (tenant, family, c) in cursors {
         rows.insert(
@@ -80,6 +93,12 @@ async fn status(args: Args) -> Outcome {
                 });
         }
     }
+    for r in rows.values_mut() {
+        r.breaker_open_since = account
+            .get(&r.tenant)
+            .and_then(|a| open.get(a.as_str()))
+            .copied();
+    }
     let rows: Vec<Row> = rows
         .into_values()
         .filter(|r| args.tenant.as_ref().is_none_or(|t| *t == r.tenant))
@@ -95,7 +114,7 @@ async fn status(args: Args) -> Outcome {
             "{}",
             serde_json::to_string_pretty(&rows).map_err(|e| Exit(common::USAGE, e.to_string()))?
         );
-    } else if rows.is_empty() {
+    } else if rows.is_empty() && breakers.is_empty() {
         println!("no cursors yet");
     } else {
         println!(
@@ -124,11 +143,22 @@ async fn status(args: Args) -> Outcome {
             );
         }
     }
-    Ok(if rows.iter().any(|r| r.last_error.is_some()) {
-        ExitCode::from(common::FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if !args.json {
+        for (account, b) in &breakers {
+            println!(
+                "BREAKER OPEN on Kareo account {account} since {} ({}): fix the secret or `kareo-dock tenant resume --account {account}`",
+                common::when(Some(b.opened_at)),
+                b.by
+            );
+        }
+    }
+    Ok(
+        if rows.iter().any(|r| r.last_error.is_some()) || !breakers.is_empty() {
+            ExitCode::from(common::FAILED)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn row(tenant: String, family: &'static str, c: &Cursor, now: DateTime<Utc>) -> Row {
@@ -146,5 +176,6 @@ fn row(tenant: String, family: &'static str, c: &Cursor, now: DateTime<Utc>) -> 
         }),
         leased_until: c.lease_until.filter(|_| c.lease_owner.is_some()),
         never_run: false,
+        breaker_open_since: None,
     }
 }

@@ -1,11 +1,12 @@
 //! `kareo-dock tenant put`: checks a tenant config (file:line errors) and stores it where the
 //! functions read it (the state directory or the DynamoDB table), as the operator wrote it;
-//! `kareo-dock tenant get`: prints that text back.
+//! `kareo-dock tenant get`: prints that text back; `kareo-dock tenant resume`: closes the
+//! breaker a refused sign-in opened on a Kareo account, so its functions call Kareo again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use domain::ports::TenantStore;
+use domain::ports::{BreakerStore, TenantStore};
 use domain::TenantConfig;
 
 use crate::common::{self, Exit, Outcome, StoreArgs};
@@ -18,6 +19,24 @@ pub enum Verb {
     Put(PutArgs),
     /// Print a stored tenant config, exactly as it was put (comments and quoting included).
     Get(GetArgs),
+    /// Close the breaker of a Kareo account (opened when Kareo refused its credentials: no
+    /// function calls Kareo for the account until then). Changing the account's secret closes
+    /// it too; resume after fixing the user in Kareo without changing the secret.
+    Resume(ResumeArgs),
+}
+
+/// `tenant resume` options.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true)))]
+pub struct ResumeArgs {
+    /// The tenant whose Kareo account to resume (its `kareo.secret`).
+    #[arg(long, group = "which")]
+    tenant: Option<String>,
+    /// The Kareo account, by its secret's name (as `status` shows it).
+    #[arg(long, group = "which")]
+    account: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `tenant get` options.
@@ -44,11 +63,13 @@ pub struct PutArgs {
 
 /// Exit codes: `put` 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the
 /// state could not be written. `get` 0 printed; 1 no such tenant; 3 the state could not be read.
+/// `resume` 0 closed (or was not open); 1 no such tenant; 3 the state could not be written.
 pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     common::runtime()?.block_on(async {
         common::finish(match verb {
             Verb::Put(args) => put(args).await,
             Verb::Get(args) => get(args).await,
+            Verb::Resume(args) => resume(args).await,
         })
     })
 }
@@ -95,6 +116,35 @@ async fn put(args: PutArgs) -> Outcome {
             families.join(", "),
             config.mapping.rules.len()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resume(args: ResumeArgs) -> Outcome {
+    let store = args.store.open().await?;
+    let account = match (args.account, args.tenant) {
+        (Some(a), _) => a,
+        (None, Some(t)) => {
+            let tenants = store.tenants().await.map_err(common::store_exit)?;
+            let Some(config) = tenants.iter().find(|c| c.tenant == t) else {
+                return Err(Exit(common::USAGE, format!("no tenant '{t}' is stored")));
+            };
+            config.kareo.secret.clone()
+        }
+        (None, None) => unreachable!("clap requires --tenant or --account"),
+    };
+    let open = store.breaker(&account).await.map_err(common::store_exit)?;
+    store
+        .close_breaker(&account)
+        .await
+        .map_err(common::store_exit)?;
+    match open {
+        Some(b) => println!(
+            "resumed Kareo account {account}: its breaker was open since {} ({})",
+            common::when(Some(b.opened_at)),
+            b.by
+        ),
+        None => println!("Kareo account {account} had no open breaker"),
     }
     Ok(ExitCode::SUCCESS)
 }

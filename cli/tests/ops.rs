@@ -444,7 +444,7 @@ async fn status_shows_cursors_lag_and_the_last_error_class_and_cursor_reset_move
         .find(|r| r["family"] == "payments")
         .unwrap();
     assert_eq!(
-        payments["last_error"]["class"], "kareo_security",
+        payments["last_error"]["class"], "kareo_credentials",
         "{rows:#}"
     );
     let patients = rows
@@ -456,7 +456,34 @@ async fn status_shows_cursors_lag_and_the_last_error_class_and_cursor_reset_move
     assert!(patients["last_error"].is_null());
     let out = run(env.cmd(&["status", "--state", p(&state)])).await;
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("kareo_security"),
+        String::from_utf8_lossy(&out.stdout).contains("kareo_credentials"),
+        "{}",
+        text(&out)
+    );
+    // The refused sign-in opened the account's breaker: status names it and how to resume.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("BREAKER OPEN on Kareo account kareo/acme"),
+        "{}",
+        text(&out)
+    );
+    let out = run(env.cmd(&[
+        "tenant",
+        "resume",
+        "--account",
+        "kareo/acme",
+        "--state",
+        p(&state),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed Kareo account kareo/acme"),
+        "{}",
+        text(&out)
+    );
+    let out = run(env.cmd(&["status", "--state", p(&state)])).await;
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("BREAKER OPEN"),
         "{}",
         text(&out)
     );

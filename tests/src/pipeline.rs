@@ -11,7 +11,7 @@ use std::time::Duration;
 use dock_sim::{DockSim, Seed};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink};
 use domain::ports::FnClock;
-use domain::ports::{CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
+use domain::ports::{BreakerStore, CursorStore, Ledger, LinkStore, SecretSource, SnapshotStore};
 use domain::{ChangeEvent, TenantConfig};
 use embedded::Embedded;
 use kareo::throttle::RetryPolicy;
@@ -194,7 +194,7 @@ impl World {
         owner: &str,
     ) -> (Vec<Report>, Vec<Failure>)
     where
-        S: CursorStore + SnapshotStore + Ledger + LinkStore,
+        S: CursorStore + SnapshotStore + Ledger + LinkStore + BreakerStore,
         Sec: SecretSource,
     {
         let tenants = std::slice::from_ref(&self.tenant);

@@ -111,7 +111,7 @@ fn table() -> Vec<Row> {
         Row {
             name: "Kareo security failure (wrong password, every call)",
             inject: kareo("GetPayments", Fault::AuthFailure, 1000),
-            expect: Fails("kareo_security"),
+            expect: Fails("kareo_credentials"),
         },
         Row {
             name: "Kareo down (HTTP 503 on every call)",
@@ -276,6 +276,29 @@ async fn run_row(row: &Row) -> String {
     w.kareo_sim.clear_faults();
     w.dock_sim.clear_faults();
     w.kareo_sim.advance(chrono::Duration::minutes(16));
+    if matches!(row.expect, Expect::Fails("kareo_credentials")) {
+        // Refused credentials opened the account's breaker: until an operator resumes it (or
+        // the secret changes), no family calls Kareo — and so no sign-in can lock the user out.
+        let calls = w.kareo_sim.calls().len();
+        let (reports, _) = w.sync_with(&w.store(), &w.secrets, "blocked").await;
+        for r in &reports {
+            assert_eq!(
+                r.outcome.class().map(ErrorClass::name),
+                Some("kareo_breaker_open"),
+                "{}: {r:?}",
+                row.name
+            );
+        }
+        assert_eq!(
+            w.kareo_sim.calls().len(),
+            calls,
+            "{}: no call reached Kareo",
+            row.name
+        );
+        domain::ports::BreakerStore::close_breaker(&w.store(), "kareo/acme")
+            .await
+            .unwrap();
+    }
     let (reports, _) = w.sync_with(&w.store(), &w.secrets, "second").await;
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Done, "{} (recovery): {r:?}", row.name);

@@ -87,6 +87,7 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let reports = poll_tenants(
         &poller,
         &app.secrets,
+        &app.store,
         &tenants,
         app.family,
         payload.tenant.as_deref(),

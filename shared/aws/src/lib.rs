@@ -24,6 +24,7 @@
 //! | cursor | `cursor#{tenant}#{family}` | `cursor` | `tenant` S, `family` S, `version` N, `position` S?, `high_water` S?, `last_success_start` S?, `lease_owner` S?, `lease_until` S?, `last_error` M? (`class`, `message`, `at`) |
 //! | snapshot | `snap#{tenant}#{family}` | record id | `version` S, `fields` M (name → S), `starts` S?, `deleted` BOOL |
 //! | tenant | `tenant` | tenant id | `yaml` S (`TenantConfig::to_yaml`) |
+//! | breaker | `breaker` | Kareo secret name | `fingerprint` S (digest of the refused credentials), `opened_at` S, `by` S, `reason` S |
 //! | ledger | `ledger#{key}` | `ledger` | `state` S (`pending`/`done`/`needs_review`/`failed`), `attempts` N, `at` S, `owner` S?, `until` S?, `remote_id` S?, `result` S?, `reason` S? |
 //!
 //! `?` marks an attribute that is absent when the value is `None`. `expires_at` (N, epoch
@@ -57,8 +58,8 @@
 //! - `release`: a `DeleteItem` of a first attempt, else an `UpdateItem` to `failed`, both on
 //!   the same condition; not holding the claim is a no-op.
 //!
-//! A poll that finds nothing costs exactly two DynamoDB calls: `acquire` and
-//! `checkpoint(release = true)`.
+//! A poll that finds nothing costs exactly two DynamoDB calls per (tenant, family): `acquire`
+//! and `checkpoint(release = true)`; an invocation adds one query of the breakers.
 //!
 //! # Errors
 //!
@@ -68,6 +69,7 @@
 //! `StoreError::Unavailable` naming the operation and the error code — never item contents.
 //! Logs carry ids, counts and durations only.
 
+mod breakers;
 mod dynamo;
 mod error;
 pub mod function_url;

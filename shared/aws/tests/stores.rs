@@ -14,9 +14,9 @@ use aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::local::LocalStore;
 use domain::ports::{
-    kareo_credentials, Claim, Cursor, CursorError, CursorStore, ErrorClass, HookRegistration,
-    HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore, SecretError,
-    SecretSource, Snapshot, SnapshotStore, StoreError, TenantStore,
+    kareo_credentials, Breaker, BreakerStore, Claim, Cursor, CursorError, CursorStore, ErrorClass,
+    HookRegistration, HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore,
+    SecretError, SecretSource, Snapshot, SnapshotStore, StoreError, TenantStore,
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo::Family;
@@ -741,6 +741,33 @@ mod suite {
         assert_eq!(s.link("acme", &task).await.unwrap(), None, "expired");
     }
 
+    /// Breakers: none, opened, read one and all, replaced, closed (twice: not an error).
+    pub async fn breakers<S: BreakerStore>(s: &S) {
+        assert_eq!(s.breaker("kareo/acme").await.unwrap(), None);
+        assert!(s.breakers().await.unwrap().is_empty());
+        let b = Breaker {
+            fingerprint: "0123456789abcdef0123456789abcdef".into(),
+            opened_at: mins(3),
+            by: "acme/patients".into(),
+            reason: "GetPatients: security failure: Authenticated=false".into(),
+        };
+        s.open_breaker("kareo/acme", &b).await.unwrap();
+        assert_eq!(s.breaker("kareo/acme").await.unwrap(), Some(b.clone()));
+        assert_eq!(s.breaker("kareo/zeta").await.unwrap(), None, "per account");
+        let again = Breaker {
+            by: "acme/charges".into(),
+            ..b
+        };
+        s.open_breaker("kareo/acme", &again).await.unwrap();
+        assert_eq!(
+            s.breakers().await.unwrap(),
+            vec![("kareo/acme".to_string(), again)]
+        );
+        s.close_breaker("kareo/acme").await.unwrap();
+        s.close_breaker("kareo/acme").await.unwrap();
+        assert_eq!(s.breaker("kareo/acme").await.unwrap(), None);
+    }
+
     /// A settled entry keeps its expiry (the table's TTL attribute); a new claim drops it.
     pub async fn ledger_expiry<S: Ledger>(s: &S) {
         let k = "webhook#acme#e1";
@@ -839,7 +866,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {

@@ -40,8 +40,12 @@ pub enum ErrorClass {
     KareoFault,
     /// Kareo's throttle, after retries.
     KareoThrottled,
-    /// Kareo refused the credentials or the user's permissions.
+    /// Kareo refused the user's permissions (the credentials were accepted).
     KareoSecurity,
+    /// Kareo refused the customer key, user name or password: the account's breaker opens.
+    KareoCredentials,
+    /// Not called: the account's breaker is open after a credentials failure.
+    KareoBreakerOpen,
     /// Kareo answered with an API error (`ErrorResponse`).
     KareoApi,
     /// A response that does not fit Kareo's schema.
@@ -123,8 +127,14 @@ impl ErrorClass {
             KareoError::Transport { .. } => ErrorClass::KareoTransport,
             KareoError::Timeout { .. } => ErrorClass::KareoTimeout,
             KareoError::Http { .. } => ErrorClass::KareoHttp,
+            KareoError::Fault { .. } if e.is_request_fault() => ErrorClass::KareoRequest,
             KareoError::Fault { .. } => ErrorClass::KareoFault,
             KareoError::Throttled { .. } => ErrorClass::KareoThrottled,
+            KareoError::Security { flags, .. }
+                if flags.not_authenticated || flags.customer_key_invalid =>
+            {
+                ErrorClass::KareoCredentials
+            }
             KareoError::Security { .. } => ErrorClass::KareoSecurity,
             KareoError::Api { .. } => ErrorClass::KareoApi,
             KareoError::Schema { .. } => ErrorClass::KareoSchema,

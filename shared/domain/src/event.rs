@@ -113,6 +113,30 @@ pub fn event_id(
         .collect()
 }
 
+/// The id of a change that Kareo did not stamp with a new version (stamps of one day, or of
+/// one second, look alike): [`event_id`] with a digest of the record's members, so that the
+/// same content read again dedupes and a different content is a new change.
+pub fn revision_id(
+    tenant: &str,
+    family: Family,
+    record_id: &str,
+    version: DateTime<Utc>,
+    record: &BTreeMap<String, String>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id(tenant, family, record_id, version, ChangeKind::Updated).as_bytes());
+    for (k, v) in record {
+        h.update([0u8]);
+        h.update(k.as_bytes());
+        h.update([1u8]);
+        h.update(v.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The members that differ between two versions of a record.
 pub fn diff(
     before: &BTreeMap<String, String>,

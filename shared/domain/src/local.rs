@@ -27,6 +27,8 @@ struct State {
     hooks: BTreeMap<String, HookRegistration>,
     #[serde(default)]
     links: BTreeMap<String, Link>,
+    #[serde(default)]
+    breakers: BTreeMap<String, Breaker>,
 }
 
 fn key(tenant: &str, family: Family) -> String {
@@ -468,6 +470,35 @@ impl HookStore for LocalStore {
     async fn put_hook(&self, tenant: &str, hook: &HookRegistration) -> Result<(), StoreError> {
         self.with(|s| {
             s.hooks.insert(tenant.to_string(), hook.clone());
+            Ok(())
+        })
+    }
+}
+
+impl BreakerStore for LocalStore {
+    async fn breakers(&self) -> Result<Vec<(String, Breaker)>, StoreError> {
+        Ok(self.read(|s| {
+            s.breakers
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect()
+        }))
+    }
+
+    async fn breaker(&self, account: &str) -> Result<Option<Breaker>, StoreError> {
+        Ok(self.read(|s| s.breakers.get(account).cloned()))
+    }
+
+    async fn open_breaker(&self, account: &str, breaker: &Breaker) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.breakers.insert(account.to_string(), breaker.clone());
+            Ok(())
+        })
+    }
+
+    async fn close_breaker(&self, account: &str) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.breakers.remove(account);
             Ok(())
         })
     }

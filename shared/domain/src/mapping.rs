@@ -646,6 +646,7 @@ impl Parser<'_, '_> {
                     self.r.error(line(k), format!("{path}: {e}"));
                 }
             }
+            let added = out.len();
             match &c.data {
                 YamlData::Mapping(m) => {
                     if m.is_empty() {
@@ -665,13 +666,40 @@ impl Parser<'_, '_> {
                 }
                 YamlData::Sequence(_) => {
                     if let Some(xs) = self.list(c, &format!("{path}: in")) {
-                        out.push((field, Condition::In(xs)));
+                        out.push((field.clone(), Condition::In(xs)));
                     }
                 }
                 _ => match self.r.text(c) {
-                    Ok(x) => out.push((field, Condition::Equals(x))),
+                    Ok(x) => out.push((field.clone(), Condition::Equals(x))),
                     Err(e) => self.r.error(line(c), format!("{path}: {e}")),
                 },
+            }
+            // A value Kareo never answers for this member would make the rule never hold.
+            let closed =
+                family.and_then(|f| kareo::codes::closed_values(f.data_type().name, &field));
+            if let Some(values) = closed {
+                for (_, cond) in &out[added..] {
+                    let named = match cond {
+                        Condition::Equals(x)
+                        | Condition::ChangedFrom(x)
+                        | Condition::ChangedTo(x) => {
+                            vec![x]
+                        }
+                        Condition::In(xs) => xs.iter().collect(),
+                        _ => Vec::new(),
+                    };
+                    for x in named {
+                        if !values.contains(&x.as_str()) {
+                            self.r.error(
+                                line(c),
+                                format!(
+                                    "{path}: Kareo never answers '{x}' for {field} (it answers {})",
+                                    values.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
             }
         }
         out
@@ -1113,7 +1141,7 @@ mod tests {
                 event(
                     Family::Encounters,
                     Updated,
-                    &[("EncounterStatus", "Denied")],
+                    &[("EncounterStatus", "Rejected")],
                     &[],
                 ),
                 event(

@@ -69,6 +69,12 @@ pub struct Policy {
     pub recheck_deletes: bool,
 }
 
+/// How far Kareo's clock may be from the practice's, either way: Kareo does not say in which
+/// zone it stamps records and compares filter bounds (`kareo-api.md` §6), and the widest
+/// spread of US zones is 6 h (Hawaii to Eastern in summer). Every window reads this much
+/// further back and ahead than the practice's clock alone needs (`docs/polling.md`).
+pub const CLOCK_ALLOWANCE: Duration = Duration::from_secs(6 * HOUR);
+
 const MIN: u64 = 60;
 const HOUR: u64 = 3600;
 const DAY: u64 = 86_400;

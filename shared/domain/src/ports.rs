@@ -500,6 +500,55 @@ pub trait HookStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// An open breaker of one Kareo account: a security failure (bad customer key, user or
+/// password) stopped every call of every function for the account, because Tebra locks a user
+/// out after repeated failed sign-ins and an unattended poller would keep trying. It closes
+/// when the account's secret changes (its fingerprint differs) or an operator resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breaker {
+    /// Digest of the credentials that failed ([`credentials_fingerprint`]), never the values.
+    pub fingerprint: String,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// The tenant and family whose call failed (`acme/patients`).
+    pub by: String,
+    /// The operation and the security flags that failed (names only).
+    pub reason: String,
+}
+
+/// A digest of Kareo credentials: what a breaker compares to tell that the secret changed.
+pub fn credentials_fingerprint(creds: &kareo::Credentials) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&creds.customer_key, &creds.user, &creds.password] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Kareo accounts' breakers, keyed by the account's secret name.
+pub trait BreakerStore: Send + Sync {
+    /// Every open breaker: (account, breaker).
+    fn breakers(&self) -> impl Future<Output = Result<Vec<(String, Breaker)>, StoreError>> + Send;
+    /// The account's open breaker, if any.
+    fn breaker(
+        &self,
+        account: &str,
+    ) -> impl Future<Output = Result<Option<Breaker>, StoreError>> + Send;
+    /// Opens (or replaces) the account's breaker.
+    fn open_breaker(
+        &self,
+        account: &str,
+        breaker: &Breaker,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Closes it; closing a closed breaker is not an error.
+    fn close_breaker(&self, account: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// What a link is keyed by: an id on one side, whose counterpart the product recorded itself
 /// when it created (or first linked) the other side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

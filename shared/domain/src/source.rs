@@ -56,10 +56,11 @@ pub trait KareoSource: Send + Sync {
 }
 
 /// The filter of a window read of `family` for `tenant`: the last-modified pair in the
-/// practice's zone, the practice (name and id where the filter has them), and what else the
-/// family needs (unapproved charges).
+/// practice's zone, the practice (name, and `practice_id` where the filter has the member),
+/// and what else the family needs (unapproved charges).
 pub fn window_body(
     tenant: &TenantConfig,
+    practice_id: Option<i64>,
     family: Family,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -74,17 +75,11 @@ pub fn window_body(
         "ToLastModifiedDate".into(),
         json!(kareo::dates::format_filter(to, tz)),
     );
-    let filter_type = kareo::op(family.op())
-        .and_then(|o| o.request.def().member("Filter"))
-        .and_then(|m| match m.ty {
-            Ty::Complex(t) => Some(t.def()),
-            _ => None,
-        });
-    if let Some(ft) = filter_type {
+    if let Some(ft) = filter_type(family) {
         if ft.member("PracticeName").is_some() {
             filter.insert("PracticeName".into(), json!(tenant.kareo.practice));
         }
-        if let (Some(id), Some(_)) = (tenant.kareo.practice_id, ft.member("PracticeID")) {
+        if let (Some(id), Some(_)) = (practice_id, ft.member("PracticeID")) {
             filter.insert("PracticeID".into(), json!(id.to_string()));
         }
         if ft.member("IncludeUnapprovedCharges").is_some() {
@@ -92,6 +87,31 @@ pub fn window_body(
         }
     }
     json!({"Fields": {}, "Filter": filter})
+}
+
+/// The type of `family`'s read filter.
+fn filter_type(family: Family) -> Option<&'static kareo::schema::TypeDef> {
+    kareo::op(family.op())
+        .and_then(|o| o.request.def().member("Filter"))
+        .and_then(|m| match m.ty {
+            Ty::Complex(t) => Some(t.def()),
+            _ => None,
+        })
+}
+
+/// The tenant's PracticeID: the config's, else resolved from its practice name (GetPractices,
+/// once per process). The guide requires it on GetPatients, GetServiceLocations and
+/// GetEncounterDetails; a name Kareo does not know sends none (the read then names the
+/// problem).
+async fn practice_id(
+    client: &KareoClient,
+    creds: &Credentials,
+    tenant: &TenantConfig,
+) -> Result<Option<i64>, KareoError> {
+    match tenant.kareo.practice_id {
+        Some(id) => Ok(Some(id)),
+        None => client.practice_id(creds, &tenant.kareo.practice).await,
+    }
 }
 
 impl KareoSource for KareoClient {
@@ -108,8 +128,12 @@ impl KareoSource for KareoClient {
             f => f,
         };
         let op = kareo::op(read.op()).expect("every family's read is in the schema");
+        let practice = match filter_type(read).and_then(|t| t.member("PracticeID")) {
+            Some(_) => practice_id(self, creds, tenant).await?,
+            None => None,
+        };
         Ok(self
-            .call(creds, op, &window_body(tenant, read, from, to))
+            .call(creds, op, &window_body(tenant, practice, read, from, to))
             .await?
             .records)
     }
@@ -121,7 +145,7 @@ impl KareoSource for KareoClient {
         encounter_id: &str,
     ) -> Result<Option<Record>, KareoError> {
         let mut practice = Map::new();
-        if let Some(id) = tenant.kareo.practice_id {
+        if let Some(id) = practice_id(self, creds, tenant).await? {
             practice.insert("PracticeID".into(), json!(id.to_string()));
         }
         practice.insert("PracticeName".into(), json!(tenant.kareo.practice));
@@ -174,7 +198,7 @@ impl KareoSource for KareoClient {
         batch: i32,
     ) -> Result<(Vec<Record>, Option<i64>), KareoError> {
         let mut filter = json!({"BatchSize": batch, "StartKey": start_key});
-        if let Some(id) = tenant.kareo.practice_id {
+        if let Some(id) = practice_id(self, creds, tenant).await? {
             filter["PracticeID"] = json!(id);
         }
         let op = kareo::op("GetAllPatients").expect("in the schema");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use domain::ports::{
-    Clock, CursorStore, EventSink, Ledger, LinkStore, SecretSource, SnapshotStore,
+    BreakerStore, Clock, CursorStore, EventSink, Ledger, LinkStore, SecretSource, SnapshotStore,
 };
 use domain::source::KareoSource;
 use domain::TenantConfig;
@@ -49,7 +49,7 @@ impl<'a, K, D, S, Sec, C> Embedded<'a, K, D, S, Sec, C>
 where
     K: KareoSource,
     D: DockPort,
-    S: CursorStore + SnapshotStore + Ledger + LinkStore,
+    S: CursorStore + SnapshotStore + Ledger + LinkStore + BreakerStore,
     Sec: SecretSource,
     C: Clock,
 {
@@ -112,6 +112,7 @@ where
                 poll_tenants(
                     &poller,
                     self.secrets,
+                    self.store,
                     self.tenants,
                     *family,
                     None,

@@ -180,6 +180,97 @@ pub struct SimConfig {
     pub enforce_throttle: bool,
     /// More rows than this in one list response → InternalServiceFault.
     pub max_records: Option<usize>,
+    /// How the simulator reads what Kareo's guides leave open ([`Reality`]); the default is
+    /// the reading described under *Assumptions* above.
+    pub reality: Reality,
+}
+
+/// One reading of each behaviour Kareo does not document (`kareo-api.md` §6, §10; issue #15),
+/// chosen per test so that the simulator can disagree with the product's own guesses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reality {
+    /// The precision of `CreatedDate` / `LastModifiedDate` stamps.
+    pub stamps: Stamps,
+    /// Kareo's clock minus the practice's: records are stamped, and filter bounds without a
+    /// zone are compared, on a wall clock this far east (positive) or west (negative) of the
+    /// practice's (Kareo's servers in another US zone than the practice).
+    pub clock_offset: chrono::Duration,
+    /// Whether the ends of a `From…`/`To…` pair of created/last-modified dates are inclusive.
+    pub bounds: Bounds,
+    /// GetPatients, GetServiceLocations and GetEncounterDetails answer `IsError=true`
+    /// "PracticeID is required." when the filter has no `PracticeID` (the guide's Dec 2024
+    /// correction).
+    pub practice_id_required: bool,
+    /// A list response is silently cut to its first N rows (by ID) instead of faulting.
+    pub truncate_at: Option<usize>,
+    /// GetAppointments applies its default `StartDate` window (3 days before today to 4 after)
+    /// even when a last-modified pair is given: changes to appointments booked further out
+    /// never arrive by last-modified window alone. Not survivable blindly: `check --probe`
+    /// finds it.
+    pub appointment_window_always: bool,
+}
+
+/// The precision of record stamps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stamps {
+    /// `10/5/2026 2:30:07 PM`: whole seconds (the default).
+    #[default]
+    Seconds,
+    /// `2026-10-05`: the date only, as the guide's examples show; compared as its midnight,
+    /// so two changes of one day carry the same stamp.
+    DateOnly,
+}
+
+/// Which ends of a date filter pair are inclusive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bounds {
+    /// `From <= t <= To` (the default).
+    #[default]
+    Inclusive,
+    /// `From < t <= To`.
+    ExclusiveFrom,
+    /// `From <= t < To` (half-open).
+    ExclusiveTo,
+    /// `From < t < To`.
+    Exclusive,
+}
+
+impl Reality {
+    /// Every reading at once that a product must survive blindly, together: date-only stamps,
+    /// Kareo's clock 3 h west, open bounds, PracticeID required, truncation at 1,000.
+    pub fn hostile() -> Reality {
+        Reality {
+            stamps: Stamps::DateOnly,
+            clock_offset: chrono::Duration::hours(-3),
+            bounds: Bounds::Exclusive,
+            practice_id_required: true,
+            truncate_at: Some(1000),
+            appointment_window_always: false,
+        }
+    }
+
+    /// The version stamp of a change made at `t` (the simulated clock), as Kareo writes it.
+    pub(crate) fn stamp(&self, t: DateTime<Utc>, tz: Tz) -> String {
+        let kareo_clock = t + self.clock_offset;
+        match self.stamps {
+            Stamps::Seconds => crate::clock::stamp(kareo_clock, tz),
+            Stamps::DateOnly => kareo_clock
+                .with_timezone(&tz)
+                .date_naive()
+                .format("%Y-%m-%d")
+                .to_string(),
+        }
+    }
+
+    /// `(from exclusive, to exclusive)`.
+    pub(crate) fn exclusive(&self) -> (bool, bool) {
+        match self.bounds {
+            Bounds::Inclusive => (false, false),
+            Bounds::ExclusiveFrom => (true, false),
+            Bounds::ExclusiveTo => (false, true),
+            Bounds::Exclusive => (true, true),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -204,6 +295,7 @@ impl Default for SimConfig {
             payments: 15,
             enforce_throttle: true,
             max_records: None,
+            reality: Reality::default(),
         }
     }
 }
@@ -407,7 +499,8 @@ impl KareoSim {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let store = data::generate(&cfg);
+        let mut store = data::generate(&cfg);
+        store.restamp(&cfg);
         let state = State {
             now: cfg.start,
             store,
@@ -469,9 +562,10 @@ impl KareoSim {
         for (k, v) in changes {
             row.insert((*k).to_string(), (*v).to_string());
         }
+        let cfg = &self.inner.cfg;
         row.insert(
             family.version_member().to_string(),
-            crate::clock::stamp(now, self.inner.cfg.timezone),
+            cfg.reality.stamp(now, cfg.timezone),
         );
     }
 
@@ -479,7 +573,11 @@ impl KareoSim {
     /// one unless the row carries its ID member).
     pub fn insert(&self, family: Family, mut row: Row) -> String {
         let mut st = self.inner.lock();
-        let now = crate::clock::stamp(st.now, self.inner.cfg.timezone);
+        let now = self
+            .inner
+            .cfg
+            .reality
+            .stamp(st.now, self.inner.cfg.timezone);
         let id = match row.get(family.id_member()).map(|s| s.trim().parse::<i64>()) {
             Some(Ok(id)) => {
                 let next = st.store.next_id.entry(family).or_insert(1);
@@ -512,6 +610,26 @@ impl KareoSim {
             .get(&family)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// IDs of the records of a family whose version stamp, read by the simulator's own rules,
+    /// is in `[from, to]` (deleted appointments excluded).
+    pub fn modified(
+        &self,
+        family: Family,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> std::collections::BTreeSet<String> {
+        let tz = self.inner.cfg.timezone;
+        self.rows(family)
+            .into_iter()
+            .filter(|r| {
+                r.get(family.version_member())
+                    .and_then(|v| crate::clock::read(v, tz))
+                    .is_some_and(|t| t >= from && t <= to)
+            })
+            .filter_map(|r| r.get(family.id_member()).cloned())
+            .collect()
     }
 
     /// Adds a fault rule.
@@ -569,6 +687,25 @@ fn parse_id(id: &str) -> i64 {
 }
 
 impl Store {
+    /// Rewrites the generated stamps as [`Reality`] writes them (a no-op by default).
+    fn restamp(&mut self, cfg: &SimConfig) {
+        if cfg.reality.stamps == Stamps::Seconds && cfg.reality.clock_offset.is_zero() {
+            return;
+        }
+        for (family, rows) in &mut self.rows {
+            for row in rows.values_mut() {
+                for member in ["CreatedDate", family.version_member()] {
+                    if let Some(t) = row
+                        .get(member)
+                        .and_then(|v| crate::clock::read(v, cfg.timezone))
+                    {
+                        row.insert(member.to_string(), cfg.reality.stamp(t, cfg.timezone));
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn new_id(&mut self, family: Family) -> i64 {
         let next = self.next_id.entry(family).or_insert(1);
         let id = *next;

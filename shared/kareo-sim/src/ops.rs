@@ -280,16 +280,29 @@ struct Cx<'a> {
     store: &'a mut Store,
 }
 
+/// An interval of instants, both ends inclusive.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
 struct Range {
     key: String,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    from_exclusive: bool,
     to_exclusive: bool,
 }
 
 impl Cx<'_> {
+    /// The version stamp of a change made now, as [`crate::Reality`] writes it.
     fn stamp(&self) -> String {
-        format_response(self.now, self.tz)
+        self.cfg.reality.stamp(self.now, self.tz)
+    }
+
+    /// `IsError` "PracticeID is required." when the reality requires it and `id` is absent.
+    fn require_practice_id(&self, id: Option<&str>) -> Result<(), Err> {
+        if self.cfg.reality.practice_id_required && id.is_none_or(|s| s.trim().is_empty()) {
+            return app("PracticeID is required.");
+        }
+        Ok(())
     }
 
     fn date(&self, s: &str) -> Result<DateTime<Utc>, Err> {
@@ -365,15 +378,23 @@ impl Cx<'_> {
                     key,
                     from: to,
                     to: from,
+                    from_exclusive: false,
                     to_exclusive: true,
                 });
                 continue;
             }
+            // The record stamps' pairs follow the reality's bound semantics.
+            let (fx, tx) = if x == "LastModifiedDate" || x == "CreatedDate" {
+                self.cfg.reality.exclusive()
+            } else {
+                (false, x == "DateOfBirth")
+            };
             out.push(Range {
                 key,
                 from,
                 to,
-                to_exclusive: x == "DateOfBirth",
+                from_exclusive: fx,
+                to_exclusive: tx,
             });
         }
         Ok(out)
@@ -384,8 +405,14 @@ impl Cx<'_> {
         let Some(filter) = req.obj("Filter") else {
             return Err(Err::Internal);
         };
-        let rows = self.filter_rows(family, filter)?;
+        if matches!(family, Family::Patients | Family::ServiceLocations) {
+            self.require_practice_id(filter.text("PracticeID"))?;
+        }
+        let mut rows = self.filter_rows(family, filter)?;
         self.check_max(rows.len())?;
+        if let Some(n) = self.cfg.reality.truncate_at {
+            rows.truncate(n);
+        }
         let n = rows.len();
         let (list, _, _) = op.list_member().ok_or(Err::Internal)?;
         Ok((vec![(list.name, Out::Rows(rows, sel))], n))
@@ -426,37 +453,11 @@ impl Cx<'_> {
         if !practice_ok {
             return Ok(Vec::new());
         }
-        // GetAppointments' appointment-date window.
-        let mut window: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-        if family == Family::Appointments {
-            let start = filter.text("StartDate").map(|s| self.date(s)).transpose()?;
-            let end = filter.text("EndDate").map(|s| self.date(s)).transpose()?;
-            let bounded = ranges
-                .iter()
-                .any(|r| r.key == "LastModifiedDate" || r.key == "CreatedDate");
-            if start.is_some() || end.is_some() || !bounded {
-                let today = crate::clock::at_local(
-                    self.now
-                        .with_timezone(&self.tz)
-                        .date_naive()
-                        .and_time(chrono::NaiveTime::MIN),
-                    self.tz,
-                );
-                let (s, e) = match (start, end) {
-                    (Some(s), Some(e)) => (s, e),
-                    (Some(s), None) => (s, s + Duration::days(7)),
-                    (None, Some(e)) => (today - Duration::days(7), e),
-                    (None, None) => {
-                        let s = today - Duration::days(3);
-                        (s, s + Duration::days(7))
-                    }
-                };
-                if e - s > Duration::days(60) {
-                    return Err(Err::Internal);
-                }
-                window = Some((s, e));
-            }
-        }
+        let window = if family == Family::Appointments {
+            self.appointment_window(filter, &ranges)?
+        } else {
+            None
+        };
         let unapproved_ok = filter
             .text("IncludeUnapprovedCharges")
             .is_some_and(|t| eq_ci(t, "T"));
@@ -464,24 +465,28 @@ impl Cx<'_> {
             return Ok(Vec::new());
         };
         let tz = self.tz;
-        let in_range =
-            |row: &Row, key: &str, from: DateTime<Utc>, to: DateTime<Utc>, excl: bool| match row
-                .get(key)
-                .and_then(|v| crate::clock::read(v, tz))
-            {
-                Some(t) => t >= from && (if excl { t < to } else { t <= to }),
+        let in_range = |row: &Row, key: &str, r: (DateTime<Utc>, DateTime<Utc>, bool, bool)| {
+            let (from, to, fx, tx) = r;
+            match row.get(key).and_then(|v| crate::clock::read(v, tz)) {
+                Some(t) => {
+                    (if fx { t > from } else { t >= from }) && (if tx { t < to } else { t <= to })
+                }
                 None => false,
-            };
+            }
+        };
         let out = all
             .values()
             .filter(|row| {
-                ranges
+                ranges.iter().all(|r| {
+                    in_range(
+                        row,
+                        &r.key,
+                        (r.from, r.to, r.from_exclusive, r.to_exclusive),
+                    )
+                }) && equal
                     .iter()
-                    .all(|r| in_range(row, &r.key, r.from, r.to, r.to_exclusive))
-                    && equal
-                        .iter()
-                        .all(|(k, v)| row.get(*k).is_some_and(|rv| eq_ci(rv, v)))
-                    && window.is_none_or(|(s, e)| in_range(row, "StartDate", s, e, false))
+                    .all(|(k, v)| row.get(*k).is_some_and(|rv| eq_ci(rv, v)))
+                    && window.is_none_or(|(s, e)| in_range(row, "StartDate", (s, e, false, false)))
                     && (family != Family::Charges
                         || unapproved_ok
                         || row.get("EncounterStatus").is_some_and(|s| s == "Approved"))
@@ -489,6 +494,40 @@ impl Cx<'_> {
             .cloned()
             .collect();
         Ok(out)
+    }
+
+    /// GetAppointments' appointment-date window (`StartDate`/`EndDate` with the guide's
+    /// defaults), or `None` when it does not apply.
+    fn appointment_window(&self, filter: &Obj, ranges: &[Range]) -> Result<Option<Span>, Err> {
+        let start = filter.text("StartDate").map(|s| self.date(s)).transpose()?;
+        let end = filter.text("EndDate").map(|s| self.date(s)).transpose()?;
+        let bounded = !self.cfg.reality.appointment_window_always
+            && ranges
+                .iter()
+                .any(|r| r.key == "LastModifiedDate" || r.key == "CreatedDate");
+        if start.is_some() || end.is_some() || !bounded {
+            let today = crate::clock::at_local(
+                self.now
+                    .with_timezone(&self.tz)
+                    .date_naive()
+                    .and_time(chrono::NaiveTime::MIN),
+                self.tz,
+            );
+            let (s, e) = match (start, end) {
+                (Some(s), Some(e)) => (s, e),
+                (Some(s), None) => (s, s + Duration::days(7)),
+                (None, Some(e)) => (today - Duration::days(7), e),
+                (None, None) => {
+                    let s = today - Duration::days(3);
+                    (s, s + Duration::days(7))
+                }
+            };
+            if e - s > Duration::days(60) {
+                return Err(Err::Internal);
+            }
+            return Ok(Some((s, e)));
+        }
+        Ok(None)
     }
 
     fn get_patient(&mut self, req: &Obj) -> Result<Payload, Err> {
@@ -560,6 +599,7 @@ impl Cx<'_> {
         };
         let id = parse_id(id)?;
         let practice = filter.obj("Practice");
+        self.require_practice_id(practice.and_then(|p| p.text("PracticeID")))?;
         let ok = self.practice_matches(
             practice.and_then(|p| p.text("PracticeID")),
             practice.and_then(|p| p.text("PracticeName")),
@@ -1343,7 +1383,7 @@ impl Cx<'_> {
         put("Refunds", "0.00".into());
         let post = match p.text("PostDate") {
             Some(d) => format_response(self.date(d)?, self.tz),
-            None => now,
+            None => format_response(self.now, self.tz),
         };
         put("PostDate", post);
         if let Some(d) = p.text("AjudicationDate") {

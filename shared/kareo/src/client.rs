@@ -83,6 +83,8 @@ pub struct KareoClient {
     http: reqwest::Client,
     cfg: Arc<ClientConfig>,
     throttle: Arc<Throttle>,
+    /// PracticeIDs resolved from names, per (customer key, name): kept for the process.
+    practices: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i64>>>,
 }
 
 impl std::fmt::Debug for KareoClient {
@@ -186,7 +188,50 @@ impl KareoClient {
             http,
             cfg: Arc::new(cfg),
             throttle,
+            practices: Arc::default(),
         }
+    }
+
+    /// The PracticeID of the account's practice named `name` (case and surrounding spaces
+    /// ignored), read once with GetPractices and kept for the life of the client: Kareo's
+    /// guide requires `PracticeID` on some reads, and a tenant config may name the practice
+    /// only. `None` when the account has no practice of that name.
+    pub async fn practice_id(
+        &self,
+        creds: &Credentials,
+        name: &str,
+    ) -> Result<Option<i64>, KareoError> {
+        let key = (creds.customer_key.clone(), name.trim().to_lowercase());
+        if let Some(id) = self
+            .practices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(*id));
+        }
+        let op = schema::op("GetPractices").expect("GetPractices is in the schema");
+        let body = serde_json::json!({"Fields": {}, "Filter": {}});
+        let found = self
+            .call(creds, op, &body)
+            .await?
+            .records
+            .iter()
+            .find_map(|r| {
+                let named = r
+                    .get("PracticeName")
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name.trim()));
+                named
+                    .then(|| r.get("ID").and_then(|i| i.trim().parse::<i64>().ok()))
+                    .flatten()
+            });
+        if let Some(id) = found {
+            self.practices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, id);
+        }
+        Ok(found)
     }
 
     /// The settings.

@@ -227,8 +227,8 @@ impl KareoError {
             KareoError::Transport { .. }
             | KareoError::Timeout { .. }
             | KareoError::Throttled { .. }
-            | KareoError::Xml { .. }
-            | KareoError::Fault { .. } => true,
+            | KareoError::Xml { .. } => true,
+            KareoError::Fault { .. } => !self.is_request_fault(),
             KareoError::Http { status, .. } => *status == 429 || *status >= 500,
             KareoError::Request { .. }
             | KareoError::Security { .. }
@@ -244,12 +244,29 @@ impl KareoError {
         match self {
             KareoError::Transport { sent, .. } | KareoError::Timeout { sent, .. } => *sent,
             KareoError::Http { status, .. } => *status >= 500,
-            KareoError::Fault { .. } | KareoError::Xml { .. } | KareoError::Schema { .. } => true,
+            KareoError::Fault { .. } => !self.is_request_fault(),
+            KareoError::Xml { .. } | KareoError::Schema { .. } => true,
             KareoError::Request { .. }
             | KareoError::Throttled { .. }
             | KareoError::Security { .. }
             | KareoError::Api { .. } => false,
         }
+    }
+
+    /// A SOAP fault WCF answers to a request it could not take at all — it could not read it
+    /// (`DeserializationFailed`), no operation has its action (`ActionNotSupported`), the
+    /// envelope is another SOAP version (`VersionMismatch`, `MustUnderstand`): the request is
+    /// wrong, not the service, so neither a retry nor a narrower window changes anything, and
+    /// a write answered so was not applied.
+    pub fn is_request_fault(&self) -> bool {
+        const REQUEST_FAULTS: [&str; 4] = [
+            "DeserializationFailed",
+            "ActionNotSupported",
+            "VersionMismatch",
+            "MustUnderstand",
+        ];
+        matches!(self, KareoError::Fault { code, .. }
+            if REQUEST_FAULTS.contains(&code.rsplit(':').next().unwrap_or(code)))
     }
 
     /// How long to wait before a retry, when Kareo said so (a throttle).
@@ -342,6 +359,28 @@ mod tests {
             status: 404
         }
         .is_retryable());
+    }
+
+    #[test]
+    fn a_fault_about_the_request_is_neither_retried_nor_ambiguous() {
+        let fault = |code: &str| KareoError::Fault {
+            op: "CreatePatient",
+            code: code.into(),
+            text: String::new(),
+        };
+        for code in [
+            "a:DeserializationFailed",
+            "a:ActionNotSupported",
+            "s:VersionMismatch",
+        ] {
+            let f = fault(code);
+            assert!(
+                f.is_request_fault() && !f.is_retryable() && !f.is_ambiguous(),
+                "{code}"
+            );
+        }
+        let f = fault("a:InternalServiceFault");
+        assert!(!f.is_request_fault() && f.is_retryable() && f.is_ambiguous());
     }
 
     #[test]

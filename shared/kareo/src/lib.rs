@@ -3,11 +3,13 @@
 //! - [`schema`]: Kareo's schema, generated from its XSDs: member order and namespaces.
 //! - [`envelope`]: request envelopes written in schema order, every value escaped.
 //! - [`reader`]: a streaming response reader yielding one [`Record`] at a time.
+//! - [`codes`]: coded values (encounter statuses) that reads and writes spell differently.
 //! - [`dates`]: the date forms Kareo sends, read in the practice's time zone.
 //! - [`error`]: one error type: retryable? ambiguous?
 //! - [`throttle`]: per (account, operation) spacing, retry with backoff.
 //! - [`client`]: the HTTP client tying them together.
 
+pub mod codes;
 pub mod dates;
 pub mod envelope;
 pub mod error;

@@ -636,6 +636,8 @@ fn check_error(op: &'static str, r: &Record) -> Res<()> {
 /// Every flag is checked: Kareo's guide says `SecurityResultSuccess` true means a problem,
 /// Kareo's own sample code treats false as the failure. This reads true as success and also
 /// requires `Authenticated`, `Authorized` and `CustomerKeyValid` to be true when present.
+/// `PermissionsMissing` alone fails nothing while `Authorized` is true (Kareo answered what
+/// the user may read): its names are logged (permission names, never values).
 fn check_security(op: &'static str, r: &Record) -> Res<()> {
     let is_false = |m: &str| r.bool(m).ok().flatten() == Some(false);
     let mut flags = SecurityFlags {
@@ -657,7 +659,18 @@ fn check_security(op: &'static str, r: &Record) -> Res<()> {
             })
             .collect();
     }
-    if flags == SecurityFlags::default() {
+    let failed = SecurityFlags {
+        permissions_missing: Vec::new(),
+        ..flags.clone()
+    } != SecurityFlags::default();
+    if !failed {
+        if !flags.permissions_missing.is_empty() {
+            tracing::warn!(
+                op,
+                missing = %flags.permissions_missing.join(","),
+                "Kareo answered, naming permissions the API user lacks"
+            );
+        }
         return Ok(());
     }
     Err(Box::new(KareoError::Security {
@@ -814,7 +827,19 @@ mod tests {
             assert_eq!(e.class(), "security");
             assert!(e.to_string().contains(shown), "{e}");
         }
-        let head = OK_HEAD.replace(r#"<PermissionsMissing i:nil="true"/>"#, r#"<PermissionsMissing><Permission xmlns:a="http://schemas.microsoft.com/2003/10/Serialization/Arrays"><a:string>ViewPatient</a:string></Permission></PermissionsMissing>"#);
+        let missing = r#"<PermissionsMissing><Permission xmlns:a="http://schemas.microsoft.com/2003/10/Serialization/Arrays"><a:string>ViewPatient</a:string></Permission></PermissionsMissing>"#;
+        // Authorized, with a permission named missing: the answer stands.
+        let head = OK_HEAD.replace(r#"<PermissionsMissing i:nil="true"/>"#, missing);
+        let body = response(
+            "GetPatients",
+            &format!("{head}<Patients><PatientData><ID>1</ID></PatientData></Patients>"),
+        );
+        assert_eq!(read("GetPatients", &body).unwrap().len(), 1);
+        // Not authorized: the failure names the missing permission.
+        let head = head.replace(
+            "<Authorized>true</Authorized>",
+            "<Authorized>false</Authorized>",
+        );
         let e = read("GetPatients", &response("GetPatients", &head)).unwrap_err();
         assert!(
             e.to_string().contains("PermissionsMissing=[ViewPatient]"),

@@ -18,7 +18,8 @@ pub fn poll_run(report: &Report, now: DateTime<Utc>) -> Emf {
         .put("RecordsSeen", "Count", report.records as f64)
         .put("EventsHandedOff", "Count", report.events as f64)
         .put("DuplicatesSkipped", "Count", report.duplicates as f64)
-        .put("WindowSplits", "Count", report.splits as f64);
+        .put("WindowSplits", "Count", report.splits as f64)
+        .put("UnreadableVersions", "Count", report.unreadable as f64);
     if let Outcome::Failed { class, .. } = &report.outcome {
         m = m.put("Errors", "Count", 1.0);
         if class.is_throttle() {

@@ -8,7 +8,7 @@ use kareo::{Credentials, Family, KareoError, Record};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use domain::event::{diff, event_id, ChangeEvent, ChangeKind};
+use domain::event::{diff, event_id, revision_id, ChangeEvent, ChangeKind};
 use domain::policy::{self, Source};
 use domain::ports::*;
 use domain::source::KareoSource;
@@ -43,7 +43,9 @@ pub struct PollConfig {
     pub lease_ttl: Duration,
     /// A batch's serialised size limit (Lambda's async payload limit is 256 KiB).
     pub batch_bytes: usize,
-    /// A window returning this many records or more is split (it may be truncated).
+    /// A window returning this many records or more is split: Kareo documents no row limit,
+    /// and a response cut silently at its limit would look whole (`kareo-api.md` §5). 1,000
+    /// is the largest page Kareo documents anywhere (GetAllPatients' `BatchSize`).
     pub max_records: usize,
     /// Stop starting new windows when less than this is left before the deadline.
     pub margin: Duration,
@@ -57,7 +59,7 @@ impl Default for PollConfig {
             owner: format!("poller-{}", std::process::id()),
             lease_ttl: Duration::from_secs(15 * 60),
             batch_bytes: 200 * 1024,
-            max_records: 5000,
+            max_records: 1000,
             margin: Duration::from_secs(20),
             resync_batch: 500,
         }
@@ -123,6 +125,10 @@ pub struct Report {
     pub events: usize,
     /// Records skipped because that version was already handed off.
     pub duplicates: usize,
+    /// Records skipped because their version member was missing or unreadable.
+    pub unreadable: usize,
+    /// Coded values (EncounterStatus) the product has no name for, handed off as read.
+    pub unknown_codes: usize,
     /// Events by kind.
     pub created: usize,
     /// Events by kind.
@@ -151,6 +157,8 @@ impl Report {
             records: 0,
             events: 0,
             duplicates: 0,
+            unreadable: 0,
+            unknown_codes: 0,
             created: 0,
             updated: 0,
             deleted: 0,
@@ -205,8 +213,12 @@ impl From<StoreError> for RunError {
     }
 }
 
-/// Is this a failure that a narrower window may avoid?
+/// Is this a failure that a narrower window may avoid? Not a fault about the request itself
+/// (`DeserializationFailed`, …): every narrower window would get it too.
 fn splittable(e: &KareoError) -> bool {
+    if e.is_request_fault() {
+        return false;
+    }
     matches!(
         e,
         KareoError::Fault { .. }
@@ -214,6 +226,32 @@ fn splittable(e: &KareoError) -> bool {
             | KareoError::Xml { .. }
             | KareoError::Transport { .. }
     ) || matches!(e, KareoError::Http { status, .. } if *status >= 500)
+}
+
+/// What a run reads (see `Poller::bounds`).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+}
+
+/// How far before its lower bound each slice is read: two slices share an end, and Kareo may
+/// exclude both ends of a pair (`kareo-api.md` §3), so a record stamped exactly on a shared end
+/// would otherwise be in neither.
+const SLICE_OVERLAP: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The practice's midnight at or before `t` (date-only stamps compare as their midnight).
+pub fn day_start(t: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let midnight = t
+        .with_timezone(&tz)
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN);
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map_or(t, |m| m.with_timezone(&Utc))
+        .min(t)
 }
 
 /// Cuts `[from, to]` into consecutive slices of at most `max`.
@@ -289,15 +327,14 @@ where
                     return report;
                 }
             };
-            let (from, to) = self.bounds(tenant, settings, position, mode, run_start);
+            let window = self.bounds(tenant, settings, position, mode, run_start);
             if let Err(e) = self
                 .windows(
                     tenant,
                     creds,
                     family,
-                    from,
-                    to,
-                    position.unwrap_or(settings.start),
+                    window,
+                    window.from,
                     None,
                     deadline,
                     &mut report,
@@ -339,14 +376,19 @@ where
             }
             _ => {
                 let position = lease.cursor.position;
-                let (from, to) = self.bounds(tenant, settings, position, mode, run_start);
-                let threshold = position.unwrap_or(settings.start);
+                let window = self.bounds(tenant, settings, position, mode, run_start);
+                // `created` is judged against what this run reads, not the cursor: a record
+                // first read in the overlap was never handed off. A backfill re-reads the
+                // past: only what was created after the cursor is new.
+                let threshold = match mode {
+                    Mode::Backfill { .. } => position.unwrap_or(window.from),
+                    _ => window.from,
+                };
                 self.windows(
                     tenant,
                     creds,
                     family,
-                    from,
-                    to,
+                    window,
                     threshold,
                     Some(&mut lease),
                     deadline,
@@ -374,11 +416,16 @@ where
             tenant = %tenant.tenant, %family, outcome = report.outcome.name(),
             class = report.outcome.class().map_or("", ErrorClass::name), windows = report.windows,
             records = report.records, events = report.events, duplicates = report.duplicates,
-            elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
+            unreadable = report.unreadable, elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
         );
         report
     }
 
+    /// What a run reads: `(from, to, horizon)`. `[from, to]` is read; the cursor never moves
+    /// past `horizon` (now − safety lag). Both ends reach [`policy::CLOCK_ALLOWANCE`] further
+    /// than the practice's clock needs, and every run starts at the beginning of the
+    /// practice's day, so that Kareo's clock in another zone, date-only stamps and exclusive
+    /// bounds lose nothing; the snapshots make the overlap free of duplicates.
     fn bounds(
         &self,
         tenant: &TenantConfig,
@@ -386,26 +433,31 @@ where
         position: Option<DateTime<Utc>>,
         mode: Mode,
         now: DateTime<Utc>,
-    ) -> (DateTime<Utc>, DateTime<Utc>) {
+    ) -> Window {
         let lookback = chrono::Duration::from_std(settings.lookback).unwrap_or_default();
         let lag = chrono::Duration::from_std(tenant.safety_lag).unwrap_or_default();
+        let allowance = chrono::Duration::from_std(policy::CLOCK_ALLOWANCE).unwrap_or_default();
         let from = match (mode, position) {
-            (Mode::Backfill { since }, _) => since,
-            (_, Some(p)) => p - lookback,
-            (_, None) => settings.start,
+            (Mode::Backfill { since }, _) => since - allowance,
+            (_, Some(p)) => day_start(p - lookback - allowance, tenant.timezone),
+            (_, None) => day_start(settings.start - allowance, tenant.timezone),
         };
-        (from, now - lag)
+        let horizon = now - lag;
+        Window {
+            from,
+            to: horizon + allowance,
+            horizon,
+        }
     }
 
-    /// Reads `[from, to]` slice by slice; hands off and checkpoints each (unless dry run).
+    /// Reads the window slice by slice; hands off and checkpoints each (unless dry run).
     #[allow(clippy::too_many_arguments)]
     async fn windows(
         &self,
         tenant: &TenantConfig,
         creds: &Credentials,
         family: Family,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        window: Window,
         created_after: DateTime<Utc>,
         mut lease: Option<&mut Lease>,
         deadline: Option<Instant>,
@@ -414,7 +466,7 @@ where
         let settings = tenant.family(family).expect("enabled");
         let pol = policy::of(family);
         let run_start = self.clock.now();
-        let mut queue: VecDeque<_> = slices(from, to, settings.max_window).into();
+        let mut queue: VecDeque<_> = slices(window.from, window.to, settings.max_window).into();
         if queue.is_empty() {
             if let Some(l) = lease {
                 self.cursors.release(l).await?;
@@ -432,7 +484,7 @@ where
                 return Ok(());
             }
             let read = self
-                .read_slice(tenant, creds, family, pol.source, a, b)
+                .read_slice(tenant, creds, family, pol.source, a - SLICE_OVERLAP, b)
                 .await;
             let too_big = matches!(&read, Ok(r) if r.len() >= self.config.max_records);
             let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
@@ -476,7 +528,7 @@ where
             fail::fail_point!("poll.before_checkpoint");
             let last = queue.is_empty();
             self.cursors
-                .checkpoint(lease, b, high, run_start, last)
+                .checkpoint(lease, b.min(window.horizon), high, run_start, last)
                 .await?;
             fail::fail_point!("poll.after_checkpoint");
         }
@@ -545,28 +597,7 @@ where
         RunError,
     > {
         let tz = tenant.timezone;
-        // The latest version of each record (a record may appear twice across overlaps).
-        let mut latest: BTreeMap<String, (DateTime<Utc>, Record)> = BTreeMap::new();
-        for r in records {
-            let Some(id) = r.id().map(str::to_string) else {
-                continue;
-            };
-            let version = r
-                .version(tz)
-                .map_err(|e| RunError::Data(format!("{family} record {id}: {e}")))?
-                .ok_or_else(|| {
-                    RunError::Data(format!(
-                        "{family} record {id} has no {}: cannot tell versions apart",
-                        r.kind().version.unwrap_or("version member")
-                    ))
-                })?;
-            match latest.get(&id) {
-                Some((v, _)) if *v >= version => {}
-                _ => {
-                    latest.insert(id, (version, r));
-                }
-            }
-        }
+        let latest = latest_versions(tenant, family, records, report);
         let ids: Vec<String> = latest.keys().cloned().collect();
         let known = if ids.is_empty() {
             Default::default()
@@ -579,27 +610,44 @@ where
         for (id, (version, rec)) in latest {
             high = high.max(Some(version));
             let snap = known.get(&id);
-            if snap.is_some_and(|s| s.version >= version) {
+            let mut fields: BTreeMap<String, String> = rec
+                .texts()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if family == Family::Encounters {
+                name_encounter_status(&mut fields, report);
+            }
+            // Same version, other content: Kareo stamped a second change alike (date-only or
+            // same-second stamps). It is a change, named by its content. Only members both
+            // reads carry are compared: GetAllPatients and GetPatients answer different sets.
+            let revision = snap.is_some_and(|s| {
+                s.version == version
+                    && s.fields
+                        .iter()
+                        .any(|(k, v)| fields.get(k).is_some_and(|n| n != v))
+            });
+            if snap.is_some_and(|s| s.version > version || (s.version == version && !revision)) {
                 report.duplicates += 1;
                 continue;
             }
             let kind = match (snap, rec.created(tz).ok().flatten()) {
                 (Some(_), _) => ChangeKind::Updated,
-                (None, Some(created)) if created <= created_after => ChangeKind::Updated,
+                (None, Some(created)) if created < created_after => ChangeKind::Updated,
                 (None, _) => ChangeKind::Created,
             };
-            let fields: BTreeMap<String, String> = rec
-                .texts()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
             let changes = snap.map(|s| diff(&s.fields, &fields)).unwrap_or_default();
             let starts = if family == Family::Appointments {
                 rec.date("StartDate", tz).ok().flatten()
             } else {
                 None
             };
+            let event = if revision {
+                revision_id(&tenant.tenant, family, &id, version, &fields)
+            } else {
+                event_id(&tenant.tenant, family, &id, version, kind)
+            };
             events.push(ChangeEvent {
-                id: event_id(&tenant.tenant, family, &id, version, kind),
+                id: event,
                 tenant: tenant.tenant.clone(),
                 family,
                 record_id: id.clone(),
@@ -728,6 +776,9 @@ where
                 "resync is for patients, not {family}"
             )));
         }
+        // Resync re-reads every patient: only those created after the cursor it starts from
+        // are new (an old patient without a snapshot is `updated`, never an intake).
+        let created_after = lease.cursor.position.unwrap_or_else(|| self.clock.now());
         let mut key = 0i64;
         loop {
             if deadline
@@ -744,7 +795,7 @@ where
             report.windows += 1;
             report.records += records.len();
             let (events, snaps, _) = self
-                .events(tenant, family, records, DateTime::<Utc>::MIN_UTC, report)
+                .events(tenant, family, records, created_after, report)
                 .await?;
             report.count(&events);
             self.hand_off(&events).await?;
@@ -758,6 +809,60 @@ where
         }
         self.cursors.release(lease).await?;
         Ok(())
+    }
+}
+
+/// The latest version of each record (a record may appear twice across overlaps). One record
+/// whose version cannot be read never stops its family: it is skipped, counted
+/// (`UnreadableVersions`, alarmed) and named by id in the log.
+fn latest_versions(
+    tenant: &TenantConfig,
+    family: Family,
+    records: Vec<Record>,
+    report: &mut Report,
+) -> BTreeMap<String, (DateTime<Utc>, Record)> {
+    let tz = tenant.timezone;
+    let mut latest: BTreeMap<String, (DateTime<Utc>, Record)> = BTreeMap::new();
+    for r in records {
+        let Some(id) = r.id().map(str::to_string) else {
+            continue;
+        };
+        let version = match r.version(tz) {
+            Ok(Some(v)) => v,
+            Ok(None) | Err(_) => {
+                report.unreadable += 1;
+                tracing::warn!(
+                    tenant = %tenant.tenant, %family, record = %id,
+                    member = r.kind().version.unwrap_or("version member"),
+                    "record skipped: its version is missing or unreadable"
+                );
+                continue;
+            }
+        };
+        match latest.get(&id) {
+            Some((v, _)) if *v >= version => {}
+            _ => {
+                latest.insert(id, (version, r));
+            }
+        }
+    }
+    latest
+}
+
+/// GetEncounterDetails answers `EncounterStatus` as a number: events carry Kareo's name
+/// (`Approved`), the one rules are written with; an unknown code is kept as it is, counted and
+/// logged (the code only).
+fn name_encounter_status(fields: &mut BTreeMap<String, String>, report: &mut Report) {
+    let Some(read) = fields.get_mut("EncounterStatus") else {
+        return;
+    };
+    match kareo::codes::encounter_status(read) {
+        Some(name) => *read = name.to_string(),
+        None if read.trim().is_empty() => {}
+        None => {
+            report.unknown_codes += 1;
+            tracing::warn!(code = %read.trim(), "unknown EncounterStatus code: handed off as it is");
+        }
     }
 }
 

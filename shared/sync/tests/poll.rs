@@ -1,143 +1,20 @@
 //! Polling scenarios against the Kareo simulator, through the real client, with the embedded
 //! stores. Each asserts the exact set of events handed off.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::local::{LocalSecrets, LocalStore, RecordingSink};
+use domain::local::LocalSecrets;
 use domain::ports::CursorStore;
-use domain::ports::FnClock;
-use domain::{ChangeKind, TenantConfig};
-use kareo::throttle::RetryPolicy;
-use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_sim::{KareoSim, SimConfig};
+use domain::ChangeKind;
+use domain::TenantConfig;
+use kareo::Family;
+use kareo_sim::SimConfig;
+use support::{world, world_with};
 use sync::run::poll_tenants;
 use sync::{Mode, Outcome, PollConfig, Poller};
-
-struct World {
-    sim: KareoSim,
-    client: KareoClient,
-    store: LocalStore,
-    sink: RecordingSink,
-    clock: FnClock,
-    config: PollConfig,
-    tenant: TenantConfig,
-}
-
-fn tenant_yaml(sim: &KareoSim, id: &str, families: &str) -> String {
-    let c = sim.config();
-    format!(
-        "tenant: {id}\ntimezone: {}\nstart: {}\nkareo:\n  secret: kareo/{id}\n  practice: \"{}\"\n  practice_id: {}\ndock:\n  secret: dock/{id}\nsafety_lag: 1m\nfamilies:\n{families}",
-        c.timezone.name(),
-        (sim.now() - chrono::Duration::days(40)).to_rfc3339(),
-        c.practice_name.replace('"', "\\\""),
-        c.practice_id,
-    )
-}
-
-async fn world_with(cfg: SimConfig, families: &str) -> World {
-    let enforce = cfg.enforce_throttle;
-    let sim = KareoSim::start(cfg).await;
-    let client = KareoClient::new(ClientConfig {
-        endpoint: sim.url(),
-        retry: RetryPolicy {
-            max_retries: 2,
-            min_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_total: Duration::from_secs(3),
-        },
-        throttle_margin: Duration::from_millis(if enforce { 50 } else { 1 }),
-        timeout: Duration::from_secs(5),
-        ..ClientConfig::default()
-    })
-    .unwrap();
-    if !enforce {
-        // The simulator does not throttle here: no need to space calls (keeps tests fast).
-        let zero = kareo::schema::op_names().map(|o| (o.to_string(), Duration::ZERO));
-        client.throttle().set_live(&sim.config().customer_key, zero);
-    }
-    let tenant = TenantConfig::from_yaml(&tenant_yaml(&sim, "acme", families), "test").unwrap();
-    World {
-        client,
-        store: LocalStore::memory(),
-        sink: RecordingSink::default(),
-        clock: FnClock::new({
-            let sim = sim.clone();
-            move || sim.now()
-        }),
-        config: PollConfig {
-            owner: "test".into(),
-            ..PollConfig::default()
-        },
-        tenant,
-        sim,
-    }
-}
-
-async fn world(families: &str) -> World {
-    world_with(
-        SimConfig {
-            enforce_throttle: false,
-            ..SimConfig::default()
-        },
-        families,
-    )
-    .await
-}
-
-impl World {
-    fn creds(&self) -> Credentials {
-        let c = self.sim.config();
-        Credentials {
-            customer_key: c.customer_key.clone(),
-            user: c.user.clone(),
-            password: c.password.clone(),
-        }
-    }
-
-    fn poller(&self) -> Poller<'_, KareoClient, LocalStore, LocalStore, RecordingSink, FnClock> {
-        Poller {
-            kareo: &self.client,
-            cursors: &self.store,
-            snapshots: &self.store,
-            sink: &self.sink,
-            clock: &self.clock,
-            config: &self.config,
-        }
-    }
-
-    async fn run(&self, family: Family, mode: Mode) -> sync::Report {
-        self.poller()
-            .run(&self.tenant, &self.creds(), family, mode, None)
-            .await
-    }
-
-    /// (record id, kind) of the events handed off since the last call.
-    fn take(&self, seen: &mut usize) -> BTreeSet<(String, ChangeKind)> {
-        let all = self.sink.events();
-        let out = all[*seen..]
-            .iter()
-            .map(|e| (e.record_id.clone(), e.kind))
-            .collect();
-        *seen = all.len();
-        out
-    }
-
-    /// Ids of the rows of a family whose version is in `[from, to]`.
-    fn modified(&self, family: Family, from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
-        let tz = self.sim.config().timezone;
-        self.sim
-            .rows(family)
-            .into_iter()
-            .filter(|r| {
-                let v = kareo::dates::parse(&r[family.version_member()], tz).unwrap();
-                v >= from && v <= to
-            })
-            .map(|r| r[family.id_member()].clone())
-            .collect()
-    }
-}
 
 fn ids(set: &BTreeSet<(String, ChangeKind)>) -> BTreeSet<String> {
     set.iter().map(|(i, _)| i.clone()).collect()
@@ -233,23 +110,27 @@ async fn a_record_at_the_window_boundary_is_handed_off_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_change_after_the_window_is_picked_up_by_the_next_run_and_new_records_are_created() {
+async fn a_change_inside_the_safety_lag_is_handed_off_at_once_and_read_again_as_a_duplicate() {
     let w = world("  payments: {}\n").await;
     let mut seen = 0;
     w.run(Family::Payments, Mode::Poll).await;
     w.take(&mut seen);
-    // Inserted now: after this run's upper bound (now − lag), so the next run takes it.
+    // Inserted now: after this run's horizon (now − lag). The read reaches past it (Kareo's
+    // clock may run ahead of the practice's), so it is handed off at once as created…
     let mut row = w.sim.rows(Family::Payments)[0].clone();
     row.remove("ID");
     let new_id = w.sim.insert(Family::Payments, row);
-    w.run(Family::Payments, Mode::Poll).await;
-    assert!(w.take(&mut seen).is_empty(), "not yet inside now − lag");
-    w.sim.advance(chrono::Duration::minutes(2));
-    w.run(Family::Payments, Mode::Poll).await;
+    let r = w.run(Family::Payments, Mode::Poll).await;
     assert_eq!(
         w.take(&mut seen),
         BTreeSet::from([(new_id, ChangeKind::Created)])
     );
+    // …while the cursor stays at the horizon, so the next run reads it again: a duplicate.
+    assert_eq!(r.position, Some(w.sim.now() - chrono::Duration::minutes(1)));
+    w.sim.advance(chrono::Duration::minutes(2));
+    let r = w.run(Family::Payments, Mode::Poll).await;
+    assert!(w.take(&mut seen).is_empty());
+    assert!(r.duplicates >= 1);
 }
 
 #[tokio::test]
@@ -355,7 +236,7 @@ async fn a_kareo_failure_mid_run_keeps_the_windows_already_handed_off() {
         .inject(kareo_sim::FaultRule::new(kareo_sim::Fault::AuthFailure).on("GetAppointments"));
     let r = w.run(Family::Appointments, Mode::Poll).await;
     assert!(
-        matches!(r.outcome, Outcome::Failed { ref class, .. } if class == "kareo_security"),
+        matches!(r.outcome, Outcome::Failed { ref class, .. } if class == "kareo_credentials"),
         "{r:?}"
     );
     assert_eq!(r.windows, 0);
@@ -363,7 +244,9 @@ async fn a_kareo_failure_mid_run_keeps_the_windows_already_handed_off() {
     assert!(got.is_empty());
     let r = w.run(Family::Appointments, Mode::Poll).await;
     assert_eq!(r.outcome, Outcome::Done);
-    assert_eq!(r.windows, 4, "40 days in 10-day windows");
+    // From the start of the day 6 h before the config's start (11:00) to 6 h past now − lag:
+    // 40 days and 17 hours, in 10-day windows.
+    assert_eq!(r.windows, 5);
     let lag_end = w.sim.now() - chrono::Duration::minutes(1);
     assert_eq!(
         ids(&w.take(&mut seen)),
@@ -524,13 +407,18 @@ async fn fifty_tenants_with_one_failing_the_other_49_succeed() {
         };
         secrets.insert(format!("kareo/{id}"), serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": password}));
         tenants.push(
-            TenantConfig::from_yaml(&tenant_yaml(&w.sim, &id, "  practices: {}\n"), "t").unwrap(),
+            TenantConfig::from_yaml(
+                &support::tenant_yaml(&w.sim, &id, "  practices: {}\n", true),
+                "t",
+            )
+            .unwrap(),
         );
     }
     let secrets = LocalSecrets::from_map(secrets);
     let reports = poll_tenants(
         &w.poller(),
         &secrets,
+        &w.store,
         &tenants,
         Family::Practices,
         None,
@@ -556,8 +444,124 @@ async fn fifty_tenants_with_one_failing_the_other_49_succeed() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(cur.last_error.unwrap().class, "kareo_security");
+    assert_eq!(cur.last_error.unwrap().class, "kareo_credentials");
     // Every other tenant got the practice once.
     let per_tenant: BTreeSet<String> = w.sink.events().iter().map(|e| e.tenant.clone()).collect();
     assert_eq!(per_tenant.len(), 49);
+}
+
+#[tokio::test]
+async fn a_resync_of_a_thousand_old_patients_starts_no_intake() {
+    let w = world_with(
+        SimConfig {
+            enforce_throttle: false,
+            patients: 1000,
+            ..SimConfig::default()
+        },
+        "  patients: {}\n",
+    )
+    .await;
+    let mut seen = 0;
+    let r = w.run(Family::Patients, Mode::Resync).await;
+    assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+    let got = w.take(&mut seen);
+    assert_eq!(
+        got.len(),
+        1000,
+        "every patient without a snapshot is handed off"
+    );
+    assert!(
+        got.iter().all(|(_, k)| *k == ChangeKind::Updated),
+        "none is `created`: they are older than the cursor the resync starts from"
+    );
+    // A patient registered after the poller's cursor is new, in a resync too.
+    w.run(Family::Patients, Mode::Poll).await;
+    w.take(&mut seen);
+    w.sim.advance(chrono::Duration::minutes(5));
+    let mut row = w.sim.rows(Family::Patients)[0].clone();
+    row.remove("ID");
+    let id = w.sim.insert(Family::Patients, row);
+    w.sim.advance(chrono::Duration::minutes(5));
+    w.run(Family::Patients, Mode::Resync).await;
+    assert_eq!(
+        w.take(&mut seen),
+        BTreeSet::from([(id, ChangeKind::Created)])
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_stop_every_family_of_the_account_until_the_secret_changes() {
+    let w = world("  patients: {}\n  appointments: {}\n").await;
+    let c = w.sim.config();
+    let secret = |password: &str| {
+        LocalSecrets::from_map(std::collections::BTreeMap::from([(
+            "kareo/acme".to_string(),
+            serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": password}),
+        )]))
+    };
+    let tenants = vec![w.tenant.clone()];
+    let poll = |secrets: LocalSecrets, family: Family| {
+        let (w, tenants) = (&w, &tenants);
+        async move {
+            poll_tenants(
+                &w.poller(),
+                &secrets,
+                &w.store,
+                tenants,
+                family,
+                None,
+                Mode::Poll,
+                1,
+                None,
+            )
+            .await
+            .remove(0)
+        }
+    };
+    let class = |r: &sync::Report| r.outcome.class().map(|c| c.name());
+
+    // A wrong password: one sign-in fails, and the account's breaker opens.
+    let r = poll(secret("wrong"), Family::Patients).await;
+    assert_eq!(class(&r), Some("kareo_credentials"));
+    let calls = w.sim.calls().len();
+    assert_eq!(
+        w.sim
+            .calls()
+            .iter()
+            .filter(|c| !c.credentials_valid)
+            .count(),
+        1
+    );
+    // Every family of the account stops calling Kareo, run after run.
+    for family in [Family::Appointments, Family::Patients, Family::Appointments] {
+        let r = poll(secret("wrong"), family).await;
+        let Outcome::Failed { class, message } = &r.outcome else {
+            panic!("{family}: {r:?}")
+        };
+        assert_eq!(class.name(), "kareo_breaker_open", "{family}");
+        assert!(message.contains("kareo/acme") && message.contains("tenant resume"));
+        assert!(
+            !message.contains("wrong"),
+            "the secret is named, never its value"
+        );
+    }
+    assert_eq!(
+        w.sim.calls().len(),
+        calls,
+        "no further sign-in reached Kareo"
+    );
+    let open = domain::ports::BreakerStore::breakers(&w.store)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].0, "kareo/acme");
+    assert_eq!(open[0].1.by, "acme/patients");
+
+    // The secret is fixed: the breaker closes by itself and the family runs.
+    let r = poll(secret(&c.password), Family::Appointments).await;
+    assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+    assert!(domain::ports::BreakerStore::breakers(&w.store)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -60,7 +60,11 @@ pub struct NewEncounter {
     pub service_lines: Vec<ServiceLine>,
 }
 
-const ENCOUNTER_STATUSES: [&str; 5] = ["Draft", "Submitted", "Approved", "Rejected", "Unpayable"];
+/// The statuses a write takes (Kareo's names).
+const ENCOUNTER_STATUSES: [&str; 5] = {
+    let s = kareo::codes::ENCOUNTER_STATUSES;
+    [s[0].0, s[1].0, s[2].0, s[3].0, s[4].0]
+};
 
 /// The members of a service line.
 const LINE_KEYS: [&str; 6] = [

@@ -19,15 +19,6 @@ use crate::write::check::{Checker, Problem};
 /// UpdateEncounterStatus.
 pub(crate) struct UpdateEncounterStatus;
 
-/// The statuses a write takes, with the number GetEncounterDetails answers for each.
-const STATUSES: [(&str, &str); 5] = [
-    ("Draft", "1"),
-    ("Submitted", "2"),
-    ("Approved", "3"),
-    ("Rejected", "4"),
-    ("Unpayable", "5"),
-];
-
 fn parts(data: &Data) -> (i64, &'static str) {
     let Data::UpdateEncounterStatus {
         encounter_id,
@@ -41,10 +32,7 @@ fn parts(data: &Data) -> (i64, &'static str) {
 
 /// Does the status read back (a number, or a name) say `status`?
 fn says(read: Option<&str>, status: &str) -> bool {
-    let read = read.map(str::trim).unwrap_or("");
-    STATUSES
-        .iter()
-        .any(|(name, code)| *name == status && (read == *code || read.eq_ignore_ascii_case(name)))
+    read.and_then(kareo::codes::encounter_status) == Some(status)
 }
 
 /// The encounter's status as GetEncounterDetails reads it; `Ok(None)`: no such encounter.
@@ -60,9 +48,9 @@ impl Operation for UpdateEncounterStatus {
         if i32::try_from(encounter_id).is_err() {
             c.problem("encounter_id", "is larger than Kareo's encounter ids");
         }
-        let names = STATUSES.map(|(n, _)| n);
+        let names = kareo::codes::ENCOUNTER_STATUSES.map(|(n, _)| n);
         let status = c.choice("status", true, &names).unwrap_or("Draft");
-        let status = STATUSES
+        let status = kareo::codes::ENCOUNTER_STATUSES
             .iter()
             .map(|(n, _)| *n)
             .find(|n| *n == status)

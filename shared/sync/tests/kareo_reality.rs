@@ -1,0 +1,377 @@
+//! The poller against a Kareo simulator that reads what Kareo does not document its own way
+//! (`kareo_sim::Reality`): date-only stamps, Kareo's clock in another zone, exclusive bounds,
+//! PracticeID required, silent truncation. With the config a user writes today (no setting
+//! names the reading), a first run and delta runs hand off every change exactly once under
+//! each of them, and under all of them at once.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use domain::ChangeKind;
+use kareo::Family;
+use kareo_sim::{Bounds, Reality, SimConfig, Stamps};
+use support::{world_of, World};
+use sync::{Mode, Outcome};
+
+/// Every event handed off since `seen`, by record id: (kind, event id).
+fn take(
+    w: &World,
+    family: Family,
+    seen: &mut usize,
+) -> BTreeMap<String, Vec<(ChangeKind, String)>> {
+    let all = w.sink.events();
+    let mut out: BTreeMap<String, Vec<(ChangeKind, String)>> = BTreeMap::new();
+    for e in &all[*seen..] {
+        if e.family == family {
+            out.entry(e.record_id.clone())
+                .or_default()
+                .push((e.kind, e.id.clone()));
+        }
+    }
+    *seen = all.len();
+    out
+}
+
+/// One step of the day's script: a change made (family, record, the kind it must produce).
+type Step = dyn Fn(&World) -> Option<(Family, String, ChangeKind)>;
+
+async fn poll(w: &World, family: Family) {
+    let r = w.run(family, Mode::Poll).await;
+    assert_eq!(r.outcome, Outcome::Done, "{family}: {r:?}");
+}
+
+/// Stamps `id` as changed at `at` (the simulated clock goes there and back).
+fn change_at(w: &World, family: Family, id: &str, at: DateTime<Utc>, member: &str, value: &str) {
+    let now = w.sim.now();
+    w.sim.set_now(at);
+    w.sim.update(family, id, &[(member, value)]);
+    w.sim.set_now(now);
+}
+
+/// The scenario: a first run, then a day of front-desk work read by delta runs every few
+/// minutes. Asserts that every change is handed off exactly once and nothing else is.
+async fn exact_under(reality: Reality, practice_id_in_config: bool, patients: usize) {
+    let cfg = SimConfig {
+        enforce_throttle: false,
+        patients,
+        reality: reality.clone(),
+        ..SimConfig::default()
+    };
+    let w = world_of(
+        cfg,
+        "  patients: {}\n  appointments: {}\n",
+        practice_id_in_config,
+    )
+    .await;
+    let start = w.tenant.start;
+    let pats: Vec<String> = w
+        .sim
+        .rows(Family::Patients)
+        .iter()
+        .map(|r| r["ID"].clone())
+        .collect();
+    let apts: Vec<String> = w
+        .sim
+        .rows(Family::Appointments)
+        .iter()
+        .map(|r| r["ID"].clone())
+        .collect();
+    // Records stamped on the instants a poller is tempted to use as bounds: the config's
+    // start, and where a 30-day slice from it ends.
+    change_at(
+        &w,
+        Family::Patients,
+        &pats[0],
+        start,
+        "MobilePhone",
+        "555-0101",
+    );
+    change_at(
+        &w,
+        Family::Patients,
+        &pats[1],
+        start + Duration::days(30),
+        "MobilePhone",
+        "555-0102",
+    );
+    change_at(
+        &w,
+        Family::Patients,
+        &pats[2],
+        start - Duration::hours(6) + Duration::days(30),
+        "MobilePhone",
+        "555-0103",
+    );
+
+    let (mut sp, mut sa) = (0, 0);
+    poll(&w, Family::Patients).await;
+    poll(&w, Family::Appointments).await;
+    let first = take(&w, Family::Patients, &mut sp);
+    assert_eq!(
+        first.keys().cloned().collect::<BTreeSet<_>>(),
+        pats.iter().cloned().collect::<BTreeSet<_>>(),
+        "the first run hands off every patient"
+    );
+    assert!(first.values().all(|v| v.len() == 1), "each once");
+    let first = take(&w, Family::Appointments, &mut sa);
+    assert_eq!(
+        first.len(),
+        apts.len(),
+        "the first run hands off every appointment"
+    );
+    assert!(first.values().all(|v| v.len() == 1), "each once");
+
+    // The day's work: an appointment confirmed, then cancelled the same afternoon; a patient
+    // changed twice; a new patient registered. Polls every 10 minutes.
+    let mut expected_p: BTreeMap<String, Vec<ChangeKind>> = BTreeMap::new();
+    let mut expected_a: BTreeMap<String, Vec<ChangeKind>> = BTreeMap::new();
+    let mut got_p: BTreeMap<String, Vec<(ChangeKind, String)>> = BTreeMap::new();
+    let mut got_a: BTreeMap<String, Vec<(ChangeKind, String)>> = BTreeMap::new();
+    let new_patient = {
+        let mut row = w.sim.rows(Family::Patients)[3].clone();
+        row.remove("ID");
+        row.insert("FirstName".into(), "Newly".into());
+        row
+    };
+    let mut script: Vec<Box<Step>> = vec![
+        Box::new(|w| {
+            w.sim.update(
+                Family::Appointments,
+                &apts_id(w, 4),
+                &[("ConfirmationStatus", "Confirmed")],
+            );
+            Some((Family::Appointments, apts_id(w, 4), ChangeKind::Updated))
+        }),
+        Box::new(|w| {
+            w.sim.update(
+                Family::Patients,
+                &pats_id(w, 5),
+                &[("MobilePhone", "555-0199")],
+            );
+            Some((Family::Patients, pats_id(w, 5), ChangeKind::Updated))
+        }),
+        Box::new(move |w| {
+            let id = w.sim.insert(Family::Patients, new_patient.clone());
+            Some((Family::Patients, id, ChangeKind::Created))
+        }),
+        Box::new(|w| {
+            w.sim.update(
+                Family::Appointments,
+                &apts_id(w, 4),
+                &[("ConfirmationStatus", "Cancelled")],
+            );
+            Some((Family::Appointments, apts_id(w, 4), ChangeKind::Updated))
+        }),
+        Box::new(|w| {
+            w.sim.update(
+                Family::Patients,
+                &pats_id(w, 5),
+                &[("EmailAddress", "second@example.org")],
+            );
+            Some((Family::Patients, pats_id(w, 5), ChangeKind::Updated))
+        }),
+        Box::new(|_| None),
+        Box::new(|_| None),
+    ];
+    for action in script.drain(..) {
+        w.sim.advance(Duration::minutes(10));
+        if let Some((family, id, kind)) = action(&w) {
+            let e = if family == Family::Patients {
+                &mut expected_p
+            } else {
+                &mut expected_a
+            };
+            e.entry(id).or_default().push(kind);
+        }
+        w.sim.advance(Duration::minutes(10));
+        poll(&w, Family::Patients).await;
+        poll(&w, Family::Appointments).await;
+        for (id, v) in take(&w, Family::Patients, &mut sp) {
+            got_p.entry(id).or_default().extend(v);
+        }
+        for (id, v) in take(&w, Family::Appointments, &mut sa) {
+            got_a.entry(id).or_default().extend(v);
+        }
+    }
+    // Hours later (past any clock allowance), a last poll finds nothing more.
+    w.sim.advance(Duration::hours(7));
+    poll(&w, Family::Patients).await;
+    poll(&w, Family::Appointments).await;
+    for (id, v) in take(&w, Family::Patients, &mut sp) {
+        got_p.entry(id).or_default().extend(v);
+    }
+    for (id, v) in take(&w, Family::Appointments, &mut sa) {
+        got_a.entry(id).or_default().extend(v);
+    }
+    for (got, expected, family) in [
+        (&got_p, &expected_p, Family::Patients),
+        (&got_a, &expected_a, Family::Appointments),
+    ] {
+        let kinds: BTreeMap<String, Vec<ChangeKind>> = got
+            .iter()
+            .map(|(id, v)| (id.clone(), v.iter().map(|(k, _)| *k).collect()))
+            .collect();
+        assert_eq!(
+            &kinds, expected,
+            "{family} under {reality:?}: every change once, nothing else"
+        );
+        for v in got.values() {
+            let ids: BTreeSet<&String> = v.iter().map(|(_, id)| id).collect();
+            assert_eq!(
+                ids.len(),
+                v.len(),
+                "two changes of one record have two event ids"
+            );
+        }
+    }
+}
+
+fn pats_id(w: &World, i: usize) -> String {
+    w.sim.rows(Family::Patients)[i]["ID"].clone()
+}
+
+fn apts_id(w: &World, i: usize) -> String {
+    w.sim.rows(Family::Appointments)[i]["ID"].clone()
+}
+
+#[tokio::test]
+async fn the_simulators_default_reading() {
+    exact_under(Reality::default(), true, 25).await;
+}
+
+#[tokio::test]
+async fn date_only_stamps_with_two_changes_of_one_record_on_one_day() {
+    exact_under(
+        Reality {
+            stamps: Stamps::DateOnly,
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kareos_clock_three_hours_west_of_the_practice() {
+    exact_under(
+        Reality {
+            clock_offset: Duration::hours(-3),
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kareos_clock_six_hours_west_of_the_practice() {
+    exact_under(
+        Reality {
+            clock_offset: Duration::hours(-6),
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kareos_clock_three_hours_east_of_the_practice() {
+    exact_under(
+        Reality {
+            clock_offset: Duration::hours(3),
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kareos_clock_six_hours_east_of_the_practice() {
+    exact_under(
+        Reality {
+            clock_offset: Duration::hours(6),
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_exclusive_from_bound() {
+    exact_under(
+        Reality {
+            bounds: Bounds::ExclusiveFrom,
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_exclusive_to_bound() {
+    exact_under(
+        Reality {
+            bounds: Bounds::ExclusiveTo,
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn both_bounds_exclusive() {
+    exact_under(
+        Reality {
+            bounds: Bounds::Exclusive,
+            ..Reality::default()
+        },
+        true,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn practice_id_required_and_the_config_names_the_practice_only() {
+    exact_under(
+        Reality {
+            practice_id_required: true,
+            ..Reality::default()
+        },
+        false,
+        25,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn responses_silently_cut_at_a_thousand_rows() {
+    exact_under(
+        Reality {
+            truncate_at: Some(1000),
+            ..Reality::default()
+        },
+        true,
+        2500,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_hostile_reading_at_once_with_the_practice_named_only() {
+    exact_under(Reality::hostile(), false, 2500).await;
+}
