@@ -304,6 +304,16 @@ def poll(family, part, rate, window, lag, recheck_deletes):
             Input: '{{}}'
             RetryPolicy: {{MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300}}
             DeadLetterConfig: {{Arn: !GetAtt ScheduleDeadLetterQueue.Arn}}
+        Audit:
+          Type: ScheduleV2
+          Properties:
+            Description: The daily coverage audit (re-read 7 days, hand off what no poll did)
+            ScheduleExpression: rate(1 day)
+            ScheduleExpressionTimezone: !Ref ScheduleTimezone
+            FlexibleTimeWindow: {{Mode: FLEXIBLE, MaximumWindowInMinutes: 60}}
+            Input: '{{"mode": "audit"}}'
+            RetryPolicy: {{MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 3600}}
+            DeadLetterConfig: {{Arn: !GetAtt ScheduleDeadLetterQueue.Arn}}
 {deletes}"""
     out += role(name, [
         ("State", STATE_READ_WRITE, TABLE),
@@ -326,6 +336,27 @@ def poll(family, part, rate, window, lag, recheck_deletes):
       Threshold: {lag}
       ComparisonOperator: GreaterThanThreshold
       TreatMissingData: breaching
+"""
+    for metric, period, desc in [
+        ("AuditHealed", 86400, "the coverage audit handed off versions no poll had (something upstream is off: the function's log names the windows)"),
+        ("BreakerOpen", 900, "Kareo refused an account's credentials: its breaker is open and nothing calls Kareo for it (fix the secret, or kareo-dock tenant resume)"),
+        ("UnreadableVersions", 3600, "records skipped because their version could not be read"),
+    ]:
+        out += f"""
+  {name}{metric}:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+      AlarmDescription: "{what} poll: {desc}"
+      Namespace: KareoDock
+      MetricName: {metric}
+      Dimensions: [{{Name: Family, Value: {family}}}]
+      Statistic: Sum
+      Period: {period}
+      EvaluationPeriods: 1
+      Threshold: 1
+      ComparisonOperator: GreaterThanOrEqualToThreshold
+      TreatMissingData: notBreaching
 """
     return out
 

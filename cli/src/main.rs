@@ -76,8 +76,12 @@ enum Command {
         #[arg(long)]
         family: Option<String>,
         /// Read and report; hand off and write nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "audit")]
         dry_run: bool,
+        /// The coverage audit instead of a poll: re-read the last 7 days, hand off (exactly
+        /// once) any version no poll handed off, report what was healed; cursors stay.
+        #[arg(long)]
+        audit: bool,
         /// Append events to `<state>/events.jsonl` only; create no Dock task.
         #[arg(long)]
         no_tasks: bool,
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
             family,
             dry_run,
+            audit,
             no_tasks,
             json,
         } => sync::run(sync::SyncArgs {
@@ -202,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state: &state,
             family: family.as_deref(),
             dry_run,
+            audit,
             no_tasks,
             json,
         }),

@@ -26,6 +26,8 @@ pub struct SyncArgs<'a> {
     pub family: Option<&'a str>,
     /// Read and report only.
     pub dry_run: bool,
+    /// The coverage audit instead of a poll.
+    pub audit: bool,
     /// Hand events to events.jsonl only; create no Dock task.
     pub no_tasks: bool,
     /// JSON output.
@@ -42,6 +44,7 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
         state,
         family,
         dry_run,
+        audit,
         no_tasks,
         json,
     } = args;
@@ -91,7 +94,11 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
             lease: std::time::Duration::from_secs(300),
         };
         let tasks = pipeline.tasks();
-        let mode = if dry_run { Mode::DryRun } else { Mode::Poll };
+        let mode = match (dry_run, audit) {
+            (true, _) => Mode::DryRun,
+            (false, true) => Mode::Audit,
+            (false, false) => Mode::Poll,
+        };
         let reports = if no_tasks {
             pipeline.poll(&events, &families, mode, 4).await
         } else {
@@ -123,14 +130,28 @@ pub fn run(args: SyncArgs<'_>) -> anyhow::Result<ExitCode> {
                         .unwrap_or("")
                         .to_string(),
                 };
-                println!(
-                    "{:<16} {:<18} records {:>5}  events {:>5}  duplicates {:>5}  {outcome}",
-                    r.tenant,
-                    r.family.name(),
-                    r.records,
-                    r.events,
-                    r.duplicates
-                );
+                match &r.healed {
+                    Some(windows) => println!(
+                        "{:<16} {:<18} audit: seen {}, already handed off {}, healed {}{}  {outcome}",
+                        r.tenant,
+                        r.family.name(),
+                        r.records,
+                        r.duplicates,
+                        r.events,
+                        windows
+                            .iter()
+                            .map(|(a, b)| format!(" [{} .. {}]", a.to_rfc3339(), b.to_rfc3339()))
+                            .collect::<String>()
+                    ),
+                    None => println!(
+                        "{:<16} {:<18} records {:>5}  events {:>5}  duplicates {:>5}  {outcome}",
+                        r.tenant,
+                        r.family.name(),
+                        r.records,
+                        r.events,
+                        r.duplicates
+                    ),
+                }
             }
         }
         if !json && !no_tasks && !dry_run {

@@ -110,6 +110,34 @@ async fn sync_once_hands_off_every_change_once_and_keeps_state() {
             .count(),
         lines
     );
+
+    // The coverage audit (on the machine's clock, as the CLI runs): nothing missing, then a
+    // change stamped three days back (behind every poll's reach) healed once and reported.
+    let out = run(sync(&["--audit"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("audit: seen") && stdout.contains("healed 0"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("healed 1"), "{stdout}");
+    let family = kareo::Family::Patients;
+    let id = sim.rows(family)[2]["ID"].clone();
+    let now = sim.now();
+    sim.set_now(chrono::Utc::now() - chrono::Duration::days(3));
+    sim.update(family, &id, &[("MobilePhone", "555-0177")]);
+    sim.set_now(now);
+    let out = run(sync(&["--audit"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("healed 1 ["), "{stdout}");
+    let events = std::fs::read_to_string(dir.join("state/events.jsonl")).unwrap();
+    assert_eq!(events.lines().count(), lines + 1, "handed off once");
+    let out = run(sync(&["--audit"])).await;
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("healed 1"));
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::metrics::Emf;
+use domain::ports::ErrorClass;
 
 use crate::poll::{Outcome, Report};
 
@@ -25,6 +26,17 @@ pub fn poll_run(report: &Report, now: DateTime<Utc>) -> Emf {
         if class.is_throttle() {
             m = m.put("Throttles", "Count", 1.0);
         }
+    }
+    if report.healed.is_some() {
+        // The coverage audit: versions it handed off that no poll had. Anything above zero
+        // is an alarm (something upstream is off); the log names the windows.
+        m = m.put("AuditHealed", "Count", report.events as f64);
+    }
+    if matches!(
+        report.outcome.class(),
+        Some(ErrorClass::KareoCredentials | ErrorClass::KareoBreakerOpen)
+    ) {
+        m = m.put("BreakerOpen", "Count", 1.0);
     }
     if let Some(p) = report.position {
         let lag = (now - p).num_seconds().max(0);

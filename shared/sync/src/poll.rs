@@ -32,7 +32,14 @@ pub enum Mode {
     Deletes,
     /// Patients: page through GetAllPatients (one call per 5 s) and hand off what changed.
     Resync,
+    /// The coverage audit: re-read the last [`AUDIT_DAYS`] days, hand off (exactly once, as a
+    /// poll would) any version that was never handed off, and report what it healed; the
+    /// cursor does not move. Anything healed means something upstream is off: an alarm.
+    Audit,
 }
+
+/// How far back the coverage audit re-reads.
+pub const AUDIT_DAYS: i64 = 7;
 
 /// Settings of the poller (per process).
 #[derive(Debug, Clone)]
@@ -137,6 +144,9 @@ pub struct Report {
     pub deleted: usize,
     /// Cursor position after the run.
     pub position: Option<DateTime<Utc>>,
+    /// An audit: the windows in which it handed off versions never handed off before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healed: Option<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
 }
 
 impl Report {
@@ -163,6 +173,7 @@ impl Report {
             updated: 0,
             deleted: 0,
             position: None,
+            healed: None,
         }
     }
 
@@ -234,6 +245,8 @@ struct Window {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     horizon: DateTime<Utc>,
+    /// An audit: hand off and snapshot, never move the cursor.
+    audit: bool,
 }
 
 /// How far before its lower bound each slice is read: two slices share an end, and Kareo may
@@ -439,6 +452,10 @@ where
         let allowance = chrono::Duration::from_std(policy::CLOCK_ALLOWANCE).unwrap_or_default();
         let from = match (mode, position) {
             (Mode::Backfill { since }, _) => since - allowance,
+            (Mode::Audit, _) => day_start(
+                (now - chrono::Duration::days(AUDIT_DAYS)).max(settings.start) - allowance,
+                tenant.timezone,
+            ),
             (_, Some(p)) => day_start(p - lookback - allowance, tenant.timezone),
             (_, None) => day_start(settings.start - allowance, tenant.timezone),
         };
@@ -447,6 +464,7 @@ where
             from,
             to: horizon + allowance,
             horizon,
+            audit: mode == Mode::Audit,
         }
     }
 
@@ -518,6 +536,16 @@ where
                 tenant = %tenant.tenant, %family, from = %a.to_rfc3339(), to = %b.to_rfc3339(),
                 records = read, events = events.len(), "window read"
             );
+            if window.audit {
+                let healed = report.healed.get_or_insert_with(Vec::new);
+                if !events.is_empty() {
+                    tracing::warn!(
+                        tenant = %tenant.tenant, %family, from = %a.to_rfc3339(), to = %b.to_rfc3339(),
+                        healed = events.len(), "coverage audit: versions never handed off, handed off now"
+                    );
+                    healed.push((a, b));
+                }
+            }
             let Some(lease) = lease.as_deref_mut() else {
                 continue; // dry run
             };
@@ -527,6 +555,12 @@ where
             }
             fail::fail_point!("poll.before_checkpoint");
             let last = queue.is_empty();
+            if window.audit {
+                if last {
+                    self.cursors.release(lease).await?;
+                }
+                continue;
+            }
             self.cursors
                 .checkpoint(lease, b.min(window.horizon), high, run_start, last)
                 .await?;

@@ -17,14 +17,15 @@ use domain::tenant::TenantConfig;
 
 /// The invocation payload: `{}` (a scheduled poll), `{"tenant": "acme"}`,
 /// `{"mode": "dry-run"}`, `{"mode": "backfill", "since": "2026-09-01T00:00:00Z"}`,
-/// `{"mode": "deletes"}` (appointments), `{"mode": "resync"}` (patients). Other members (an
+/// `{"mode": "deletes"}` (appointments), `{"mode": "resync"}` (patients), `{"mode": "audit"}`
+/// (the daily coverage audit). Other members (an
 /// EventBridge envelope) are ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Payload {
     /// Only this tenant.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// `poll` (default), `dry-run`, `backfill`, `deletes`, `resync`.
+    /// `poll` (default), `dry-run`, `backfill`, `deletes`, `resync`, `audit`.
     #[serde(default)]
     pub mode: Option<String>,
     /// Start of a backfill.
@@ -42,8 +43,9 @@ impl Payload {
             ("backfill", None) => Err("mode backfill needs \"since\" (an RFC 3339 instant)".into()),
             ("deletes", _) => Ok(Mode::Deletes),
             ("resync", _) => Ok(Mode::Resync),
+            ("audit", _) => Ok(Mode::Audit),
             (other, _) => Err(format!(
-                "unknown mode '{other}': expected poll, dry-run, backfill, deletes or resync"
+                "unknown mode '{other}': expected poll, dry-run, backfill, deletes, resync or audit"
             )),
         }
     }

@@ -565,3 +565,61 @@ async fn refused_credentials_stop_every_family_of_the_account_until_the_secret_c
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn the_coverage_audit_heals_a_missed_change_exactly_once_and_reports_it() {
+    let w = world("  patients: {}\n").await;
+    let mut seen = 0;
+    w.run(Family::Patients, Mode::Poll).await;
+    w.take(&mut seen);
+    // A change Kareo stamped three days back (a late commit, a clock far off): behind every
+    // window a poll reads from now on.
+    let id = w.sim.rows(Family::Patients)[4]["ID"].clone();
+    let now = w.sim.now();
+    w.sim.set_now(now - chrono::Duration::days(3));
+    w.sim
+        .update(Family::Patients, &id, &[("MobilePhone", "555-0142")]);
+    w.sim.set_now(now + chrono::Duration::minutes(10));
+    w.run(Family::Patients, Mode::Poll).await;
+    assert!(w.take(&mut seen).is_empty(), "the poll cannot see it");
+    let before = w
+        .store
+        .load("acme", Family::Patients)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let r = w.run(Family::Patients, Mode::Audit).await;
+    assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+    assert_eq!(
+        w.take(&mut seen),
+        BTreeSet::from([(id.clone(), ChangeKind::Updated)])
+    );
+    assert_eq!(r.events, 1, "healed one");
+    assert!(r.records > r.duplicates && r.duplicates > 0, "{r:?}");
+    let healed = r.healed.as_ref().expect("an audit reports its windows");
+    assert_eq!(healed.len(), 1);
+    let m = sync::metrics::poll_run(&r, w.sim.now());
+    assert_eq!(m.value("AuditHealed"), Some(1.0));
+    let after = w
+        .store
+        .load("acme", Family::Patients)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.position, before.position,
+        "an audit never moves the cursor"
+    );
+    assert!(after.lease_owner.is_none(), "and releases its lease");
+
+    // A second audit finds nothing missing.
+    let r = w.run(Family::Patients, Mode::Audit).await;
+    assert!(w.take(&mut seen).is_empty());
+    assert_eq!(r.events, 0);
+    assert_eq!(r.healed.as_deref(), Some(&[][..]));
+    assert_eq!(
+        sync::metrics::poll_run(&r, w.sim.now()).value("AuditHealed"),
+        Some(0.0)
+    );
+}
