@@ -38,7 +38,8 @@ pub trait KareoSource: Send + Sync {
         patient_id: i64,
     ) -> impl Future<Output = Result<Option<Record>, KareoError>> + Send;
 
-    /// One appointment (GetAppointment: the typed shape with `IsDeleted`).
+    /// One appointment (GetAppointment: the typed shape with `IsDeleted`); `None` when Kareo
+    /// does not know the id (it answers "Appointment not found.").
     fn appointment(
         &self,
         creds: &Credentials,
@@ -182,12 +183,14 @@ impl KareoSource for KareoClient {
     ) -> Result<Option<Record>, KareoError> {
         let body = json!({"Appointment": {"AppointmentId": appointment_id}});
         let op = kareo::op("GetAppointment").expect("in the schema");
-        Ok(self
-            .call(creds, op, &body)
-            .await?
-            .records
-            .into_iter()
-            .next())
+        match self.call(creds, op, &body).await {
+            Ok(r) => Ok(r.records.into_iter().next()),
+            // Kareo answers an id it does not know with an API error, not an empty answer.
+            Err(KareoError::Api { ref text, .. }) if text.to_lowercase().contains("not found") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn all_patients(

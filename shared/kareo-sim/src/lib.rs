@@ -208,6 +208,9 @@ pub struct Reality {
     /// never arrive by last-modified window alone. Not survivable blindly: `check --probe`
     /// finds it.
     pub appointment_window_always: bool,
+    /// GetAppointment answers a deleted appointment "Appointment not found." (`IsError`)
+    /// instead of the record with `IsDeleted=true`.
+    pub deleted_not_found: bool,
 }
 
 /// The precision of record stamps.
@@ -246,6 +249,7 @@ impl Reality {
             practice_id_required: true,
             truncate_at: Some(1000),
             appointment_window_always: false,
+            deleted_not_found: false,
         }
     }
 
@@ -630,6 +634,12 @@ impl KareoSim {
             })
             .filter_map(|r| r.get(family.id_member()).cloned())
             .collect()
+    }
+
+    /// A record's `StartDate`, read by the simulator's own rules.
+    pub fn starts(&self, row: &Row) -> Option<DateTime<Utc>> {
+        row.get("StartDate")
+            .and_then(|v| crate::clock::read(v, self.inner.cfg.timezone))
     }
 
     /// Adds a fault rule.

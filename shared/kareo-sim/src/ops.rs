@@ -730,7 +730,9 @@ impl Cx<'_> {
             return Ok((vec![("Appointment", self.appointment_out(row, false))], 1));
         }
         if let Some(row) = self.store.deleted_appointments.get(&id) {
-            return Ok((vec![("Appointment", self.appointment_out(row, true))], 1));
+            if !self.cfg.reality.deleted_not_found {
+                return Ok((vec![("Appointment", self.appointment_out(row, true))], 1));
+            }
         }
         app("Appointment not found.")
     }

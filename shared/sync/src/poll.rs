@@ -239,6 +239,66 @@ fn splittable(e: &KareoError) -> bool {
     ) || matches!(e, KareoError::Http { status, .. } if *status >= 500)
 }
 
+/// One slice as read: the records to turn into events, how many rows Kareo answered (the row
+/// cap applies to these: for encounters, the charges), markers to write after the hand-off,
+/// and whether the slice was read to its end (not cut short by the time budget).
+struct SliceRead {
+    rows: usize,
+    records: Vec<Record>,
+    markers: Vec<(String, Snapshot)>,
+    complete: bool,
+}
+
+/// How far ahead the `deletes` run re-checks upcoming appointments.
+pub const RECHECK_HORIZON_DAYS: i64 = 90;
+/// An appointment re-checked this recently is not re-checked again in this pass (the `deletes`
+/// schedule is hourly).
+pub const RECHECK_FRESH_MINUTES: i64 = 50;
+/// Re-checks handed off and marked together.
+pub const RECHECK_BATCH: usize = 50;
+
+/// The snapshot-store key of the marker of an appointment's last deletion re-check.
+fn checked_marker(appointment_id: &str) -> String {
+    format!("checked:{appointment_id}")
+}
+
+/// A re-check marker: when it was done (no record content).
+fn checked_mark(at: DateTime<Utc>) -> Snapshot {
+    Snapshot {
+        version: at,
+        fields: BTreeMap::new(),
+        starts: None,
+        deleted: false,
+    }
+}
+
+/// The snapshot-store key of the marker of a charge whose encounter was followed.
+fn charge_marker(charge_id: &str) -> String {
+    format!("charge:{charge_id}")
+}
+
+/// A marker: the version and a digest of the content it was followed at (no record content).
+fn marker(version: DateTime<Utc>, r: &Record) -> Snapshot {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in r.texts() {
+        h.update(k.as_bytes());
+        h.update([0u8]);
+        h.update(v.as_bytes());
+        h.update([1u8]);
+    }
+    let digest: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Snapshot {
+        version,
+        fields: BTreeMap::from([("digest".to_string(), digest)]),
+        starts: None,
+        deleted: false,
+    }
+}
+
 /// What a run reads (see `Poller::bounds`).
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -380,7 +440,7 @@ where
         fail::fail_point!("poll.after_lease");
         let result = match mode {
             Mode::Deletes => {
-                self.deletes(tenant, creds, family, &mut lease, &mut report)
+                self.deletes(tenant, creds, family, &mut lease, deadline, &mut report)
                     .await
             }
             Mode::Resync => {
@@ -469,6 +529,7 @@ where
     }
 
     /// Reads the window slice by slice; hands off and checkpoints each (unless dry run).
+    // Long: one slice's protocol in order, written once for poll, backfill, dry run and audit.
     #[allow(clippy::too_many_arguments)]
     async fn windows(
         &self,
@@ -502,9 +563,17 @@ where
                 return Ok(());
             }
             let read = self
-                .read_slice(tenant, creds, family, pol.source, a - SLICE_OVERLAP, b)
+                .read_slice(
+                    tenant,
+                    creds,
+                    family,
+                    pol.source,
+                    a - SLICE_OVERLAP,
+                    b,
+                    deadline,
+                )
                 .await;
-            let too_big = matches!(&read, Ok(r) if r.len() >= self.config.max_records);
+            let too_big = matches!(&read, Ok(r) if r.rows >= self.config.max_records);
             let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
             if too_big || retry_narrower {
                 if (b - a).to_std().unwrap_or_default() >= pol.min_window * 2 {
@@ -523,7 +592,12 @@ where
                     )));
                 }
             }
-            let records = read?;
+            let SliceRead {
+                records,
+                markers,
+                complete,
+                ..
+            } = read?;
             fail::fail_point!("poll.after_read");
             report.windows += 1;
             report.records += records.len();
@@ -550,10 +624,18 @@ where
                 continue; // dry run
             };
             self.hand_off(&events).await?;
+            let snaps: Vec<_> = snaps.into_iter().chain(markers).collect();
             if !snaps.is_empty() {
                 self.snapshots.put(&tenant.tenant, family, snaps).await?;
             }
             fail::fail_point!("poll.before_checkpoint");
+            if !complete {
+                // The time budget ran out inside the slice: what was read is handed off and
+                // marked; the cursor stays before the slice, and the next run resumes it.
+                report.outcome = Outcome::Partial;
+                self.cursors.release(lease).await?;
+                return Ok(());
+            }
             let last = queue.is_empty();
             if window.audit {
                 if last {
@@ -569,6 +651,12 @@ where
         Ok(())
     }
 
+    /// Reads one slice. For encounters (no date filter of their own): the charges changed in
+    /// it, then GetEncounterDetails for each encounter whose charges were not already followed
+    /// at the same version and content (a marker per charge, written after the hand-off), and
+    /// only while the time budget lasts — a slice cut short is handed off as far as it got and
+    /// the next run resumes it without fetching again what was done.
+    #[allow(clippy::too_many_arguments)]
     async fn read_slice(
         &self,
         tenant: &TenantConfig,
@@ -577,36 +665,86 @@ where
         source: Source,
         a: DateTime<Utc>,
         b: DateTime<Utc>,
-    ) -> Result<Vec<Record>, RunError> {
+        deadline: Option<Instant>,
+    ) -> Result<SliceRead, RunError> {
         let records = self
             .kareo
             .window(creds, tenant, family, a, b)
             .await
             .map_err(RunError::Kareo)?;
+        let rows = records.len();
         match source {
-            Source::Window => Ok(records),
+            Source::Window => Ok(SliceRead {
+                rows,
+                records,
+                markers: Vec::new(),
+                complete: true,
+            }),
             Source::EncountersOfChangedCharges => {
-                let mut ids: Vec<String> = records
-                    .iter()
-                    .filter_map(|c| {
-                        c.get("EncounterID")
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                    })
+                let tz = tenant.timezone;
+                // Encounter id → the markers of its charges read now.
+                let mut charges: BTreeMap<String, Vec<(String, Snapshot)>> = BTreeMap::new();
+                for c in &records {
+                    let Some(enc) = c
+                        .get("EncounterID")
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                    else {
+                        continue;
+                    };
+                    let mark = match (c.id(), c.version(tz)) {
+                        (Some(id), Ok(Some(v))) => Some((charge_marker(id), marker(v, c))),
+                        _ => None,
+                    };
+                    let list = charges.entry(enc.to_string()).or_default();
+                    list.extend(mark);
+                    if list.is_empty() {
+                        // A charge without a readable id or version: always followed.
+                        list.push((String::new(), marker(DateTime::<Utc>::MIN_UTC, c)));
+                    }
+                }
+                let keys: Vec<String> = charges
+                    .values()
+                    .flatten()
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| !k.is_empty())
                     .collect();
-                ids.sort();
-                ids.dedup();
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
+                let known = if keys.is_empty() {
+                    Default::default()
+                } else {
+                    self.snapshots.get(&tenant.tenant, family, &keys).await?
+                };
+                let mut out = SliceRead {
+                    rows,
+                    records: Vec::new(),
+                    markers: Vec::new(),
+                    complete: true,
+                };
+                for (id, marks) in charges {
+                    let followed = marks.iter().all(|(k, m)| {
+                        known
+                            .get(k)
+                            .is_some_and(|s| s.version == m.version && s.fields == m.fields)
+                    });
+                    if followed {
+                        continue;
+                    }
+                    if deadline.is_some_and(|d| {
+                        d.saturating_duration_since(Instant::now()) < self.config.margin
+                    }) {
+                        out.complete = false;
+                        break;
+                    }
                     if let Some(r) = self
                         .kareo
                         .encounter(creds, tenant, &id)
                         .await
                         .map_err(RunError::Kareo)?
                     {
-                        out.push(r);
+                        out.records.push(r);
                     }
+                    out.markers
+                        .extend(marks.into_iter().filter(|(k, _)| !k.is_empty()));
                 }
                 Ok(out)
             }
@@ -731,13 +869,18 @@ where
     }
 
     /// Appointments vanish from GetAppointments when deleted: re-check the known upcoming ones
-    /// with GetAppointment and emit `deleted` for those with `IsDeleted`.
+    /// (starting within [`RECHECK_HORIZON_DAYS`]) with GetAppointment and emit `deleted` for
+    /// those with `IsDeleted`, or that Kareo no longer knows. Each appointment re-checked is
+    /// marked (`checked:<id>`, the time of the check) in batches of [`RECHECK_BATCH`], after
+    /// the batch's events are handed off; one not re-checked within the pass interval comes
+    /// first, so a pass the time budget cuts short is resumed by the next run, never redone.
     async fn deletes(
         &self,
         tenant: &TenantConfig,
         creds: &Credentials,
         family: Family,
         lease: &mut Lease,
+        deadline: Option<Instant>,
         report: &mut Report,
     ) -> Result<(), RunError> {
         if !policy::of(family).recheck_deletes {
@@ -745,51 +888,83 @@ where
             return Ok(());
         }
         let now = self.clock.now();
-        let upcoming = self.snapshots.upcoming(&tenant.tenant, family, now).await?;
-        let mut events = Vec::new();
-        let mut snaps = Vec::new();
-        for (id, snap) in upcoming {
-            let Ok(n) = id.parse::<i64>() else { continue };
-            report.records += 1;
-            let Some(rec) = self
-                .kareo
-                .appointment(creds, n)
-                .await
-                .map_err(RunError::Kareo)?
-            else {
-                continue;
-            };
-            if rec.bool("IsDeleted").ok().flatten() != Some(true) {
-                continue;
-            }
-            let version = rec
-                .version(tenant.timezone)
-                .ok()
-                .flatten()
-                .unwrap_or(snap.version);
-            events.push(ChangeEvent {
-                id: event_id(&tenant.tenant, family, &id, version, ChangeKind::Deleted),
-                tenant: tenant.tenant.clone(),
-                family,
-                record_id: id.clone(),
-                version,
-                kind: ChangeKind::Deleted,
-                changes: Vec::new(),
-                record: snap.fields.clone(),
-            });
-            snaps.push((
-                id,
-                Snapshot {
-                    deleted: true,
+        let horizon = now + chrono::Duration::days(RECHECK_HORIZON_DAYS);
+        let mut upcoming: Vec<(String, Snapshot)> = self
+            .snapshots
+            .upcoming(&tenant.tenant, family, now)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.starts.is_some_and(|t| t <= horizon))
+            .collect();
+        // Re-checked within the last pass interval: done. The others, least recently first.
+        let keys: Vec<String> = upcoming.iter().map(|(id, _)| checked_marker(id)).collect();
+        let checked = if keys.is_empty() {
+            Default::default()
+        } else {
+            self.snapshots.get(&tenant.tenant, family, &keys).await?
+        };
+        let fresh = now - chrono::Duration::minutes(RECHECK_FRESH_MINUTES);
+        let last_check = |id: &str| checked.get(&checked_marker(id)).map(|s| s.version);
+        upcoming.retain(|(id, _)| last_check(id).is_none_or(|t| t < fresh));
+        upcoming.sort_by_key(|(id, _)| (last_check(id), id.parse::<i64>().unwrap_or(i64::MAX)));
+        for batch in upcoming.chunks(RECHECK_BATCH) {
+            let mut events = Vec::new();
+            let mut snaps = Vec::new();
+            let mut cut = false;
+            for (id, snap) in batch {
+                if deadline.is_some_and(|d| {
+                    d.saturating_duration_since(Instant::now()) < self.config.margin
+                }) {
+                    cut = true;
+                    break;
+                }
+                let Ok(n) = id.parse::<i64>() else { continue };
+                report.records += 1;
+                let rec = self
+                    .kareo
+                    .appointment(creds, n)
+                    .await
+                    .map_err(RunError::Kareo)?;
+                let checked_at = self.clock.now();
+                snaps.push((checked_marker(id), checked_mark(checked_at)));
+                let deleted = match &rec {
+                    None => true, // Kareo no longer knows it: deleted.
+                    Some(r) => r.bool("IsDeleted").ok().flatten() == Some(true),
+                };
+                if !deleted {
+                    continue;
+                }
+                let version = rec
+                    .and_then(|r| r.version(tenant.timezone).ok().flatten())
+                    .unwrap_or(snap.version);
+                events.push(ChangeEvent {
+                    id: event_id(&tenant.tenant, family, id, version, ChangeKind::Deleted),
+                    tenant: tenant.tenant.clone(),
+                    family,
+                    record_id: id.clone(),
                     version,
-                    ..snap
-                },
-            ));
-        }
-        report.count(&events);
-        self.hand_off(&events).await?;
-        if !snaps.is_empty() {
-            self.snapshots.put(&tenant.tenant, family, snaps).await?;
+                    kind: ChangeKind::Deleted,
+                    changes: Vec::new(),
+                    record: snap.fields.clone(),
+                });
+                snaps.push((
+                    id.clone(),
+                    Snapshot {
+                        deleted: true,
+                        version,
+                        ..snap.clone()
+                    },
+                ));
+            }
+            report.count(&events);
+            self.hand_off(&events).await?;
+            if !snaps.is_empty() {
+                self.snapshots.put(&tenant.tenant, family, snaps).await?;
+            }
+            if cut {
+                report.outcome = Outcome::Partial;
+                break;
+            }
         }
         self.cursors.release(lease).await?;
         Ok(())
