@@ -4,7 +4,8 @@
 //! scopes granted, every list (and the integration user's membership), group, workflow template
 //! and assignee the mapping names, how Dock pages list reads, whether Dock's own managed EMR
 //! integration seems active (patients marked `fromEMR`, which would double every task), and
-//! with `--dock-sandbox LIST` a round trip that proves reconciliation on this organisation.
+//! with `--dock-sandbox LIST` a round trip that proves reconciliation on this organisation;
+//! with `--probe`, the Kareo probes of `probe.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +50,11 @@ pub struct Args {
     /// reference as reconciliation does, and delete it.
     #[arg(long, value_name = "LIST")]
     dock_sandbox: Option<String>,
+    /// Also run the Kareo probes (reads only): stamp precision, Kareo's clock, whether
+    /// GetAppointments applies its default StartDate window, a row limit — each with the
+    /// setting it implies (docs/kareo-unknowns.md).
+    #[arg(long)]
+    probe: bool,
 }
 
 /// A detail that starts with this is a warning: printed `WARN`, not a failure.
@@ -114,7 +120,7 @@ async fn check(args: Args) -> Outcome {
             &kareo,
             &dock,
             &dock_client,
-            sandbox,
+            (sandbox, args.probe),
             &mut verdicts,
         )
         .await;
@@ -167,7 +173,7 @@ async fn check_tenant(
     kareo: &KareoClient,
     dock: &DockTasks,
     dock_client: &dock::DockClient,
-    sandbox: Option<&str>,
+    (sandbox, probe): (Option<&str>, bool),
     out: &mut Vec<Verdict>,
 ) {
     let mut say = |item: String, r: Result<String, String>| {
@@ -256,6 +262,11 @@ async fn check_tenant(
                 .map(|rs| format!("{} record(s) in the last 5 minutes", rs.len()))
                 .map_err(|e| kareo_fail(&e));
             say(format!("kareo read {} ({op})", family.name()), r);
+        }
+        if probe {
+            for (item, r) in crate::probe::kareo_probes(t, kareo, creds).await {
+                say(item, r);
+            }
         }
     } else {
         for &family in t.families.keys() {

@@ -18,6 +18,7 @@ mod common;
 mod cursor;
 mod demo;
 mod obs;
+mod probe;
 mod replay;
 mod status;
 mod sync;

@@ -56,11 +56,18 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Env {
-        let sim = KareoSim::start(SimConfig {
-            enforce_throttle: false,
-            ..SimConfig::default()
-        })
-        .await;
+        Env::start_with(
+            name,
+            SimConfig {
+                enforce_throttle: false,
+                ..SimConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(name: &str, cfg: SimConfig) -> Env {
+        let sim = KareoSim::start(cfg).await;
         let dock = DockSim::start(dock_sim::Seed::default()).await;
         let dir = tmp(name);
         let env = Env { sim, dock, dir };
@@ -138,6 +145,98 @@ fn p(path: &Path) -> &str {
 // ---------------------------------------------------------------------------------------------
 // check
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn check_probe_names_what_kareo_does_and_the_setting_it_implies() {
+    // A Kareo whose GetAppointments applies its default StartDate window, with date-only
+    // stamps, on the machine's clock (the probes read the last 30 days of real time).
+    let now = chrono::Utc::now();
+    let env = Env::start_with(
+        "check-probe",
+        SimConfig {
+            enforce_throttle: false,
+            start: now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64),
+            reality: kareo_sim::Reality {
+                appointment_window_always: true,
+                stamps: kareo_sim::Stamps::DateOnly,
+                ..kareo_sim::Reality::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let secrets = env.dir.join("secrets.json");
+    let cfg = env.config("acme.yaml", &["patients", "appointments"], "");
+    let probe = |cfg: &Path| {
+        env.cmd(&[
+            "check",
+            "--probe",
+            "--json",
+            "--config",
+            p(cfg),
+            "--secrets",
+            p(&secrets),
+        ])
+    };
+    let out = run(probe(&cfg)).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let v = stdout_json(&out);
+    let verdict = |item: &str| -> Value {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["item"] == item)
+            .cloned()
+            .unwrap_or_else(|| panic!("no verdict {item}: {v:#}"))
+    };
+    let window = verdict("kareo probe: GetAppointments date window");
+    assert_eq!(window["level"], "fail", "{window}");
+    let detail = window["detail"].as_str().unwrap();
+    assert!(detail.contains("default StartDate window"), "{detail}");
+    assert!(
+        detail.contains("start_date_horizon: 365d"),
+        "the setting it implies: {detail}"
+    );
+    let stamps = verdict("kareo probe: stamp precision");
+    assert!(
+        stamps["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("date-only stamps"),
+        "{stamps}"
+    );
+    assert_eq!(stamps["level"], "ok", "survived by default");
+
+    // With the setting applied, the probe says the config covers it and check passes.
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "  appointments: {}",
+        "  appointments: { start_date_horizon: 365d }",
+    );
+    let fixed = env.dir.join("fixed.yaml");
+    std::fs::write(&fixed, yaml).unwrap();
+    let out = run(probe(&fixed)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = stdout_json(&out);
+    let window = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["item"] == "kareo probe: GetAppointments date window")
+        .cloned()
+        .unwrap();
+    assert!(
+        window["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the config reads StartDate slices"),
+        "{window}"
+    );
+
+    // No patient content reaches the output.
+    let row = &env.sim.rows(Family::Patients)[0];
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&row["LastName"]));
+}
 
 #[tokio::test]
 async fn check_gives_one_verdict_per_item_and_names_what_fails() {

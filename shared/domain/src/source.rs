@@ -90,6 +90,24 @@ pub fn window_body(
     json!({"Fields": {}, "Filter": filter})
 }
 
+/// The StartDate slices an appointments window is read in when the account needs them:
+/// from 30 days before `now` (the window's upper bound) to `horizon` after it, 59 days each
+/// (Kareo faults on more than 60, and a DST change lengthens a wall-clock range by an hour).
+pub fn start_date_slices(
+    now: DateTime<Utc>,
+    horizon: std::time::Duration,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let end = now + chrono::Duration::from_std(horizon).unwrap_or_default();
+    let mut a = now - chrono::Duration::days(30);
+    let mut out = Vec::new();
+    while a < end {
+        let b = (a + chrono::Duration::days(59)).min(end);
+        out.push((a, b));
+        a = b;
+    }
+    out
+}
+
 /// The type of `family`'s read filter.
 fn filter_type(family: Family) -> Option<&'static kareo::schema::TypeDef> {
     kareo::op(family.op())
@@ -133,10 +151,23 @@ impl KareoSource for KareoClient {
             Some(_) => practice_id(self, creds, tenant).await?,
             None => None,
         };
-        Ok(self
-            .call(creds, op, &window_body(tenant, practice, read, from, to))
-            .await?
-            .records)
+        let body = window_body(tenant, practice, read, from, to);
+        let horizon = tenant.family(family).and_then(|s| s.start_date_horizon);
+        let Some(horizon) = horizon.filter(|_| family == Family::Appointments) else {
+            return Ok(self.call(creds, op, &body).await?.records);
+        };
+        // This account's GetAppointments applies its default StartDate window even with a
+        // last-modified pair: read the same pair in StartDate slices over the configured
+        // horizon. An appointment on a slice's edge may come
+        // twice; the poller keeps one.
+        let mut records = Vec::new();
+        for (a, b) in start_date_slices(to, horizon) {
+            let mut body = body.clone();
+            body["Filter"]["StartDate"] = json!(kareo::dates::format_filter(a, tenant.timezone));
+            body["Filter"]["EndDate"] = json!(kareo::dates::format_filter(b, tenant.timezone));
+            records.extend(self.call(creds, op, &body).await?.records);
+        }
+        Ok(records)
     }
 
     async fn encounter(

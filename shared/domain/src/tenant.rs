@@ -65,6 +65,10 @@ pub struct FamilySettings {
     pub max_window: Option<Duration>,
     /// Where this family's new cursor starts (default: the tenant's `start`).
     pub start: Option<DateTime<Utc>>,
+    /// Appointments only: also read each window in `StartDate` slices (of at most 60 days)
+    /// from 30 days back to this far ahead, for an account whose GetAppointments applies its
+    /// default StartDate window even with a last-modified pair (`check --probe` finds it).
+    pub start_date_horizon: Option<Duration>,
 }
 
 fn default_lag() -> Duration {
@@ -130,6 +134,7 @@ impl TenantConfig {
             lookback: s.lookback.unwrap_or(p.lookback),
             max_window: s.max_window.unwrap_or(p.max_window),
             start: s.start.unwrap_or(self.start),
+            start_date_horizon: s.start_date_horizon,
         })
     }
 
@@ -149,6 +154,8 @@ pub struct Effective {
     pub max_window: Duration,
     /// Start of a new cursor.
     pub start: DateTime<Utc>,
+    /// Appointments: read in StartDate slices up to this far ahead (see [`FamilySettings`]).
+    pub start_date_horizon: Option<Duration>,
 }
 
 const KEYS: [&str; 9] = [
@@ -402,7 +409,7 @@ fn families(r: &mut Reader, v: &MarkedYaml) -> Option<BTreeMap<Family, FamilySet
             keys(
                 r,
                 &se,
-                &["lookback", "max_window", "start"],
+                &["lookback", "max_window", "start", "start_date_horizon"],
                 &format!("families.{family}"),
             );
             for (sk, sv) in &se {
@@ -426,6 +433,21 @@ fn families(r: &mut Reader, v: &MarkedYaml) -> Option<BTreeMap<Family, FamilySet
                         }
                     }
                     Some("start") => settings.start = instant(r, sv, &what),
+                    Some("start_date_horizon") => {
+                        if family != Family::Appointments {
+                            r.error(
+                                line(sk),
+                                format!("{what}: only appointments are read by StartDate"),
+                            );
+                        }
+                        settings.start_date_horizon = duration(r, sv, &what);
+                        if settings
+                            .start_date_horizon
+                            .is_some_and(|h| h > Duration::from_secs(3 * 365 * 86_400))
+                        {
+                            r.error(line(sk), format!("{what}: at most 3 years (1095d)"));
+                        }
+                    }
                     _ => {}
                 }
             }

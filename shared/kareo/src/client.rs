@@ -289,8 +289,22 @@ impl KareoClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, KareoError>>,
     {
+        // An endpoint that cannot be reached is tried twice, not for the whole policy: a
+        // wrong KAREO_ENDPOINT or a network outage fails in seconds, naming the host.
+        let unreachable = std::sync::atomic::AtomicU32::new(0);
         f.retry(self.cfg.retry.backoff())
-            .when(|e: &KareoError| e.is_retryable() && !(op.is_write() && e.is_ambiguous()))
+            .when(|e: &KareoError| {
+                if e.is_unreachable() {
+                    let n = unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        op = op.name,
+                        host = %endpoint_host(&self.cfg.endpoint),
+                        "cannot connect to the Kareo endpoint"
+                    );
+                    return n < 2;
+                }
+                e.is_retryable() && !(op.is_write() && e.is_ambiguous())
+            })
             .adjust(
                 |e: &KareoError, d: Option<Duration>| match (e.retry_after(), d) {
                     (Some(wait), Some(d)) => Some(d.max(wait)),
@@ -446,6 +460,21 @@ impl KareoClient {
             }),
         }
     }
+}
+
+/// The host (and port) of an endpoint URL, for logs: never a path or a query.
+fn endpoint_host(endpoint: &str) -> String {
+    reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| {
+                format!(
+                    "{h}{}",
+                    u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                )
+            })
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 fn request_error(op: &'static str, e: &reqwest::Error, after: Duration) -> KareoError {

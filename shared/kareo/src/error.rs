@@ -269,6 +269,19 @@ impl KareoError {
             if REQUEST_FAULTS.contains(&code.rsplit(':').next().unwrap_or(code)))
     }
 
+    /// The connection to Kareo could not be made (refused, unresolvable, connect timeout):
+    /// nothing was sent, and retrying soon rarely helps.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            KareoError::Transport {
+                kind: TransportKind::Connect,
+                sent: false,
+                ..
+            }
+        )
+    }
+
     /// How long to wait before a retry, when Kareo said so (a throttle).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -227,7 +227,8 @@ impl From<StoreError> for RunError {
 /// Is this a failure that a narrower window may avoid? Not a fault about the request itself
 /// (`DeserializationFailed`, …): every narrower window would get it too.
 fn splittable(e: &KareoError) -> bool {
-    if e.is_request_fault() {
+    // Nor a connection that could not be made: a narrower window does not connect either.
+    if e.is_request_fault() || e.is_unreachable() {
         return false;
     }
     matches!(

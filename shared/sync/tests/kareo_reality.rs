@@ -53,6 +53,11 @@ fn change_at(w: &World, family: Family, id: &str, at: DateTime<Utc>, member: &st
 /// The scenario: a first run, then a day of front-desk work read by delta runs every few
 /// minutes. Asserts that every change is handed off exactly once and nothing else is.
 async fn exact_under(reality: Reality, practice_id_in_config: bool, patients: usize) {
+    exact_with(reality, practice_id_in_config, patients, "{}").await
+}
+
+/// [`exact_under`] with these settings for the appointments family.
+async fn exact_with(reality: Reality, practice_id_in_config: bool, patients: usize, apts: &str) {
     let cfg = SimConfig {
         enforce_throttle: false,
         patients,
@@ -61,7 +66,7 @@ async fn exact_under(reality: Reality, practice_id_in_config: bool, patients: us
     };
     let w = world_of(
         cfg,
-        "  patients: {}\n  appointments: {}\n",
+        &format!("  patients: {{}}\n  appointments: {apts}\n"),
         practice_id_in_config,
     )
     .await;
@@ -374,4 +379,19 @@ async fn responses_silently_cut_at_a_thousand_rows() {
 #[tokio::test]
 async fn every_hostile_reading_at_once_with_the_practice_named_only() {
     exact_under(Reality::hostile(), false, 2500).await;
+}
+
+/// Not survivable blindly (`check --probe` finds it): with the setting it implies, exact.
+#[tokio::test]
+async fn get_appointments_applying_its_default_start_date_window_with_the_probed_setting() {
+    exact_with(
+        Reality {
+            appointment_window_always: true,
+            ..Reality::default()
+        },
+        true,
+        25,
+        "{ start_date_horizon: 90d }",
+    )
+    .await;
 }

@@ -623,3 +623,38 @@ async fn the_coverage_audit_heals_a_missed_change_exactly_once_and_reports_it() 
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_at_once_without_splitting_the_window() {
+    let w = world("  patients: {}\n").await;
+    // A port nothing listens on (bound, then closed): every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = kareo::KareoClient::new(kareo::ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}{}", kareo_sim::PATH),
+        ..kareo::ClientConfig::default()
+    })
+    .unwrap();
+    let p = Poller {
+        kareo: &client,
+        ..w.poller()
+    };
+    let started = std::time::Instant::now();
+    let r = p
+        .run(&w.tenant, &w.creds(), Family::Patients, Mode::Poll, None)
+        .await;
+    assert_eq!(
+        r.outcome.class().map(|c| c.name()),
+        Some("kareo_transport"),
+        "{r:?}"
+    );
+    assert_eq!(r.splits, 0, "a narrower window does not connect either");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "failed in {:?}",
+        started.elapsed()
+    );
+}
