@@ -37,8 +37,13 @@ fn tenant_yaml(sim: &KareoSim) -> String {
 }
 
 async fn world_with(timeout: Duration) -> World {
+    world_of(timeout, kareo_sim::Reality::default()).await
+}
+
+async fn world_of(timeout: Duration, reality: kareo_sim::Reality) -> World {
     let sim = KareoSim::start(SimConfig {
         enforce_throttle: false,
+        reality,
         ..SimConfig::default()
     })
     .await;
@@ -883,7 +888,8 @@ fn every_command_request_validates_against_kareos_xsd() {
     .collect();
     let body = ua.request_body_from(&tenant, &appointment).unwrap();
     assert_eq!(body["Appointment"]["PatientId"], 3);
-    assert_eq!(body["Appointment"]["StartTime"], "2026-10-05T14:00:00.000Z");
+    // The practice's wall clock, without an offset (14:00Z is 10:00 in New York).
+    assert_eq!(body["Appointment"]["StartTime"], "2026-10-05T10:00:00");
     write("UpdateAppointment", &body);
     let ue = Command::from_value(&cmd(
         "x8",
@@ -950,4 +956,62 @@ async fn updates_survive_a_throttle_and_refuse_an_unknown_patient() {
         2,
         "nothing sent for an unknown patient"
     );
+}
+
+/// Kareo may keep the clock value of an appointment time and ignore its offset: the times are
+/// sent as the practice's wall clock, so the appointment starts when it was asked to under
+/// either reading, and its update keeps it there.
+#[tokio::test]
+async fn an_appointment_starts_when_asked_whether_kareo_reads_offsets_or_wall_clocks() {
+    for wall_clock in [false, true] {
+        let w = world_of(
+            Duration::from_secs(10),
+            kareo_sim::Reality {
+                write_times_wall_clock: wall_clock,
+                ..kareo_sim::Reality::default()
+            },
+        )
+        .await;
+        let (pid, provider, location) = (
+            w.first(Family::Patients),
+            w.first(Family::Providers),
+            w.first(Family::ServiceLocations),
+        );
+        let r = once(
+            &w,
+            cmd(
+                "a-1",
+                "CreateAppointment",
+                json!({"patient_id": pid, "start": "2026-10-05T14:00:00Z",
+                       "end": "2026-10-05T14:30:00Z", "service_location_id": location,
+                       "provider_id": provider}),
+            ),
+            "CreateAppointment",
+        )
+        .await;
+        let aid = kareo_id(&r, "AppointmentId");
+        let row = w.row(Family::Appointments, &aid).expect("created");
+        let want: chrono::DateTime<chrono::Utc> = "2026-10-05T14:00:00Z".parse().unwrap();
+        assert_eq!(
+            w.sim.starts(&row),
+            Some(want),
+            "wall clock read: {wall_clock}"
+        );
+        once(
+            &w,
+            cmd(
+                "a-2",
+                "UpdateAppointment",
+                json!({"appointment_id": aid, "status": "Confirmed"}),
+            ),
+            "UpdateAppointment",
+        )
+        .await;
+        let row = w.row(Family::Appointments, &aid).expect("still there");
+        assert_eq!(
+            w.sim.starts(&row),
+            Some(want),
+            "the update keeps the time: {wall_clock}"
+        );
+    }
 }

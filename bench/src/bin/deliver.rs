@@ -41,6 +41,9 @@ impl Clock for Fixed {
 /// Task creation never reads Kareo for a rule without `patient: true`.
 struct NoKareo;
 impl KareoSource for NoKareo {
+    async fn prepare(&self, _: &Credentials) -> Result<(), KareoError> {
+        unreachable!("no Kareo reads in this benchmark")
+    }
     async fn window(
         &self,
         _: &Credentials,

@@ -13,6 +13,11 @@ use crate::tenant::TenantConfig;
 
 /// Kareo reads the poller needs.
 pub trait KareoSource: Send + Sync {
+    /// Before the first read of an account in this process: Kareo's live throttle intervals
+    /// (GetThrottles), once per account per container start. A failure is the caller's to
+    /// weigh (refused credentials stop the run; anything else leaves the documented table).
+    fn prepare(&self, creds: &Credentials) -> impl Future<Output = Result<(), KareoError>> + Send;
+
     /// The records of `family` modified in `[from, to]` (both ends inclusive).
     fn window(
         &self,
@@ -134,6 +139,10 @@ async fn practice_id(
 }
 
 impl KareoSource for KareoClient {
+    async fn prepare(&self, creds: &Credentials) -> Result<(), KareoError> {
+        self.throttles_once(creds).await.map(|_| ())
+    }
+
     async fn window(
         &self,
         creds: &Credentials,

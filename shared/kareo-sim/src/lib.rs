@@ -211,6 +211,9 @@ pub struct Reality {
     /// GetAppointment answers a deleted appointment "Appointment not found." (`IsError`)
     /// instead of the record with `IsDeleted=true`.
     pub deleted_not_found: bool,
+    /// Appointment times in writes (`StartTime`, `EndTime`) are read as the practice's wall
+    /// clock whatever offset or `Z` they carry (WCF keeping the clock value of a `DateTime`).
+    pub write_times_wall_clock: bool,
 }
 
 /// The precision of record stamps.
@@ -250,6 +253,7 @@ impl Reality {
             truncate_at: Some(1000),
             appointment_window_always: false,
             deleted_not_found: false,
+            write_times_wall_clock: false,
         }
     }
 

@@ -155,7 +155,7 @@ pub(crate) fn handle(
         "GetPatient" => cx.get_patient(&req),
         "GetAllPatients" => cx.get_all_patients(op, &req),
         "GetEncounterDetails" => cx.get_encounter_details(op, &req),
-        "GetThrottles" => Ok(get_throttles()),
+        "GetThrottles" => Ok(get_throttles(cfg.enforce_throttle)),
         "CreateAppointment" => cx.create_appointment(&req),
         "DeleteAppointment" => cx.delete_appointment(&req),
         "UpdateAppointment" => cx.update_appointment(&req),
@@ -223,16 +223,19 @@ pub(crate) fn selection(fields: Option<&Obj>) -> Sel {
     }
 }
 
-fn get_throttles() -> Payload {
+/// GetThrottles: the intervals the simulator enforces (none when it does not throttle).
+fn get_throttles(enforced: bool) -> Payload {
     let items: Vec<Out> = schema::OPS
         .iter()
         .map(|o| {
+            let ms = if enforced {
+                o.documented_interval_ms()
+            } else {
+                0
+            };
             Out::Obj(vec![
                 ("Endpoint", Out::Text(o.name.to_string())),
-                (
-                    "ThrottleTimeMs",
-                    Out::Text(o.documented_interval_ms().to_string()),
-                ),
+                ("ThrottleTimeMs", Out::Text(ms.to_string())),
             ])
         })
         .collect();
@@ -271,6 +274,18 @@ fn parse_xs(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
         return None;
     }
     crate::clock::read(s, tz)
+}
+
+/// An appointment time of a write, read as the reality says (see
+/// [`crate::Reality::write_times_wall_clock`]).
+fn write_time(cfg: &SimConfig, s: &str) -> Option<DateTime<Utc>> {
+    if !cfg.reality.write_times_wall_clock {
+        return parse_xs(s, cfg.timezone);
+    }
+    if !crate::clock::is_xs_datetime(s) {
+        return None;
+    }
+    crate::clock::read(s.get(..19)?, cfg.timezone)
 }
 
 struct Cx<'a> {
@@ -780,11 +795,11 @@ impl Cx<'_> {
             return app("PatientId does not match the appointment.");
         }
         let start = match a.text("StartTime") {
-            Some(t) => Some(parse_xs(t, tz).ok_or(Err::Internal)?),
+            Some(t) => Some(write_time(self.cfg, t).ok_or(Err::Internal)?),
             None => None,
         };
         let end = match a.text("EndTime") {
-            Some(t) => Some(parse_xs(t, tz).ok_or(Err::Internal)?),
+            Some(t) => Some(write_time(self.cfg, t).ok_or(Err::Internal)?),
             None => None,
         };
         if let (Some(s), Some(e)) = (start, end) {
@@ -911,10 +926,10 @@ impl Cx<'_> {
             return app("Appointment must have valid ProviderGuids or ResourceGuids.");
         };
         let start = txt("StartTime")
-            .and_then(|t| parse_xs(t, self.tz))
+            .and_then(|t| write_time(self.cfg, t))
             .ok_or(Err::Internal)?;
         let end = txt("EndTime")
-            .and_then(|t| parse_xs(t, self.tz))
+            .and_then(|t| write_time(self.cfg, t))
             .ok_or(Err::Internal)?;
         if end <= start {
             return app("EndTime must be later than StartTime.");

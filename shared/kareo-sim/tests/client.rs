@@ -635,7 +635,12 @@ async fn all_patients_pages_by_next_start_key() {
 
 #[tokio::test]
 async fn live_throttles_are_read_from_get_throttles() {
-    let sim = sim().await;
+    // A simulator that throttles answers the intervals it enforces…
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: true,
+        ..SimConfig::default()
+    })
+    .await;
     let c = client(&sim);
     let n = c.refresh_throttles(&creds(&sim)).await.unwrap();
     assert!(n >= 19, "{n}");
@@ -643,6 +648,22 @@ async fn live_throttles_are_read_from_get_throttles() {
     assert_eq!(
         c.throttle().interval(&sim.config().customer_key, gp),
         Duration::from_millis(5060)
+    );
+    // …and the poller's read is once per account and process: a second does nothing.
+    assert!(c.throttles_once(&creds(&sim)).await.unwrap());
+    assert!(!c.throttles_once(&creds(&sim)).await.unwrap());
+    assert_eq!(sim.call_count("GetThrottles"), 2);
+    // One that does not throttle answers none: only the client's margin is left.
+    let quiet = KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&quiet);
+    c.refresh_throttles(&creds(&quiet)).await.unwrap();
+    assert_eq!(
+        c.throttle().interval(&quiet.config().customer_key, gp),
+        Duration::from_millis(60)
     );
 }
 

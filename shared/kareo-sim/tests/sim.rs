@@ -701,13 +701,20 @@ async fn get_all_patients_pages_with_next_start_key() {
 
 #[tokio::test]
 async fn throttles_and_customer_id() {
-    let c = cfg();
+    // GetThrottles answers the intervals the simulator enforces: none when it does not.
+    let quiet = KareoSim::start(cfg()).await;
+    let (_, body) = call(&quiet, "GetThrottles", &header(&cfg())).await;
+    assert!(body.contains("<Endpoint>GetPatients</Endpoint><ThrottleTimeMs>0</ThrottleTimeMs>"));
+    let c = SimConfig {
+        enforce_throttle: true,
+        ..cfg()
+    };
     let sim = KareoSim::start(c.clone()).await;
     let (status, body) = call(&sim, "GetThrottles", &header(&c)).await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("<Endpoint>GetPatients</Endpoint><ThrottleTimeMs>1000</ThrottleTimeMs>")
-            || body.contains("<ThrottleTimeMs>1000</ThrottleTimeMs>")
+        body.contains("<Endpoint>GetPatients</Endpoint><ThrottleTimeMs>1000</ThrottleTimeMs>"),
+        "{body}"
     );
     let creds = format!(
         "<sch:CustomerKey>{}</sch:CustomerKey><sch:Password>{}</sch:Password><sch:User>{}</sch:User>",

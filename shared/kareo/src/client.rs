@@ -85,6 +85,8 @@ pub struct KareoClient {
     throttle: Arc<Throttle>,
     /// PracticeIDs resolved from names, per (customer key, name): kept for the process.
     practices: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i64>>>,
+    /// Accounts (customer keys) whose GetThrottles this process has read.
+    throttles_read: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for KareoClient {
@@ -189,6 +191,40 @@ impl KareoClient {
             cfg: Arc::new(cfg),
             throttle,
             practices: Arc::default(),
+            throttles_read: Arc::default(),
+        }
+    }
+
+    /// Reads GetThrottles for this account once per process (a container start): its live
+    /// intervals then space every call. Later calls do nothing and return `Ok(false)`.
+    pub async fn throttles_once(&self, creds: &Credentials) -> Result<bool, KareoError> {
+        let first = self
+            .throttles_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(creds.customer_key.clone());
+        if !first {
+            return Ok(false);
+        }
+        match self.refresh_throttles(creds).await {
+            Ok(n) => {
+                tracing::info!(
+                    intervals = n,
+                    "Kareo's live throttle intervals read (GetThrottles)"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                if matches!(e, KareoError::Security { .. }) {
+                    // These credentials were refused: another tenant's (same key, another
+                    // user) may still read them.
+                    self.throttles_read
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&creds.customer_key);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -359,9 +395,12 @@ impl KareoClient {
             .records
             .iter()
             .filter_map(|r| {
-                let endpoint = r.get("Endpoint")?.trim().to_string();
+                let endpoint = operation_named(r.get("Endpoint")?)?;
                 let ms: f64 = r.get("ThrottleTimeMs")?.trim().parse().ok()?;
-                Some((endpoint, Duration::from_millis(ms.max(0.0) as u64)))
+                Some((
+                    endpoint.to_string(),
+                    Duration::from_millis(ms.max(0.0) as u64),
+                ))
             })
             .collect();
         let n = live.len();
@@ -462,6 +501,19 @@ impl KareoClient {
     }
 }
 
+/// The operation a GetThrottles `Endpoint` names, matched loosely: Kareo documents neither the
+/// form nor the case (`GetPatients`, `KareoServices.GetPatients`, `getpatients`, `Get
+/// Patients`, `…/GetPatients`). `None` for a name the schema does not have.
+pub fn operation_named(endpoint: &str) -> Option<&'static str> {
+    let last = endpoint.trim().rsplit(['.', '/', ':']).next().unwrap_or("");
+    let key: String = last
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    schema::op_names().find(|o| o.to_ascii_lowercase() == key)
+}
+
 /// The host (and port) of an endpoint URL, for logs: never a path or a query.
 fn endpoint_host(endpoint: &str) -> String {
     reqwest::Url::parse(endpoint)
@@ -496,5 +548,24 @@ fn request_error(op: &'static str, e: &reqwest::Error, after: Duration) -> Kareo
         op,
         kind: TransportKind::Broken,
         sent: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_endpoints_are_matched_loosely() {
+        for e in [
+            "GetPatients",
+            "KareoServices.GetPatients",
+            " getpatients ",
+            "Get Patients",
+            "/services/soap/2.1/GetPatients",
+        ] {
+            assert_eq!(operation_named(e), Some("GetPatients"), "{e}");
+        }
+        assert_eq!(operation_named("GetNothing"), None);
     }
 }

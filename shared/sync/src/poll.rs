@@ -439,37 +439,56 @@ where
             }
         };
         fail::fail_point!("poll.after_lease");
-        let result = match mode {
-            Mode::Deletes => {
-                self.deletes(tenant, creds, family, &mut lease, deadline, &mut report)
+        // Kareo's live throttle intervals, once per account per process. Refused credentials
+        // fail the run here (recorded on the cursor; the breaker opens); anything else leaves
+        // the documented intervals.
+        let prepared = match self.kareo.prepare(creds).await {
+            Err(e) if ErrorClass::of_kareo(&e) == ErrorClass::KareoCredentials => {
+                Err(RunError::Kareo(e))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    tenant = %tenant.tenant, %family, class = %ErrorClass::of_kareo(&e),
+                    "GetThrottles not read: the documented intervals apply"
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        };
+        let result = match (prepared, mode) {
+            (Err(e), _) => Err(e),
+            (Ok(()), mode) => match mode {
+                Mode::Deletes => {
+                    self.deletes(tenant, creds, family, &mut lease, deadline, &mut report)
+                        .await
+                }
+                Mode::Resync => {
+                    self.resync(tenant, creds, family, &mut lease, deadline, &mut report)
+                        .await
+                }
+                _ => {
+                    let position = lease.cursor.position;
+                    let window = self.bounds(tenant, settings, position, mode, run_start);
+                    // `created` is judged against what this run reads, not the cursor: a record
+                    // first read in the overlap was never handed off. A backfill re-reads the
+                    // past: only what was created after the cursor is new.
+                    let threshold = match mode {
+                        Mode::Backfill { .. } => position.unwrap_or(window.from),
+                        _ => window.from,
+                    };
+                    self.windows(
+                        tenant,
+                        creds,
+                        family,
+                        window,
+                        threshold,
+                        Some(&mut lease),
+                        deadline,
+                        &mut report,
+                    )
                     .await
-            }
-            Mode::Resync => {
-                self.resync(tenant, creds, family, &mut lease, deadline, &mut report)
-                    .await
-            }
-            _ => {
-                let position = lease.cursor.position;
-                let window = self.bounds(tenant, settings, position, mode, run_start);
-                // `created` is judged against what this run reads, not the cursor: a record
-                // first read in the overlap was never handed off. A backfill re-reads the
-                // past: only what was created after the cursor is new.
-                let threshold = match mode {
-                    Mode::Backfill { .. } => position.unwrap_or(window.from),
-                    _ => window.from,
-                };
-                self.windows(
-                    tenant,
-                    creds,
-                    family,
-                    window,
-                    threshold,
-                    Some(&mut lease),
-                    deadline,
-                    &mut report,
-                )
-                .await
-            }
+                }
+            },
         };
         match result {
             Ok(()) => {}

@@ -445,6 +445,14 @@ async fn fifty_tenants_with_one_failing_the_other_49_succeed() {
         .unwrap()
         .unwrap();
     assert_eq!(cur.last_error.unwrap().class, "kareo_credentials");
+    // Kareo's live throttle intervals were read once for the account, not once per tenant.
+    let throttle_reads = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.op == "GetThrottles" && c.credentials_valid)
+        .count();
+    assert_eq!(throttle_reads, 1);
     // Every other tenant got the practice once.
     let per_tenant: BTreeSet<String> = w.sink.events().iter().map(|e| e.tenant.clone()).collect();
     assert_eq!(per_tenant.len(), 49);

@@ -84,9 +84,17 @@ impl FieldSelection {
 pub struct XsDateTime(String);
 
 impl XsDateTime {
-    /// An instant, as `2020-01-24T22:00:00.000Z` (appointment times: Kareo wants UTC).
+    /// An instant in UTC, as `2020-01-24T22:00:00.000Z`.
     pub fn utc(t: DateTime<Utc>) -> XsDateTime {
         XsDateTime(crate::dates::format_datetime(t))
+    }
+
+    /// An instant as the practice's wall clock, without an offset: `2026-10-05T10:00:00`.
+    /// Appointment times are sent so: the live-verified CreateAppointment call of the best
+    /// public Kareo client used this form, and a Kareo that keeps the clock value and ignores
+    /// a `Z` would otherwise move every appointment by the practice's UTC offset.
+    pub fn wall(t: DateTime<Utc>, tz: chrono_tz::Tz) -> XsDateTime {
+        XsDateTime(t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S").to_string())
     }
 
     /// A calendar date (a birth date, a service date), as `1984-03-07T00:00:00`.

@@ -123,7 +123,7 @@ impl Operation for CreateAppointment {
                 appointment_reason_id: a.reason_id,
                 appointment_status: Some(a.status),
                 appointment_type: Some(a.kind),
-                end_time: Some(XsDateTime::utc(a.end)),
+                end_time: Some(XsDateTime::wall(a.end, tenant.timezone)),
                 is_recurring: Some(false),
                 notes: a.notes.clone(),
                 patient_case_id: a.case_id,
@@ -136,7 +136,7 @@ impl Operation for CreateAppointment {
                 provider_id: Some(a.provider_id),
                 resource_ids: Some(vec![a.provider_id]),
                 service_location_id: Some(a.service_location_id),
-                start_time: Some(XsDateTime::utc(a.start)),
+                start_time: Some(XsDateTime::wall(a.start, tenant.timezone)),
                 was_created_online: Some(false),
                 ..Default::default()
             }),

@@ -106,7 +106,7 @@ impl Operation for UpdateAppointment {
             current
                 .get(k)
                 .and_then(|v| kareo::dates::parse(v, tenant.timezone).ok())
-                .map(XsDateTime::utc)
+                .map(|t| XsDateTime::wall(t, tenant.timezone))
         };
         let status: AppointmentStatus = serde_json::from_value(json!(status))
             .map_err(|_| problem("the status is not one of Kareo's"))?;
