@@ -359,6 +359,9 @@ fn snapshot_item(pk: &str, id: String, snap: Snapshot) -> Item {
     if let Some(starts) = snap.starts {
         item.insert("starts".to_string(), t(starts));
     }
+    if let Some(e) = snap.expires {
+        item.insert(TTL_ATTRIBUTE.to_string(), epoch(e));
+    }
     item
 }
 
@@ -389,6 +392,7 @@ fn snapshot_from(item: &Item) -> Result<(String, Snapshot), StoreError> {
             fields,
             starts: get_time(item, "starts")?,
             deleted,
+            expires: get_epoch(item, TTL_ATTRIBUTE)?,
         },
     ))
 }
@@ -684,9 +688,13 @@ impl SnapshotStore for DynamoStore {
                     .await
                     .map_err(|e| store_error("BatchGetItem", e))?;
                 if let Some(items) = out.responses.and_then(|mut r| r.remove(&self.table)) {
+                    // TTL deletion lags (up to days): an expired snapshot reads as absent.
+                    let now = Utc::now();
                     for item in &items {
                         let (id, snap) = snapshot_from(item)?;
-                        found.insert(id, snap);
+                        if !snap.expired(now) {
+                            found.insert(id, snap);
+                        }
                     }
                 }
                 pending = out
@@ -777,8 +785,12 @@ impl SnapshotStore for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| store_error("Query", e))?;
+            let now = Utc::now();
             for item in page.items() {
-                out.push(snapshot_from(item)?);
+                let (id, snap) = snapshot_from(item)?;
+                if !snap.expired(now) {
+                    out.push((id, snap));
+                }
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),

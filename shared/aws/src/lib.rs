@@ -22,7 +22,7 @@
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
 //! | cursor | `cursor#{tenant}#{family}` | `cursor` | `tenant` S, `family` S, `version` N, `position` S?, `high_water` S?, `last_success_start` S?, `lease_owner` S?, `lease_until` S?, `last_error` M? (`class`, `message`, `at`) |
-//! | snapshot | `snap#{tenant}#{family}` | record id | `version` S, `fields` M (name → S), `starts` S?, `deleted` BOOL |
+//! | snapshot | `snap#{tenant}#{family}` | record id (or a marker: `charge:<id>`, `checked:<id>`) | `version` S, `fields` M (name → S), `starts` S?, `deleted` BOOL, `expires_at` N (400 days after the last write; a re-check marker, 1 day) |
 //! | tenant | `tenant` | tenant id | `yaml` S (`TenantConfig::to_yaml`) |
 //! | breaker | `breaker` | Kareo secret name | `fingerprint` S (digest of the refused credentials), `opened_at` S, `by` S, `reason` S |
 //! | ledger | `ledger#{key}` | `ledger` | `state` S (`pending`/`done`/`needs_review`/`failed`), `attempts` N, `at` S, `owner` S?, `until` S?, `remote_id` S?, `result` S?, `reason` S? |

@@ -529,6 +529,25 @@ mod suite {
             s.upcoming("acme", A, after).await.unwrap(),
             expect_upcoming(&changed)
         );
+        // An expired snapshot reads as absent (TTL deletion lags), from both reads.
+        let mut gone = snapshot(1);
+        gone.starts = Some(after + Duration::days(1));
+        gone.deleted = false;
+        gone.expires = Some(Utc::now() - Duration::seconds(5));
+        SnapshotStore::put(s, "acme", A, vec![("expired".into(), gone)])
+            .await
+            .unwrap();
+        assert!(s
+            .get("acme", A, &["expired".to_string()])
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .upcoming("acme", A, after)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(id, _)| id != "expired"));
     }
 
     /// The exactly-once ledger: claim, hold, expiry, settle, release, review.
@@ -841,6 +860,8 @@ fn snapshot(i: usize) -> Snapshot {
         fields,
         starts: (i % 3 != 0).then(|| base() + Duration::hours(i as i64 - 60)),
         deleted: i % 7 == 0,
+        // Whole seconds: the table's TTL attribute is epoch seconds.
+        expires: (i % 4 == 0).then(|| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()),
     }
 }
 

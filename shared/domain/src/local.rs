@@ -290,8 +290,10 @@ impl SnapshotStore for LocalStore {
             let Some(m) = s.snapshots.get(&key(tenant, family)) else {
                 return HashMap::new();
             };
+            let now = Utc::now();
             ids.iter()
                 .filter_map(|id| m.get(id).map(|v| (id.clone(), v.clone())))
+                .filter(|(_, v)| !v.expired(now))
                 .collect()
         }))
     }
@@ -320,7 +322,11 @@ impl SnapshotStore for LocalStore {
                 .get(&key(tenant, family))
                 .map(|m| {
                     m.iter()
-                        .filter(|(_, v)| !v.deleted && v.starts.is_some_and(|t| t >= after))
+                        .filter(|(_, v)| {
+                            !v.deleted
+                                && !v.expired(Utc::now())
+                                && v.starts.is_some_and(|t| t >= after)
+                        })
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect()
                 })

@@ -155,6 +155,23 @@ pub struct Snapshot {
     /// Deleted (a `deleted` event was handed off).
     #[serde(default)]
     pub deleted: bool,
+    /// When the store forgets it (the table's TTL attribute; an expired one reads as absent).
+    /// Every snapshot the poller writes expires ([`SNAPSHOT_TTL_DAYS`] after it was last
+    /// written): nothing about a record is kept for ever.
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// How long a snapshot is kept after it was last written. A record unchanged for longer is
+/// read as never seen when it changes again: handed off as `updated`, without the transition
+/// of the members it had (a `changed_from` rule does not fire for that one change).
+pub const SNAPSHOT_TTL_DAYS: i64 = 400;
+
+impl Snapshot {
+    /// Has it expired at `now`?
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
 }
 
 impl std::fmt::Debug for Snapshot {

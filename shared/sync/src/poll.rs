@@ -263,13 +263,15 @@ fn checked_marker(appointment_id: &str) -> String {
     format!("checked:{appointment_id}")
 }
 
-/// A re-check marker: when it was done (no record content).
+/// A re-check marker: when it was done (no record content); kept a day (by the store's wall
+/// clock), longer than a pass.
 fn checked_mark(at: DateTime<Utc>) -> Snapshot {
     Snapshot {
         version: at,
         fields: BTreeMap::new(),
         starts: None,
         deleted: false,
+        expires: Some(Utc::now() + chrono::Duration::days(1)),
     }
 }
 
@@ -279,7 +281,7 @@ fn charge_marker(charge_id: &str) -> String {
 }
 
 /// A marker: the version and a digest of the content it was followed at (no record content).
-fn marker(version: DateTime<Utc>, r: &Record) -> Snapshot {
+fn marker(version: DateTime<Utc>, r: &Record, expires: DateTime<Utc>) -> Snapshot {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for (k, v) in r.texts() {
@@ -297,7 +299,14 @@ fn marker(version: DateTime<Utc>, r: &Record) -> Snapshot {
         fields: BTreeMap::from([("digest".to_string(), digest)]),
         starts: None,
         deleted: false,
+        expires: Some(expires),
     }
+}
+
+/// When a snapshot or a marker written now expires: retention is the store's wall clock (its
+/// TTL), not the poller's clock.
+fn snapshot_expiry() -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::days(SNAPSHOT_TTL_DAYS)
 }
 
 /// What a run reads (see `Poller::bounds`).
@@ -713,14 +722,19 @@ where
                         continue;
                     };
                     let mark = match (c.id(), c.version(tz)) {
-                        (Some(id), Ok(Some(v))) => Some((charge_marker(id), marker(v, c))),
+                        (Some(id), Ok(Some(v))) => {
+                            Some((charge_marker(id), marker(v, c, snapshot_expiry())))
+                        }
                         _ => None,
                     };
                     let list = charges.entry(enc.to_string()).or_default();
                     list.extend(mark);
                     if list.is_empty() {
                         // A charge without a readable id or version: always followed.
-                        list.push((String::new(), marker(DateTime::<Utc>::MIN_UTC, c)));
+                        list.push((
+                            String::new(),
+                            marker(DateTime::<Utc>::MIN_UTC, c, self.clock.now()),
+                        ));
                     }
                 }
                 let keys: Vec<String> = charges
@@ -855,6 +869,7 @@ where
                     fields,
                     starts,
                     deleted: false,
+                    expires: Some(snapshot_expiry()),
                 },
             ));
         }
@@ -972,6 +987,7 @@ where
                     Snapshot {
                         deleted: true,
                         version,
+                        expires: Some(snapshot_expiry()),
                         ..snap.clone()
                     },
                 ));

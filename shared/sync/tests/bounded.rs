@@ -17,8 +17,10 @@ use kareo_sim::{Reality, SimConfig};
 use support::{world_with, World};
 use sync::{Mode, Outcome, PollConfig, Poller};
 
-/// Spaces every call of `op` by `every` (the client's throttle, as live GetThrottles would).
-fn throttle(w: &World, op: &str, every: Duration) {
+/// Spaces every call of `op` by `every` (the client's throttle, as live GetThrottles would;
+/// read first, so that the poller's own read does not replace it).
+async fn throttle(w: &World, op: &str, every: Duration) {
+    w.client.throttles_once(&w.creds()).await.unwrap();
     let key = w.sim.config().customer_key.clone();
     w.client
         .throttle()
@@ -64,7 +66,7 @@ async fn two_thousand_encounters_finish_across_runs_each_read_once() {
         "  encounters: {}\n",
     )
     .await;
-    throttle(&w, "GetEncounterDetails", Duration::from_millis(2));
+    throttle(&w, "GetEncounterDetails", Duration::from_millis(2)).await;
     let runs = until_done(
         &w,
         Family::Encounters,
@@ -131,7 +133,7 @@ async fn a_deletion_recheck_of_two_thousand_appointments_resumes_and_finds_each_
         w.sim.delete_appointment(id);
     }
     let seen = w.sink.events().len();
-    throttle(&w, "GetAppointment", Duration::from_millis(2));
+    throttle(&w, "GetAppointment", Duration::from_millis(2)).await;
     w.sim.reset_calls();
     let runs = until_done(
         &w,
