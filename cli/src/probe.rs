@@ -146,7 +146,12 @@ pub async fn kareo_probes(
     for (family, n) in rows {
         let r = if n >= 100 && n % 100 == 0 {
             Ok(format!(
-                "{WARNING}30 days of {family} answered exactly {n} rows: Kareo may cut responses at that count; the poller splits any window answering 1,000 rows or more"
+                "{WARNING}30 days of {family} answered exactly {n} rows: Kareo may cut responses at that count; the poller splits any window answering 1,000 rows or more{}",
+                if n < 1000 {
+                    format!(" — set `kareo.row_cap: {n}` if it is a cut")
+                } else {
+                    String::new()
+                }
             ))
         } else {
             Ok(format!(

@@ -47,6 +47,10 @@ pub struct KareoSide {
     pub practice: String,
     /// The practice's id (`PracticeID` filter, where the read has one).
     pub practice_id: Option<i64>,
+    /// A response of this many rows or more is treated as cut and its window split (default:
+    /// the poller's, 1,000). For an account that cuts responses below that (`check --probe`
+    /// warns of a round row count).
+    pub row_cap: Option<usize>,
 }
 
 /// Dock settings of a tenant.
@@ -227,7 +231,12 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
     let start = required(r, "start").and_then(|(_, v)| instant(r, v, "start"));
     let kareo = required(r, "kareo").and_then(|(_, v)| {
         let e = r.entries(v, line(v), "kareo")?;
-        keys(r, &e, &["secret", "practice", "practice_id"], "kareo");
+        keys(
+            r,
+            &e,
+            &["secret", "practice", "practice_id", "row_cap"],
+            "kareo",
+        );
         let secret = field(r, &e, v, "kareo", "secret");
         let practice = field(r, &e, v, "kareo", "practice");
         let practice_id = match e
@@ -247,10 +256,24 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
                 }
             },
         };
+        let row_cap = match e.iter().find(|(k, _)| k.data.as_str() == Some("row_cap")) {
+            None => None,
+            Some((_, n)) => match &n.data {
+                YamlData::Value(Scalar::Integer(i)) if (10..=5000).contains(i) => Some(*i as usize),
+                _ => {
+                    r.error(
+                        line(n),
+                        "kareo.row_cap: expected a number of rows from 10 to 5000".into(),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(KareoSide {
             secret: secret?,
             practice: practice?,
             practice_id,
+            row_cap,
         })
     });
     let dock = required(r, "dock").and_then(|(_, v)| {
@@ -532,6 +555,18 @@ families:
             "{e}"
         );
 
+        let e = err(&GOOD.replace("  practice_id: 1", "  practice_id: 1\n  row_cap: 3"));
+        assert!(
+            e.to_string()
+                .contains("kareo.row_cap: expected a number of rows from 10 to 5000"),
+            "{e}"
+        );
+        let ok = TenantConfig::from_yaml(
+            &GOOD.replace("  practice_id: 1", "  practice_id: 1\n  row_cap: 400"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.kareo.row_cap, Some(400));
         let e = err(&GOOD.replace("  practice_id: 1", "  practice_id: 1\n  pasword: x"));
         assert!(e.reason.contains("unknown field `pasword`"), "{e}");
 

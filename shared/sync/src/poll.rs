@@ -602,7 +602,8 @@ where
                     deadline,
                 )
                 .await;
-            let too_big = matches!(&read, Ok(r) if r.rows >= self.config.max_records);
+            let cap = tenant.kareo.row_cap.unwrap_or(self.config.max_records);
+            let too_big = matches!(&read, Ok(r) if r.rows >= cap);
             let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
             if too_big || retry_narrower {
                 if (b - a).to_std().unwrap_or_default() >= pol.min_window * 2 {
@@ -616,7 +617,7 @@ where
                 if too_big {
                     return Err(RunError::Data(format!(
                         "{family}: {} or more records in a {}s window, the smallest allowed",
-                        self.config.max_records,
+                        cap,
                         (b - a).num_seconds()
                     )));
                 }

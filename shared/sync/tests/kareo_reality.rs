@@ -53,23 +53,30 @@ fn change_at(w: &World, family: Family, id: &str, at: DateTime<Utc>, member: &st
 /// The scenario: a first run, then a day of front-desk work read by delta runs every few
 /// minutes. Asserts that every change is handed off exactly once and nothing else is.
 async fn exact_under(reality: Reality, practice_id_in_config: bool, patients: usize) {
-    exact_with(reality, practice_id_in_config, patients, "{}").await
+    exact_with(reality, practice_id_in_config, patients, "{}", None).await
 }
 
-/// [`exact_under`] with these settings for the appointments family.
-async fn exact_with(reality: Reality, practice_id_in_config: bool, patients: usize, apts: &str) {
+/// [`exact_under`] with these settings for the appointments family and this `kareo.row_cap`.
+async fn exact_with(
+    reality: Reality,
+    practice_id_in_config: bool,
+    patients: usize,
+    apts: &str,
+    row_cap: Option<usize>,
+) {
     let cfg = SimConfig {
         enforce_throttle: false,
         patients,
         reality: reality.clone(),
         ..SimConfig::default()
     };
-    let w = world_of(
+    let mut w = world_of(
         cfg,
         &format!("  patients: {{}}\n  appointments: {apts}\n"),
         practice_id_in_config,
     )
     .await;
+    w.tenant.kareo.row_cap = row_cap;
     let start = w.tenant.start;
     let pats: Vec<String> = w
         .sim
@@ -392,6 +399,24 @@ async fn get_appointments_applying_its_default_start_date_window_with_the_probed
         true,
         25,
         "{ start_date_horizon: 90d }",
+        None,
+    )
+    .await;
+}
+
+/// A cut below the poller's cap is not survivable blindly (`check --probe` warns of a round
+/// row count); with `kareo.row_cap` at the cut, exact.
+#[tokio::test]
+async fn responses_cut_at_four_hundred_rows_with_the_row_cap_set() {
+    exact_with(
+        Reality {
+            truncate_at: Some(400),
+            ..Reality::default()
+        },
+        true,
+        1500,
+        "{}",
+        Some(400),
     )
     .await;
 }
