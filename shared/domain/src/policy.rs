@@ -57,8 +57,15 @@ pub struct Policy {
     pub source: Source,
     /// Default lookback before the cursor (Kareo's filter granularity is undocumented).
     pub lookback: Duration,
-    /// Default and largest window per call (Kareo faults or truncates wide windows).
+    /// Largest window per call a config may set (Kareo faults or truncates wide windows).
     pub max_window: Duration,
+    /// The window per call when the config sets none. GetCharges: 7 days, well under the 30
+    /// days beyond which a public client saw it silently answer nothing.
+    pub default_window: Duration,
+    /// A window wider than this that answers nothing is suspect: it is split and read again
+    /// until its slices are this narrow (GetCharges' silent empty answers). `None`: an empty
+    /// answer is believed.
+    pub suspect_empty_above: Option<Duration>,
     /// Smallest window a failing window is split down to before the run fails.
     pub min_window: Duration,
     /// How often it runs (the SAM template's rate parameter).
@@ -86,6 +93,14 @@ pub fn of(family: Family) -> Policy {
         source,
         lookback: Duration::from_secs(lookback),
         max_window: Duration::from_secs(max_window),
+        default_window: Duration::from_secs(match family {
+            Family::Charges | Family::Encounters => 7 * DAY,
+            _ => max_window,
+        }),
+        suspect_empty_above: match family {
+            Family::Charges | Family::Encounters => Some(Duration::from_secs(7 * DAY)),
+            _ => None,
+        },
         min_window: Duration::from_secs(MIN),
         schedule,
         lag_alarm: match schedule {

@@ -136,7 +136,7 @@ impl TenantConfig {
         let p = crate::policy::of(family);
         Some(Effective {
             lookback: s.lookback.unwrap_or(p.lookback),
-            max_window: s.max_window.unwrap_or(p.max_window),
+            max_window: s.max_window.unwrap_or(p.default_window),
             start: s.start.unwrap_or(self.start),
             start_date_horizon: s.start_date_horizon,
         })

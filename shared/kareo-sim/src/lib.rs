@@ -214,6 +214,9 @@ pub struct Reality {
     /// Appointment times in writes (`StartTime`, `EndTime`) are read as the practice's wall
     /// clock whatever offset or `Z` they carry (WCF keeping the clock value of a `DateTime`).
     pub write_times_wall_clock: bool,
+    /// GetCharges answers nothing, silently, for a last-modified window wider than this (a
+    /// public client saw windows over ~30 days come back empty).
+    pub charges_empty_above: Option<chrono::Duration>,
 }
 
 /// The precision of record stamps.
@@ -254,6 +257,7 @@ impl Reality {
             appointment_window_always: false,
             deleted_not_found: false,
             write_times_wall_clock: false,
+            charges_empty_above: None,
         }
     }
 

@@ -424,6 +424,17 @@ impl Cx<'_> {
             self.require_practice_id(filter.text("PracticeID"))?;
         }
         let mut rows = self.filter_rows(family, filter)?;
+        if family == Family::Charges {
+            if let Some(limit) = self.cfg.reality.charges_empty_above {
+                let wide = self
+                    .ranges(family, filter)?
+                    .iter()
+                    .any(|r| r.key == family.version_member() && r.to - r.from > limit);
+                if wide {
+                    rows.clear();
+                }
+            }
+        }
         self.check_max(rows.len())?;
         if let Some(n) = self.cfg.reality.truncate_at {
             rows.truncate(n);

@@ -604,6 +604,20 @@ where
                 .await;
             let cap = tenant.kareo.row_cap.unwrap_or(self.config.max_records);
             let too_big = matches!(&read, Ok(r) if r.rows >= cap);
+            // GetCharges has been seen to answer wide windows with nothing: an empty answer
+            // for a window wider than the family's bound is read again in halves.
+            let suspect = matches!(&read, Ok(r) if r.rows == 0)
+                && pol
+                    .suspect_empty_above
+                    .is_some_and(|w| (b - a).to_std().unwrap_or_default() > w);
+            if suspect {
+                let [h1, h2] = halves(a, b);
+                queue.push_front(h2);
+                queue.push_front(h1);
+                report.splits += 1;
+                tracing::info!(tenant = %tenant.tenant, %family, window_s = (b - a).num_seconds(), "empty wide window read again in halves");
+                continue;
+            }
             let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
             if too_big || retry_narrower {
                 if (b - a).to_std().unwrap_or_default() >= pol.min_window * 2 {

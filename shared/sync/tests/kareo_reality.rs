@@ -420,3 +420,32 @@ async fn responses_cut_at_four_hundred_rows_with_the_row_cap_set() {
     )
     .await;
 }
+
+/// GetCharges answering wide windows with nothing: with the default window (7 days) and with a
+/// config that raised it to 30 days (an empty wide answer is read again in halves), every
+/// charge of the first run is handed off.
+#[tokio::test]
+async fn get_charges_answering_wide_windows_with_nothing() {
+    for charges in ["{}", "{ max_window: 30d }"] {
+        let cfg = SimConfig {
+            enforce_throttle: false,
+            reality: Reality {
+                charges_empty_above: Some(Duration::days(10)),
+                ..Reality::default()
+            },
+            ..SimConfig::default()
+        };
+        let w = world_of(cfg, &format!("  charges: {charges}\n"), true).await;
+        let r = w.run(Family::Charges, Mode::Poll).await;
+        assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+        let mut seen = 0;
+        let got: BTreeSet<String> = take(&w, Family::Charges, &mut seen).into_keys().collect();
+        let all: BTreeSet<String> = w
+            .sim
+            .rows(Family::Charges)
+            .iter()
+            .map(|r| r["ID"].clone())
+            .collect();
+        assert_eq!(got, all, "charges: {charges}");
+    }
+}
