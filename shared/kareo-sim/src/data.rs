@@ -873,6 +873,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Store {
         next_id.insert(f, max + 1);
     }
     Store {
+        overrides: BTreeMap::new(),
         rows,
         deleted_appointments: BTreeMap::new(),
         next_id,

@@ -458,6 +458,8 @@ pub struct Call {
 
 pub(crate) struct Store {
     pub rows: BTreeMap<Family, BTreeMap<i64, Row>>,
+    /// Members list reads answer instead of the record's own ([`KareoSim::set_raw`]).
+    pub overrides: BTreeMap<(Family, i64), Row>,
     pub deleted_appointments: BTreeMap<i64, Row>,
     pub next_id: HashMap<Family, i64>,
     pub next_service_line: i64,
@@ -579,6 +581,19 @@ impl KareoSim {
             family.version_member().to_string(),
             cfg.reality.stamp(now, cfg.timezone),
         );
+    }
+
+    /// Makes list reads answer one member of a record as `value`, exactly as written, while
+    /// the record is still filtered by its real stamps (a record Kareo answers with a value no
+    /// reader expects, say an unreadable `LastModifiedDate`).
+    pub fn set_raw(&self, family: Family, id: &str, member: &str, value: &str) {
+        let mut st = self.inner.lock();
+        let id = parse_id(id);
+        st.store
+            .overrides
+            .entry((family, id))
+            .or_default()
+            .insert(member.to_string(), value.to_string());
     }
 
     /// Adds a record stamped `CreatedDate = LastModifiedDate = now` and returns its ID (a new

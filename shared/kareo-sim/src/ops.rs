@@ -436,6 +436,14 @@ impl Cx<'_> {
             }
         }
         self.check_max(rows.len())?;
+        for row in &mut rows {
+            let id = row
+                .get(family.id_member())
+                .and_then(|v| v.parse::<i64>().ok());
+            if let Some(o) = id.and_then(|id| self.store.overrides.get(&(family, id))) {
+                row.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
         if let Some(n) = self.cfg.reality.truncate_at {
             rows.truncate(n);
         }

@@ -666,3 +666,38 @@ async fn an_unreachable_endpoint_fails_at_once_without_splitting_the_window() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_record_whose_version_cannot_be_read_is_skipped_and_counted_and_the_family_goes_on() {
+    let w = world("  payments: {}\n").await;
+    let mut seen = 0;
+    let bad = w.sim.rows(Family::Payments)[3]["ID"].clone();
+    w.sim.set_raw(
+        Family::Payments,
+        &bad,
+        "LastModifiedDate",
+        "the 5th of never",
+    );
+    let r = w.run(Family::Payments, Mode::Poll).await;
+    assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+    assert_eq!(r.unreadable, 1);
+    let got = ids(&w.take(&mut seen));
+    assert!(!got.contains(&bad));
+    assert_eq!(
+        got.len(),
+        w.sim.rows(Family::Payments).len() - 1,
+        "every other record"
+    );
+    let m = sync::metrics::poll_run(&r, w.sim.now());
+    assert_eq!(m.value("UnreadableVersions"), Some(1.0));
+    let cur = w
+        .store
+        .load("acme", Family::Payments)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        cur.last_error.is_none() && cur.position.is_some(),
+        "the cursor moved on"
+    );
+}
