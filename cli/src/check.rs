@@ -16,13 +16,13 @@ use domain::mapping::TaskSpec;
 use domain::ports::{kareo_credentials, SecretError};
 use domain::source::KareoSource;
 use domain::TenantConfig;
-use kareo::{ClientConfig, Credentials, Family, KareoClient, KareoError};
+use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use serde::Serialize;
 use serde_json::json;
 use tasks::deliver::{dock_secret, DockPort};
 use tasks::dock::DockTasks;
 
-use crate::common::{self, Exit, Outcome, Secrets};
+use crate::common::{self, kareo_fail, Exit, Outcome, Secrets, WARNING};
 
 /// `check` options.
 #[derive(clap::Args, Debug)]
@@ -56,9 +56,6 @@ pub struct Args {
     #[arg(long)]
     probe: bool,
 }
-
-/// A detail that starts with this is a warning: printed `WARN`, not a failure.
-const WARNING: &str = "warning: ";
 
 /// One verdict.
 #[derive(Debug, Serialize)]
@@ -160,10 +157,6 @@ async fn check(args: Args) -> Outcome {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn kareo_fail(e: &KareoError) -> String {
-    format!("{}: {e}", e.class())
 }
 
 // Long: one verdict per checked item, in the order they are printed.

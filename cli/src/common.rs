@@ -63,6 +63,15 @@ pub struct StoreArgs {
     pub table: Option<String>,
 }
 
+/// A Kareo failure as a `check` verdict says it: its class, then its text (names only).
+pub fn kareo_fail(e: &kareo::KareoError) -> String {
+    format!("{}: {e}", e.class())
+}
+
+/// A `check` verdict's detail that starts with this is a warning: printed `WARN`, not a
+/// failure.
+pub const WARNING: &str = "warning: ";
+
 /// Where the state is, opened.
 pub enum Store {
     /// Files in a directory.

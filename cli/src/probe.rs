@@ -15,48 +15,14 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
-use domain::source::{start_date_slices, window_body};
+use domain::source::{read_window, start_date_slices};
 use domain::TenantConfig;
-use kareo::{Credentials, Family, KareoClient, KareoError, Record};
-use serde_json::json;
+use kareo::{Credentials, Family, KareoClient, Record};
 
-/// A detail that starts with this is a warning (as `check` prints it).
-const WARNING: &str = "warning: ";
+use crate::common::{kareo_fail, WARNING};
 
 /// The horizon `check --probe` reads StartDate slices over, and suggests.
 const PROBE_HORIZON_DAYS: u64 = 365;
-
-fn fail(e: &KareoError) -> String {
-    format!("{}: {e}", e.class())
-}
-
-/// Every record of `family` modified in `[from, to]`, read with the last-modified pair alone
-/// (and, with `starts`, in those StartDate slices).
-async fn read(
-    kareo: &KareoClient,
-    creds: &Credentials,
-    t: &TenantConfig,
-    family: Family,
-    (from, to): (DateTime<Utc>, DateTime<Utc>),
-    starts: &[(DateTime<Utc>, DateTime<Utc>)],
-) -> Result<Vec<Record>, KareoError> {
-    let practice = match t.kareo.practice_id {
-        Some(id) => Some(id),
-        None => kareo.practice_id(creds, &t.kareo.practice).await?,
-    };
-    let body = window_body(t, practice, family, from, to);
-    if starts.is_empty() {
-        return Ok(kareo.call_named(creds, family.op(), &body).await?.records);
-    }
-    let mut out = Vec::new();
-    for (a, b) in starts {
-        let mut body = body.clone();
-        body["Filter"]["StartDate"] = json!(kareo::dates::format_filter(*a, t.timezone));
-        body["Filter"]["EndDate"] = json!(kareo::dates::format_filter(*b, t.timezone));
-        out.extend(kareo.call_named(creds, family.op(), &body).await?.records);
-    }
-    Ok(out)
-}
 
 fn ids(records: &[Record]) -> BTreeSet<String> {
     records
@@ -81,12 +47,12 @@ pub async fn kareo_probes(
     let mut rows: Vec<(Family, usize)> = Vec::new();
     let mut failure = None;
     for family in [Family::Patients, Family::Appointments] {
-        match read(kareo, creds, t, family, span, &[]).await {
+        match read_window(kareo, creds, t, family, span, &[]).await {
             Ok(rs) => {
                 rows.push((family, rs.len()));
                 versions.extend(rs.iter().filter_map(|r| r.version(tz).ok().flatten()));
             }
-            Err(e) => failure = Some(fail(&e)),
+            Err(e) => failure = Some(kareo_fail(&e)),
         }
     }
     if let Some(f) = failure {
@@ -173,13 +139,13 @@ async fn appointment_window(
 ) -> Result<String, String> {
     let horizon = std::time::Duration::from_secs(PROBE_HORIZON_DAYS * 86_400);
     let slices = start_date_slices(span.1, horizon);
-    let plain = read(kareo, creds, t, Family::Appointments, span, &[]).await;
-    let sliced = read(kareo, creds, t, Family::Appointments, span, &slices).await;
+    let plain = read_window(kareo, creds, t, Family::Appointments, span, &[]).await;
+    let sliced = read_window(kareo, creds, t, Family::Appointments, span, &slices).await;
     let configured = t
         .family(Family::Appointments)
         .and_then(|s| s.start_date_horizon);
     match (plain, sliced) {
-        (Err(e), _) | (_, Err(e)) => Err(fail(&e)),
+        (Err(e), _) | (_, Err(e)) => Err(kareo_fail(&e)),
         (Ok(p), Ok(s)) => {
             let (p, s) = (ids(&p), ids(&s));
             let missing = s.difference(&p).count();

@@ -92,25 +92,20 @@ pub fn event_id(
     version: DateTime<Utc>,
     kind: ChangeKind,
 ) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        tenant,
-        family.name(),
-        record_id,
-        &version.to_rfc3339_opts(SecondsFormat::Millis, true),
-        if kind == ChangeKind::Deleted {
-            "deleted"
-        } else {
-            ""
-        },
-    ] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest(
+        [
+            tenant,
+            family.name(),
+            record_id,
+            &version.to_rfc3339_opts(SecondsFormat::Millis, true),
+            if kind == ChangeKind::Deleted {
+                "deleted"
+            } else {
+                ""
+            },
+        ]
+        .map(str::as_bytes),
+    )
 }
 
 /// The id of a change that Kareo did not stamp with a new version (stamps of one day, or of
@@ -123,13 +118,23 @@ pub fn revision_id(
     version: DateTime<Utc>,
     record: &BTreeMap<String, String>,
 ) -> String {
+    let base = event_id(tenant, family, record_id, version, ChangeKind::Updated);
+    digest(
+        std::iter::once(base.as_bytes()).chain(
+            record
+                .iter()
+                .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
+        ),
+    )
+}
+
+/// The product's one digest: the first 16 bytes of a SHA-256 over `parts`, each followed by a
+/// 0 byte, in hex. Event ids, content digests and credential fingerprints are made of it.
+pub fn digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     let mut h = Sha256::new();
-    h.update(event_id(tenant, family, record_id, version, ChangeKind::Updated).as_bytes());
-    for (k, v) in record {
+    for part in parts {
+        h.update(part);
         h.update([0u8]);
-        h.update(k.as_bytes());
-        h.update([1u8]);
-        h.update(v.as_bytes());
     }
     h.finalize()[..16]
         .iter()

@@ -535,16 +535,7 @@ pub struct Breaker {
 
 /// A digest of Kareo credentials: what a breaker compares to tell that the secret changed.
 pub fn credentials_fingerprint(creds: &kareo::Credentials) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [&creds.customer_key, &creds.user, &creds.password] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::event::digest([&creds.customer_key, &creds.user, &creds.password].map(|p| p.as_bytes()))
 }
 
 /// Kareo accounts' breakers, keyed by the account's secret name.

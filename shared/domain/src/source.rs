@@ -138,6 +138,36 @@ async fn practice_id(
     }
 }
 
+/// The records of `read`'s list operation modified in `[from, to]`: one call, or one per
+/// StartDate slice of `starts` (an appointment on a slice's edge may come twice; the poller
+/// keeps one). The PracticeID is resolved only where the filter has the member.
+pub async fn read_window(
+    client: &KareoClient,
+    creds: &Credentials,
+    tenant: &TenantConfig,
+    read: Family,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    starts: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> Result<Vec<Record>, KareoError> {
+    let op = kareo::op(read.op()).expect("every family's read is in the schema");
+    let practice = match filter_type(read).and_then(|t| t.member("PracticeID")) {
+        Some(_) => practice_id(client, creds, tenant).await?,
+        None => None,
+    };
+    let body = window_body(tenant, practice, read, from, to);
+    if starts.is_empty() {
+        return Ok(client.call(creds, op, &body).await?.records);
+    }
+    let mut records = Vec::new();
+    for (a, b) in starts {
+        let mut body = body.clone();
+        body["Filter"]["StartDate"] = json!(kareo::dates::format_filter(*a, tenant.timezone));
+        body["Filter"]["EndDate"] = json!(kareo::dates::format_filter(*b, tenant.timezone));
+        records.extend(client.call(creds, op, &body).await?.records);
+    }
+    Ok(records)
+}
+
 impl KareoSource for KareoClient {
     async fn prepare(&self, creds: &Credentials) -> Result<(), KareoError> {
         self.throttles_once(creds).await.map(|_| ())
@@ -155,28 +185,14 @@ impl KareoSource for KareoClient {
             Family::Encounters => Family::Charges,
             f => f,
         };
-        let op = kareo::op(read.op()).expect("every family's read is in the schema");
-        let practice = match filter_type(read).and_then(|t| t.member("PracticeID")) {
-            Some(_) => practice_id(self, creds, tenant).await?,
-            None => None,
-        };
-        let body = window_body(tenant, practice, read, from, to);
+        // An account whose GetAppointments applies its default StartDate window even with a
+        // last-modified pair is read in StartDate slices over the configured horizon.
         let horizon = tenant.family(family).and_then(|s| s.start_date_horizon);
-        let Some(horizon) = horizon.filter(|_| family == Family::Appointments) else {
-            return Ok(self.call(creds, op, &body).await?.records);
+        let starts = match horizon.filter(|_| family == Family::Appointments) {
+            Some(h) => start_date_slices(to, h),
+            None => Vec::new(),
         };
-        // This account's GetAppointments applies its default StartDate window even with a
-        // last-modified pair: read the same pair in StartDate slices over the configured
-        // horizon. An appointment on a slice's edge may come
-        // twice; the poller keeps one.
-        let mut records = Vec::new();
-        for (a, b) in start_date_slices(to, horizon) {
-            let mut body = body.clone();
-            body["Filter"]["StartDate"] = json!(kareo::dates::format_filter(a, tenant.timezone));
-            body["Filter"]["EndDate"] = json!(kareo::dates::format_filter(b, tenant.timezone));
-            records.extend(self.call(creds, op, &body).await?.records);
-        }
-        Ok(records)
+        read_window(self, creds, tenant, read, (from, to), &starts).await
     }
 
     async fn encounter(

@@ -157,6 +157,14 @@ impl Report {
         r
     }
 
+    /// A report of a run that failed before it started (no secret, an open breaker, a store
+    /// that could not be read).
+    pub fn failed(tenant: &str, family: Family, class: ErrorClass, message: String) -> Report {
+        let mut r = Report::new(tenant, family);
+        r.outcome = Outcome::Failed { class, message };
+        r
+    }
+
     fn new(tenant: &str, family: Family) -> Report {
         Report {
             tenant: tenant.to_string(),
@@ -282,18 +290,7 @@ fn charge_marker(charge_id: &str) -> String {
 
 /// A marker: the version and a digest of the content it was followed at (no record content).
 fn marker(version: DateTime<Utc>, r: &Record, expires: DateTime<Utc>) -> Snapshot {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (k, v) in r.texts() {
-        h.update(k.as_bytes());
-        h.update([0u8]);
-        h.update(v.as_bytes());
-        h.update([1u8]);
-    }
-    let digest: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = domain::event::digest(r.texts().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]));
     Snapshot {
         version,
         fields: BTreeMap::from([("digest".to_string(), digest)]),
@@ -604,37 +601,31 @@ where
                 .await;
             let cap = tenant.kareo.row_cap.unwrap_or(self.config.max_records);
             let too_big = matches!(&read, Ok(r) if r.rows >= cap);
+            let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
+            let width = (b - a).to_std().unwrap_or_default();
             // GetCharges has been seen to answer wide windows with nothing: an empty answer
             // for a window wider than the family's bound is read again in halves.
             let suspect = matches!(&read, Ok(r) if r.rows == 0)
-                && pol
-                    .suspect_empty_above
-                    .is_some_and(|w| (b - a).to_std().unwrap_or_default() > w);
-            if suspect {
+                && pol.suspect_empty_above.is_some_and(|w| width > w);
+            let narrower = too_big || retry_narrower;
+            if suspect || (narrower && width >= pol.min_window * 2) {
                 let [h1, h2] = halves(a, b);
                 queue.push_front(h2);
                 queue.push_front(h1);
                 report.splits += 1;
-                tracing::info!(tenant = %tenant.tenant, %family, window_s = (b - a).num_seconds(), "empty wide window read again in halves");
+                let why = if suspect {
+                    "empty and wide"
+                } else {
+                    "too large or failed"
+                };
+                tracing::info!(tenant = %tenant.tenant, %family, window_s = (b - a).num_seconds(), why, "window split");
                 continue;
             }
-            let retry_narrower = matches!(&read, Err(RunError::Kareo(e)) if splittable(e));
-            if too_big || retry_narrower {
-                if (b - a).to_std().unwrap_or_default() >= pol.min_window * 2 {
-                    let [h1, h2] = halves(a, b);
-                    queue.push_front(h2);
-                    queue.push_front(h1);
-                    report.splits += 1;
-                    tracing::info!(tenant = %tenant.tenant, %family, window_s = (b - a).num_seconds(), "window split");
-                    continue;
-                }
-                if too_big {
-                    return Err(RunError::Data(format!(
-                        "{family}: {} or more records in a {}s window, the smallest allowed",
-                        cap,
-                        (b - a).num_seconds()
-                    )));
-                }
+            if too_big {
+                return Err(RunError::Data(format!(
+                    "{family}: {cap} or more records in a {}s window, the smallest allowed",
+                    (b - a).num_seconds()
+                )));
             }
             let SliceRead {
                 records,

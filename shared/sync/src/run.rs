@@ -81,19 +81,15 @@ where
         .collect();
     // One read of every open breaker per invocation (not one per tenant): an empty poll stays
     // at three remote calls per (tenant, family), plus this one per invocation.
+    if chosen.is_empty() {
+        return Vec::new();
+    }
     let open = match breakers.breakers().await {
         Ok(b) => std::sync::Mutex::new(b.into_iter().collect::<HashMap<_, _>>()),
         Err(e) => {
             return chosen
                 .iter()
-                .map(|t| {
-                    let mut r = Report::skipped(&t.tenant, family);
-                    r.outcome = Outcome::Failed {
-                        class: e.class(),
-                        message: e.to_string(),
-                    };
-                    r
-                })
+                .map(|t| Report::failed(&t.tenant, family, e.class(), e.to_string()))
                 .collect();
         }
     };
@@ -115,12 +111,7 @@ where
                 }
                 Err(e) => {
                     tracing::warn!(tenant = %t.tenant, %family, error = %e, "no Kareo credentials");
-                    let mut r = Report::skipped(&t.tenant, family);
-                    r.outcome = Outcome::Failed {
-                        class: ErrorClass::Secret,
-                        message: e.to_string(),
-                    };
-                    r
+                    Report::failed(&t.tenant, family, ErrorClass::Secret, e.to_string())
                 }
             }
         })
@@ -154,11 +145,8 @@ where
     Fut: std::future::Future<Output = Report>,
 {
     let account = &tenant.kareo.secret;
-    let failed = |class: ErrorClass, message: String| {
-        let mut r = Report::skipped(&tenant.tenant, family);
-        r.outcome = Outcome::Failed { class, message };
-        r
-    };
+    let failed =
+        |class: ErrorClass, message: String| Report::failed(&tenant.tenant, family, class, message);
     let fingerprint = credentials_fingerprint(creds);
     let known = open
         .lock()
