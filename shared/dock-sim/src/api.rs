@@ -1029,6 +1029,43 @@ impl State {
         Ok(i)
     }
 
+    /// The `UPDATE_TASK` event of a PATCH that changes the task's text
+    /// ([`crate::Reality::audit_keeps_edits`]), with the replaced values.
+    fn audit_edit(&mut self, i: usize, b: &Map<String, Value>, user: &str) {
+        let t = &self.tasks[i];
+        let (mut before, mut after) = (Map::new(), Map::new());
+        for k in ["description", "details"] {
+            if let Some(v) = b.get(k).filter(|v| *v != &t[k]) {
+                before.insert(k.into(), t[k].clone());
+                after.insert(k.into(), v.clone());
+            }
+        }
+        if before.is_empty() {
+            return;
+        }
+        self.webhook_events += 1;
+        let n = self.webhook_events;
+        let task_id = t["id"].clone();
+        self.events.push(json!({
+            "eventIdentifier": format!("e0e0e0e0-0000-4000-8000-{n:012x}"),
+            "organizationIdentifier": self.seed.organization_id,
+            "userIdentifier": user,
+            "targetIdentifier": task_id,
+            "targetType": "TASK",
+            "eventType": "UPDATE_TASK",
+            "createdAt": now_iso(),
+            "audit": {
+                "targetIdentifier": task_id,
+                "targetType": "TASK",
+                "eventType": "UPDATE_TASK",
+                "currentState": "",
+                "previousState": "",
+                "currentValues": after,
+                "previousValues": before,
+            }
+        }));
+    }
+
     fn patch_task(&mut self, id: &str, b: &Map<String, Value>, user: &str, path: &str) -> HResult {
         let i = self.task_index(id, user, path)?;
         let list = ref_id(&self.tasks[i], "taskList").unwrap_or("").to_string();
@@ -1041,6 +1078,9 @@ impl State {
             .map(|g| self.group_read_model(g));
         let assignee = self.assignee_of(b);
         let assignees_only = self.reality.assignees_only;
+        if self.reality.audit_keeps_edits {
+            self.audit_edit(i, b, user);
+        }
         let t = &mut self.tasks[i];
         for k in ["description", "details", "priority", "dueDate"] {
             if let Some(v) = b.get(k) {

@@ -124,6 +124,11 @@ pub struct Reality {
     /// An event's top-level `targetIdentifier` is not the task (Dock's sample event shows it
     /// differing from `audit.targetIdentifier`, which names the task).
     pub target_differs: bool,
+    /// Dock's event log keeps what an edit replaced: a PATCH that changes a task's
+    /// `description` or `details` adds an `UPDATE_TASK` event whose `audit.previousValues`
+    /// hold the old text (the payload's shape in `dock-api.md` §5 has the member; whether Dock
+    /// fills it for these fields is not documented).
+    pub audit_keeps_edits: bool,
 }
 
 /// How a list endpoint pages its answer (`dock-api.md` §7: pagination is undocumented; S10's
@@ -191,6 +196,7 @@ impl Reality {
                 end_inclusive: true,
             },
             target_differs: true,
+            audit_keeps_edits: true,
         }
     }
 }
@@ -433,6 +439,30 @@ impl DockSim {
         st.patients.push(serde_json::json!({
             "id": id, "firstName": first_name, "lastName": last_name, "mrn": mrn,
             "fromEMR": true, "patientMetaData": [], "externalIdentifiers": [], "active": true,
+        }));
+        id
+    }
+
+    /// Adds a task to list `list` as a practice's user would type it in Dock's app (title
+    /// and details, incomplete); returns its id. Panics if there is no such list (a test bug).
+    pub fn add_practice_task(&self, list: &str, title: &str, details: &str) -> String {
+        let list_id = self
+            .list_id(list)
+            .unwrap_or_else(|| panic!("no list {list}"));
+        let mut st = self.inner.lock();
+        let user = st
+            .users
+            .iter()
+            .filter_map(|u| u.get("id").and_then(serde_json::Value::as_str))
+            .find(|id| *id != st.integration_user_id)
+            .unwrap_or_default()
+            .to_string();
+        let id = st.new_id();
+        st.tasks.push(serde_json::json!({
+            "id": id, "description": title, "details": details, "status": "INCOMPLETE",
+            "priority": "NONE", "taskList": {"id": list_id}, "creator": {"id": user},
+            "createdDateTime": api::now_iso(), "updatedDateTime": api::now_iso(),
+            "active": true, "taskMetaData": [],
         }));
         id
     }

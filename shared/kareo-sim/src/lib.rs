@@ -180,6 +180,15 @@ pub struct SimConfig {
     pub enforce_throttle: bool,
     /// More rows than this in one list response → InternalServiceFault.
     pub max_records: Option<usize>,
+    /// Tebra locks a user after repeated failed sign-ins until a system administrator unlocks
+    /// it: after this many refused passwords for [`SimConfig::user`], every call of that user
+    /// (right password or not) answers `Authenticated=false` with [`LOCKED_TEXT`] until
+    /// [`KareoSim::unlock`]. `None`: never locks.
+    pub lockout_after: Option<u32>,
+    /// Operations the user may not call (a user without the System Administrator role):
+    /// answered `Authenticated=true Authorized=false` with the operation's name in
+    /// `PermissionsMissing`.
+    pub denied: Vec<String>,
     /// How the simulator reads what Kareo's guides leave open ([`Reality`]); the default is
     /// the reading described under *Assumptions* above.
     pub reality: Reality,
@@ -307,6 +316,8 @@ impl Default for SimConfig {
             payments: 15,
             enforce_throttle: true,
             max_records: None,
+            lockout_after: None,
+            denied: Vec::new(),
             reality: Reality::default(),
         }
     }
@@ -474,6 +485,8 @@ pub(crate) struct State {
     pub calls: Vec<Call>,
     pub last_accepted: HashMap<&'static str, Instant>,
     pub bulk_patients: Option<u64>,
+    /// Refused passwords of the configured user so far (for [`SimConfig::lockout_after`]).
+    pub failed_sign_ins: u32,
 }
 
 pub(crate) struct Inner {
@@ -524,6 +537,7 @@ impl KareoSim {
             calls: Vec::new(),
             last_accepted: HashMap::new(),
             bulk_patients: None,
+            failed_sign_ins: 0,
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -711,7 +725,24 @@ impl KareoSim {
         st.calls.clear();
         st.last_accepted.clear();
     }
+
+    /// A system administrator unlocks the user ([`SimConfig::lockout_after`]).
+    pub fn unlock(&self) {
+        self.inner.lock().failed_sign_ins = 0;
+    }
+
+    /// Whether the user is locked now.
+    pub fn locked(&self) -> bool {
+        let st = self.inner.lock();
+        self.inner
+            .cfg
+            .lockout_after
+            .is_some_and(|n| st.failed_sign_ins >= n)
+    }
 }
+
+/// `SecurityResult` of a locked user (the simulator's wording: Kareo's is not published).
+pub const LOCKED_TEXT: &str = "User account is locked. Please contact your system administrator.";
 
 fn parse_id(id: &str) -> i64 {
     id.trim()

@@ -51,7 +51,9 @@ pub(crate) fn throttle_text(op: &str, ms: u64) -> String {
     format!("429: {op} endpoint requested more than allowed over time interval {ms} milliseconds. Please wait to try again.")
 }
 
-pub(crate) fn check_auth(cfg: &SimConfig, op: &OpDef, req: &Obj) -> Auth {
+/// What the security check finds for this request, the user having failed `failed_sign_ins`
+/// times so far (counting is [`handle`]'s: this is also asked before faults are injected).
+pub(crate) fn check_auth(cfg: &SimConfig, failed_sign_ins: u32, op: &OpDef, req: &Obj) -> Auth {
     let empty = Obj::default();
     let h = if op.name == "GetCustomerIdFromKey" {
         req
@@ -64,10 +66,18 @@ pub(crate) fn check_auth(cfg: &SimConfig, op: &OpDef, req: &Obj) -> Auth {
     {
         return Auth::BadKey;
     }
-    if h.text("User") != Some(cfg.user.as_str())
-        || h.text("Password") != Some(cfg.password.as_str())
-    {
+    let user = h.text("User") == Some(cfg.user.as_str());
+    if user && cfg.lockout_after.is_some_and(|n| failed_sign_ins >= n) {
+        return Auth::Locked;
+    }
+    if !user {
         return Auth::BadUser;
+    }
+    if h.text("Password") != Some(cfg.password.as_str()) {
+        return Auth::BadPassword;
+    }
+    if cfg.denied.iter().any(|d| d == op.name) {
+        return Auth::Denied;
     }
     Auth::Ok
 }
@@ -82,7 +92,10 @@ pub(crate) fn handle(
     let Some(req) = req else {
         return internal(false);
     };
-    let auth = check_auth(cfg, op, &req);
+    let auth = check_auth(cfg, st.failed_sign_ins, op, &req);
+    if auth == Auth::BadPassword {
+        st.failed_sign_ins += 1;
+    }
     let creds = auth == Auth::Ok;
     if op.name == "GetCustomerIdFromKey" {
         let mut result = vec![("IsAuthorized", Out::Text(creds.to_string()))];
@@ -100,7 +113,7 @@ pub(crate) fn handle(
             records: 0,
         };
     }
-    let sec = || security_response(auth, cfg.customer_id, cfg.practice_id);
+    let sec = || security_response(auth, cfg.customer_id, cfg.practice_id, op.name);
     if !creds {
         return Handled::Doc {
             result: vec![

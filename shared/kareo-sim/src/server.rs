@@ -329,13 +329,13 @@ fn decide(
         Err(_) => Err(ParseError::Malformed),
     };
     let creds = match &parsed {
-        Ok(Some(req)) => ops::check_auth(cfg, op, req) == Auth::Ok,
+        Ok(Some(req)) => ops::check_auth(cfg, st.failed_sign_ins, op, req) == Auth::Ok,
         _ => false,
     };
     // Injected faults that replace the answer.
     if let Some(f) = fault {
         let style = Style::default();
-        let sec = || security_response(Auth::Ok, cfg.customer_id, cfg.practice_id);
+        let sec = || security_response(Auth::Ok, cfg.customer_id, cfg.practice_id, "");
         let doc = |body: Vec<u8>, outcome: Outcome| Decided {
             reply: Reply::Full {
                 status: 200,
@@ -378,7 +378,7 @@ fn decide(
                     ("ErrorResponse", error_response(None)),
                     (
                         "SecurityResponse",
-                        security_response(Auth::BadUser, cfg.customer_id, cfg.practice_id),
+                        security_response(Auth::BadUser, cfg.customer_id, cfg.practice_id, ""),
                     ),
                 ];
                 return doc(envelope(op, &result, style).buf, Outcome::AuthFailed);

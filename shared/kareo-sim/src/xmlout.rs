@@ -412,12 +412,25 @@ pub(crate) fn error_response(msg: Option<&str>) -> Out {
 pub(crate) enum Auth {
     Ok,
     BadKey,
+    /// No such user.
     BadUser,
+    /// The user, with a wrong password (counts toward a lockout).
+    BadPassword,
+    /// The user is locked.
+    Locked,
+    /// Signed in, without permission for the operation.
+    Denied,
 }
 
-/// `SecurityResponse` with every member.
-pub(crate) fn security_response(auth: Auth, customer_id: i64, practice_id: i64) -> Out {
+/// `SecurityResponse` with every member, for a call of `op`.
+pub(crate) fn security_response(auth: Auth, customer_id: i64, practice_id: i64, op: &str) -> Out {
     let b = |v: bool| Out::Text(if v { "true" } else { "false" }.into());
+    let practices = || {
+        Out::Obj(vec![(
+            "PracticeID",
+            Out::List(vec![Out::Text(practice_id.to_string())]),
+        )])
+    };
     match auth {
         Auth::Ok => Out::Obj(vec![
             ("Authenticated", b(true)),
@@ -425,30 +438,43 @@ pub(crate) fn security_response(auth: Auth, customer_id: i64, practice_id: i64) 
             ("CustomerId", Out::Text(customer_id.to_string())),
             ("CustomerKeyValid", b(true)),
             ("PermissionsMissing", Out::Nil),
-            (
-                "PracticesAuthorized",
-                Out::Obj(vec![(
-                    "PracticeID",
-                    Out::List(vec![Out::Text(practice_id.to_string())]),
-                )]),
-            ),
+            ("PracticesAuthorized", practices()),
             ("SecurityResult", Out::Text("Success".into())),
             ("SecurityResultSuccess", b(true)),
         ]),
-        Auth::BadUser | Auth::BadKey => Out::Obj(vec![
+        Auth::Denied => Out::Obj(vec![
+            ("Authenticated", b(true)),
+            ("Authorized", b(false)),
+            ("CustomerId", Out::Text(customer_id.to_string())),
+            ("CustomerKeyValid", b(true)),
+            (
+                "PermissionsMissing",
+                Out::Obj(vec![(
+                    "Permission",
+                    Out::List(vec![Out::Text(op.to_string())]),
+                )]),
+            ),
+            ("PracticesAuthorized", practices()),
+            (
+                "SecurityResult",
+                Out::Text("User does not have the required permissions".into()),
+            ),
+            ("SecurityResultSuccess", b(false)),
+        ]),
+        Auth::BadUser | Auth::BadPassword | Auth::BadKey | Auth::Locked => Out::Obj(vec![
             ("Authenticated", b(false)),
             ("Authorized", b(false)),
             ("CustomerId", Out::Nil),
-            ("CustomerKeyValid", b(auth == Auth::BadUser)),
+            ("CustomerKeyValid", b(auth != Auth::BadKey)),
             ("PermissionsMissing", Out::Nil),
             ("PracticesAuthorized", Out::Nil),
             (
                 "SecurityResult",
                 Out::Text(
-                    if auth == Auth::BadUser {
-                        "Invalid user name and/or password"
-                    } else {
-                        "Invalid customer key"
+                    match auth {
+                        Auth::BadKey => "Invalid customer key",
+                        Auth::Locked => crate::LOCKED_TEXT,
+                        _ => "Invalid user name and/or password",
                     }
                     .into(),
                 ),
@@ -472,7 +498,7 @@ pub(crate) fn list_frame(op: &'static OpDef, customer_id: i64, practice_id: i64)
         ("ErrorResponse", error_response(None)),
         (
             "SecurityResponse",
-            security_response(Auth::Ok, customer_id, practice_id),
+            security_response(Auth::Ok, customer_id, practice_id, ""),
         ),
         (list.name, Out::Splice),
     ];
