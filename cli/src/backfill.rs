@@ -166,6 +166,8 @@ async fn backfill(args: Args) -> Outcome {
                 RunOutcome::Done => "done".into(),
                 RunOutcome::Skipped => "skipped (another run holds the cursor)".into(),
                 RunOutcome::Partial => "partial".into(),
+                RunOutcome::NotDue => "not due (cadence)".into(),
+                RunOutcome::Paused => "paused (tenant resume to go on)".into(),
             };
             println!(
                 "{:<16} {:<18} windows {:>4}  records {:>6}  events {:>6}  duplicates {:>6}  {outcome}",

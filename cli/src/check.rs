@@ -53,19 +53,44 @@ pub struct Args {
     /// Also run the Kareo probes (reads only): stamp precision, Kareo's clock, whether
     /// GetAppointments applies its default StartDate window, a row limit — each with the
     /// setting it implies (docs/kareo-unknowns.md).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dock_only")]
     probe: bool,
+    /// Only the Dock items: the token, its scopes and paging, and every list, group, template
+    /// and assignee the mapping names (no Kareo call; after `mapping import`).
+    #[arg(long)]
+    dock_only: bool,
+}
+
+impl Args {
+    /// The Dock items of one config file (what `mapping import --check` runs).
+    pub(crate) fn dock_only(config: PathBuf, secrets: Option<PathBuf>) -> Args {
+        Args {
+            configs: vec![config],
+            tenant: None,
+            secrets,
+            state: None,
+            table: None,
+            json: false,
+            dock_sandbox: None,
+            probe: false,
+            dock_only: true,
+        }
+    }
 }
 
 /// One verdict.
 #[derive(Debug, Serialize)]
-struct Verdict {
+pub(crate) struct Verdict {
     tenant: String,
-    item: String,
-    ok: bool,
+    pub(crate) item: String,
+    pub(crate) ok: bool,
     /// `ok`, `warn` or `fail`.
-    level: &'static str,
-    detail: String,
+    pub(crate) level: &'static str,
+    pub(crate) detail: String,
+    /// For an item the mapping names: what it is (`list`, `group`, `template`, `assignee`)
+    /// and the rules naming it.
+    #[serde(skip)]
+    pub(crate) names: Option<(&'static str, Vec<String>)>,
 }
 
 /// Exit codes: 0 every item is ok; 1 bad usage; 2 a config or the secrets file is invalid;
@@ -75,6 +100,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn check(args: Args) -> Outcome {
+    let json = args.json;
+    let verdicts = verdicts(args).await?;
+    print(&verdicts, json);
+    let failed = verdicts.iter().filter(|v| !v.ok).count();
+    Ok(if failed > 0 {
+        ExitCode::from(common::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Every verdict of the tenants `args` names, in the order they are printed.
+pub(crate) async fn verdicts(args: Args) -> Result<Vec<Verdict>, Exit> {
     // Configs first: an invalid one is exit 2 whatever else is wrong.
     let mut configs = Vec::new();
     for c in &args.configs {
@@ -117,13 +155,18 @@ async fn check(args: Args) -> Outcome {
             &kareo,
             &dock,
             &dock_client,
-            (sandbox, args.probe),
+            (sandbox, args.probe, args.dock_only),
             &mut verdicts,
         )
         .await;
     }
+    Ok(verdicts)
+}
+
+/// Prints the verdicts: one line each and a count, or JSON.
+pub(crate) fn print(verdicts: &[Verdict], json: bool) {
     let failed = verdicts.iter().filter(|v| !v.ok).count();
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
@@ -132,7 +175,7 @@ async fn check(args: Args) -> Outcome {
             .unwrap_or_default()
         );
     } else {
-        for v in &verdicts {
+        for v in verdicts {
             println!(
                 "{:<16} {:<44} {}",
                 v.tenant,
@@ -152,39 +195,100 @@ async fn check(args: Args) -> Outcome {
         }
         println!("{} check(s), {failed} failed", verdicts.len());
     }
-    Ok(if failed > 0 {
-        ExitCode::from(common::FAILED)
-    } else {
-        ExitCode::SUCCESS
+}
+
+/// The tenant's practice among those the credentials see (GetPractices by name): its id, or
+/// why not (names and ids only); the outer error is Kareo's refusal of the call.
+pub(crate) async fn practice(
+    kareo: &KareoClient,
+    creds: &Credentials,
+    t: &TenantConfig,
+) -> Result<Result<String, String>, kareo::KareoError> {
+    let mut filter = serde_json::Map::new();
+    filter.insert("PracticeName".into(), json!(t.kareo.practice));
+    let body = json!({"Fields": {}, "Filter": filter});
+    let resp = kareo.call_named(creds, "GetPractices", &body).await?;
+    let found = resp.records.iter().find(|r| {
+        r.get("PracticeName")
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case(t.kareo.practice.trim()))
+    });
+    Ok(match (found, t.kareo.practice_id) {
+        (None, _) => {
+            Err("no practice with the configured name is visible to these credentials".into())
+        }
+        (Some(r), Some(id)) if r.get("ID").map(str::trim) != Some(id.to_string().as_str()) => {
+            Err(format!(
+                "the configured practice_id {id} is not the practice's id ({})",
+                r.get("ID").unwrap_or("?")
+            ))
+        }
+        (Some(r), _) => Ok(r.get("ID").unwrap_or("?").trim().to_string()),
     })
 }
 
-// Long: one verdict per checked item, in the order they are printed.
-async fn check_tenant(
-    t: &TenantConfig,
-    secrets: &Secrets,
+/// A read of every enabled family (a five-minute window of its Get operation: the user's
+/// permission for it): the family, the operation, and the count or the failure.
+pub(crate) async fn read_families(
     kareo: &KareoClient,
-    dock: &DockTasks,
-    dock_client: &dock::DockClient,
-    (sandbox, probe): (Option<&str>, bool),
-    out: &mut Vec<Verdict>,
-) {
-    let mut say = |item: String, r: Result<String, String>| {
+    creds: &Credentials,
+    t: &TenantConfig,
+) -> Vec<(Family, &'static str, Result<usize, kareo::KareoError>)> {
+    let to = Utc::now();
+    let from = to - chrono::Duration::minutes(5);
+    let mut out = Vec::new();
+    for &family in t.families.keys() {
+        let op = match family {
+            Family::Encounters => Family::Charges.op(),
+            f => f.op(),
+        };
+        let r = kareo
+            .window(creds, t, family, from, to)
+            .await
+            .map(|rs| rs.len());
+        out.push((family, op, r));
+    }
+    out
+}
+
+/// The verdicts of one tenant, each pushed as it is reached.
+struct Say<'a> {
+    tenant: &'a str,
+    out: &'a mut Vec<Verdict>,
+}
+
+impl Say<'_> {
+    fn say(
+        &mut self,
+        item: String,
+        r: Result<String, String>,
+        names: Option<(&'static str, Vec<String>)>,
+    ) {
         let level = match &r {
             Err(_) => "fail",
             Ok(d) if d.starts_with(WARNING) => "warn",
             Ok(_) => "ok",
         };
-        out.push(Verdict {
-            tenant: t.tenant.clone(),
+        self.out.push(Verdict {
+            tenant: self.tenant.to_string(),
             item,
             ok: r.is_ok(),
             level,
             detail: r.unwrap_or_else(|e| e),
+            names,
         })
-    };
+    }
+}
 
-    // Kareo.
+/// The Kareo verdicts: the secret, the credentials, the practice, a read of each family, and
+/// with `probe` the probes.
+async fn kareo_verdicts(
+    t: &TenantConfig,
+    secrets: &Secrets,
+    kareo: &KareoClient,
+    probe: bool,
+    say: &mut Say<'_>,
+) {
+    let mut say = |item: String, r: Result<String, String>| say.say(item, r, None);
     let creds: Option<Credentials> = match kareo_credentials(secrets, &t.kareo.secret).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -212,47 +316,14 @@ async fn check_tenant(
         None => None,
     };
     if let Some(creds) = &creds {
-        let mut filter = serde_json::Map::new();
-        filter.insert("PracticeName".into(), json!(t.kareo.practice));
-        let body = json!({"Fields": {}, "Filter": filter});
-        let r = match kareo.call_named(creds, "GetPractices", &body).await {
-            Ok(resp) => {
-                let found = resp.records.iter().find(|r| {
-                    r.get("PracticeName")
-                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(t.kareo.practice.trim()))
-                });
-                match (found, t.kareo.practice_id) {
-                    (None, _) => Err(
-                        "no practice with the configured name is visible to these credentials"
-                            .into(),
-                    ),
-                    (Some(r), Some(id))
-                        if r.get("ID").map(str::trim) != Some(id.to_string().as_str()) =>
-                    {
-                        Err(format!(
-                            "the configured practice_id {id} is not the practice's id ({})",
-                            r.get("ID").unwrap_or("?")
-                        ))
-                    }
-                    (Some(r), _) => {
-                        Ok(format!("practice id {}", r.get("ID").unwrap_or("?").trim()))
-                    }
-                }
-            }
+        let r = match practice(kareo, creds, t).await {
+            Ok(r) => r.map(|id| format!("practice id {id}")),
             Err(e) => Err(kareo_fail(&e)),
         };
         say("kareo practice (GetPractices)".into(), r);
-        let to = Utc::now();
-        let from = to - chrono::Duration::minutes(5);
-        for &family in t.families.keys() {
-            let op = match family {
-                Family::Encounters => Family::Charges.op(),
-                f => f.op(),
-            };
-            let r = kareo
-                .window(creds, t, family, from, to)
-                .await
-                .map(|rs| format!("{} record(s) in the last 5 minutes", rs.len()))
+        for (family, op, r) in read_families(kareo, creds, t).await {
+            let r = r
+                .map(|n| format!("{n} record(s) in the last 5 minutes"))
                 .map_err(|e| kareo_fail(&e));
             say(format!("kareo read {} ({op})", family.name()), r);
         }
@@ -269,22 +340,43 @@ async fn check_tenant(
             );
         }
     }
+}
+
+// Long: one verdict per checked item, in the order they are printed.
+async fn check_tenant(
+    t: &TenantConfig,
+    secrets: &Secrets,
+    kareo: &KareoClient,
+    dock: &DockTasks,
+    dock_client: &dock::DockClient,
+    (sandbox, probe, dock_only): (Option<&str>, bool, bool),
+    out: &mut Vec<Verdict>,
+) {
+    let mut say = Say {
+        tenant: &t.tenant,
+        out,
+    };
+    if !dock_only {
+        kareo_verdicts(t, secrets, kareo, probe, &mut say).await;
+    }
 
     // Dock.
     let no_rules = t.mapping.rules.is_empty();
     let secret = match dock_secret(secrets, &t.dock.secret).await {
         Ok(s) => Some(s),
         Err(SecretError::NotFound(_)) if no_rules => {
-            say(
+            say.say(
                 format!("dock secret '{}'", t.dock.secret),
                 Ok("absent; not needed: the mapping has no rules".into()),
+                None,
             );
             return;
         }
         Err(e) => {
-            say(
+            say.say(
                 format!("dock secret '{}'", t.dock.secret),
                 Err(e.to_string()),
+                None,
             );
             None
         }
@@ -292,14 +384,19 @@ async fn check_tenant(
     let (secret, lists) = match secret {
         Some(s) => match dock_client.list_task_lists(&s).await {
             Ok(lists) => {
-                say(
+                say.say(
                     "dock token".into(),
                     Ok(format!("{} task list(s) visible", lists.len())),
+                    None,
                 );
                 (Some(s), lists)
             }
             Err(e) => {
-                say("dock token".into(), Err(format!("{}: {e}", e.class())));
+                say.say(
+                    "dock token".into(),
+                    Err(format!("{}: {e}", e.class())),
+                    None,
+                );
                 (None, Vec::new())
             }
         },
@@ -307,7 +404,7 @@ async fn check_tenant(
     };
     if let Some(s) = &secret {
         for (item, r) in dock_probes(t, dock_client, s).await {
-            say(item, r);
+            say.say(item, r, None);
         }
     }
 
@@ -366,6 +463,26 @@ async fn check_tenant(
             );
         }
     }
+    if let Some(list) = t.shadow.as_ref().and_then(|s| s.list.clone()) {
+        items
+            .entry(Item::List(list.clone()))
+            .or_insert_with(|| {
+                let spec = TaskSpec {
+                    list,
+                    group: None,
+                    workflow: None,
+                    workflow_id: None,
+                    description: domain::mapping::Template::default(),
+                    assignee: None,
+                    due: None,
+                    priority: None,
+                    patient: false,
+                };
+                (Vec::new(), spec)
+            })
+            .0
+            .push("shadow".into());
+    }
     for (item, (rules, spec)) in items {
         let label = match &item {
             Item::List(l) => format!("dock list '{l}'"),
@@ -387,11 +504,17 @@ async fn check_tenant(
                 Err(f) => Err(format!("{}: {}", f.class, f.reason)),
             },
         };
-        say(label, r);
+        let what = match item {
+            Item::List(_) => "list",
+            Item::Group(..) => "group",
+            Item::Template(_) => "template",
+            Item::Assignee(_) => "assignee",
+        };
+        say.say(label, r, Some((what, rules)));
     }
     if let (Some(s), Some(list)) = (&secret, sandbox) {
         let r = round_trip(dock, dock_client, s, list).await;
-        say(format!("dock round trip in list '{list}'"), r);
+        say.say(format!("dock round trip in list '{list}'"), r, None);
     }
 }
 

@@ -13,11 +13,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backfill;
+mod capture;
 mod check;
 mod common;
 mod cursor;
 mod demo;
+mod mapping;
 mod obs;
+mod onboard;
 mod probe;
 mod replay;
 mod status;
@@ -94,6 +97,18 @@ enum Command {
     /// enabled family), the Dock token, and every list, group, workflow template and assignee
     /// the mapping names — one verdict per item. Exit 4 when any item fails.
     Check(check::Args),
+    /// Take a practice's Kareo credentials from the open tasks of its Dock list (default
+    /// `Kareo`, where Dock's page tells it to paste them), sign in once to validate them
+    /// (GetPractices, the practice, GetCustomerIdFromKey, a read per enabled family), store
+    /// them under the tenant's `kareo.secret`, and scrub and complete the tasks. Prints and
+    /// logs no value. `--dry-run` validates only.
+    Onboard(onboard::Args),
+    /// The practice's mapping form (Kareo Interface, Dock Workflow/SmartFlow Name, Dock Task
+    /// List Name, …) in and out of a tenant config's `rules:`.
+    Mapping {
+        #[command(subcommand)]
+        verb: mapping::Verb,
+    },
     /// Per tenant and family: cursor position, lag (now − position), last success and the
     /// class of the last error. Exit 4 when some cursor's last run failed.
     Status(status::Args),
@@ -154,6 +169,9 @@ enum KareoVerb {
         /// The captured response body (the whole SOAP envelope).
         file: PathBuf,
     },
+    /// Make one real call and write it as a support bundle for a Tebra case: the request and
+    /// response XML with the credentials and every record value replaced by placeholders.
+    Capture(capture::Args),
     /// Print the request envelope the client would send for a JSON request body, with
     /// placeholder credentials.
     Envelope {
@@ -213,6 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         }),
         Command::Check(args) => check::run(args),
+        Command::Onboard(args) => onboard::run(args),
+        Command::Mapping { verb } => mapping::run(verb),
         Command::Status(args) => status::run(args),
         Command::Backfill(args) => backfill::run(args),
         Command::Cursor { verb } => cursor::run(verb),
@@ -228,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kareo { verb } => match verb {
             KareoVerb::Decode { op, file } => decode(&op, &file),
             KareoVerb::Envelope { op, input } => envelope_verb(&op, &input),
+            KareoVerb::Capture(args) => capture::run(args),
         },
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use domain::ports::{BreakerStore, TenantStore};
+use domain::ports::{pause_key, Breaker, BreakerStore, TenantStore};
 use domain::TenantConfig;
 
 use crate::common::{self, Exit, Outcome, StoreArgs};
@@ -21,8 +21,26 @@ pub enum Verb {
     Get(GetArgs),
     /// Close the breaker of a Kareo account (opened when Kareo refused its credentials: no
     /// function calls Kareo for the account until then). Changing the account's secret closes
-    /// it too; resume after fixing the user in Kareo without changing the secret.
+    /// it too; resume after fixing the user in Kareo without changing the secret. With
+    /// `--tenant`, also ends the tenant's pause.
     Resume(ResumeArgs),
+    /// Pause a tenant: no function polls it (so no task is created from its changes) until
+    /// `tenant resume --tenant`; its cursors keep their place, so resuming reads what changed
+    /// meanwhile. `status` shows it.
+    Pause(PauseArgs),
+}
+
+/// `tenant pause` options.
+#[derive(clap::Args, Debug)]
+pub struct PauseArgs {
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Why (shown by `status`; no PHI).
+    #[arg(long, default_value = "paused by an operator")]
+    reason: String,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `tenant resume` options.
@@ -64,12 +82,14 @@ pub struct PutArgs {
 /// Exit codes: `put` 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the
 /// state could not be written. `get` 0 printed; 1 no such tenant; 3 the state could not be read.
 /// `resume` 0 closed (or was not open); 1 no such tenant; 3 the state could not be written.
+/// `pause` 0 paused; 1 no such tenant; 3 the state could not be written.
 pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     common::runtime()?.block_on(async {
         common::finish(match verb {
             Verb::Put(args) => put(args).await,
             Verb::Get(args) => get(args).await,
             Verb::Resume(args) => resume(args).await,
+            Verb::Pause(args) => pause(args).await,
         })
     })
 }
@@ -120,8 +140,49 @@ async fn put(args: PutArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn pause(args: PauseArgs) -> Outcome {
+    let store = args.store.open().await?;
+    let tenants = store.tenants().await.map_err(common::store_exit)?;
+    if !tenants.iter().any(|c| c.tenant == args.tenant) {
+        return Err(Exit(
+            common::USAGE,
+            format!("no tenant '{}' is stored", args.tenant),
+        ));
+    }
+    let hold = Breaker {
+        fingerprint: String::new(),
+        opened_at: chrono::Utc::now(),
+        by: "operator".into(),
+        reason: args.reason,
+    };
+    store
+        .open_breaker(&pause_key(&args.tenant), &hold)
+        .await
+        .map_err(common::store_exit)?;
+    println!(
+        "paused tenant {}: no function polls it until `kareo-dock tenant resume --tenant {}`",
+        args.tenant, args.tenant
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn resume(args: ResumeArgs) -> Outcome {
     let store = args.store.open().await?;
+    if let Some(t) = &args.tenant {
+        let key = pause_key(t);
+        if store
+            .breaker(&key)
+            .await
+            .map_err(common::store_exit)?
+            .is_some()
+        {
+            store
+                .close_breaker(&key)
+                .await
+                .map_err(common::store_exit)?;
+            println!("resumed tenant {t}: its pause is over");
+        }
+    }
     let account = match (args.account, args.tenant) {
         (Some(a), _) => a,
         (None, Some(t)) => {

@@ -7,9 +7,12 @@
 //! `KAREO_DOCK_SKIP_MOTO=1` they pass with a loud skip. `scripts/test` starts moto.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use testkit::{moto, unique};
+
+mod support;
+use support::{bin, run, stdout_json, text, tmp};
 
 use chrono::Utc;
 use dock_sim::DockSim;
@@ -17,36 +20,6 @@ use domain::local::LocalStore;
 use domain::ports::{CursorStore, TenantStore};
 use kareo_sim::{Family, KareoSim, SimConfig};
 use serde_json::{json, Value};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kareo-dock"))
-}
-
-async fn run(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("kareo-dock runs"))
-        .await
-        .unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(unique(&format!("kareo-dock-ops-{name}")));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout_json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
 
 struct Env {
     sim: KareoSim,
@@ -759,6 +732,73 @@ async fn tenant_get_prints_back_exactly_the_text_that_was_put() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), original);
     let out = run(env.cmd(&["tenant", "get", "--tenant", "zeta", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn tenant_pause_stops_its_polls_status_shows_it_and_resume_reads_what_changed() {
+    let env = Env::start("tenant-pause").await;
+    // The CLI polls up to the real clock: the simulator's runs on it too.
+    env.sim.set_now(Utc::now());
+    let cfg = env.config("acme.yaml", &["providers"], "");
+    let state = env.state();
+    let secrets = env.dir.join("secrets.json");
+    let sync = || {
+        env.cmd(&[
+            "sync",
+            "--once",
+            "--json",
+            "--no-tasks",
+            "--config",
+            p(&cfg),
+            "--secrets",
+            p(&secrets),
+            "--state",
+            p(&state),
+        ])
+    };
+    let out = run(env.cmd(&["tenant", "put", p(&cfg), "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(sync()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = run(env.cmd(&["tenant", "pause", "--tenant", "acme", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(env.cmd(&["status", "--state", p(&state)])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a pause is not a failure: {}",
+        text(&out)
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("PAUSED tenant acme"), "{status}");
+    let id = env.sim.rows(Family::Providers)[0]["ID"].clone();
+    env.sim
+        .update(Family::Providers, &id, &[("FirstName", "Changed")]);
+    env.sim.reset_calls();
+    let out = run(sync()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        stdout_json(&out)["polls"][0]["outcome"],
+        "paused",
+        "{}",
+        text(&out)
+    );
+    assert!(env.sim.calls().is_empty(), "a paused tenant calls nothing");
+
+    let out = run(env.cmd(&["tenant", "resume", "--tenant", "acme", "--state", p(&state)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("its pause is over"));
+    let out = run(sync()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = &stdout_json(&out)["polls"][0];
+    assert_eq!(report["outcome"], "done", "{report}");
+    assert_eq!(
+        report["events"], 1,
+        "the change made while paused arrives: {report}"
+    );
+    let out = run(env.cmd(&["tenant", "pause", "--tenant", "zeta", "--state", p(&state)])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 

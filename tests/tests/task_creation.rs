@@ -518,3 +518,132 @@ async fn transient_dock_failures_hold_the_cursor_until_delivered() {
         w.kareo_sim.rows(Family::Payments).len()
     );
 }
+
+#[tokio::test]
+async fn shadow_mode_previews_a_weeks_changes_and_going_live_creates_only_new_ones() {
+    let mut w = world().await;
+    let until = w.kareo_sim.now() + chrono::Duration::days(7);
+    w.tenant = TenantConfig::from_yaml(
+        &format!(
+            "{}shadow:\n  until: {}\n  list: Billing\n",
+            w.tenant.to_yaml(),
+            until.to_rfc3339()
+        ),
+        "acme.yaml",
+    )
+    .unwrap();
+    let (_, events) = cancellation(&w).await;
+    let d = deliver_batch(
+        &w.delivery("a"),
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.failures.len()), (1, 0), "{d:?}");
+    let tasks = w.dock_sim.tasks();
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    assert_eq!(
+        t.task_list.as_ref().map(|r| r.id.clone()),
+        w.dock_sim.list_id("Billing"),
+        "the preview list, not the rule's"
+    );
+    let title = t.description.clone().unwrap_or_default();
+    assert!(
+        title.starts_with(
+            "[preview] cancelled-appointment-callback → Front Desk / Callbacks: Call "
+        ),
+        "{title}"
+    );
+    assert!(
+        t.assigned_to.is_none() && t.patient.is_none(),
+        "no assignee, no patient link"
+    );
+    assert!(w.dock_sim.patients().is_empty());
+
+    // The week ends: live. What shadow showed is not created again...
+    w.kareo_sim.advance(chrono::Duration::days(8));
+    assert!(w.tenant.shadowing(w.clock.now()).is_none());
+    let d = deliver_batch(
+        &w.delivery("b"),
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.duplicates), (0, 1), "{d:?}");
+    // ...and a change after the switch lands in the rule's list, once.
+    let id = w
+        .kareo_sim
+        .rows(Family::Appointments)
+        .into_iter()
+        .find(|r| r["ConfirmationStatus"] != "Cancelled")
+        .unwrap()["ID"]
+        .clone();
+    w.kareo_sim.update(
+        Family::Appointments,
+        &id,
+        &[("ConfirmationStatus", "Cancelled")],
+    );
+    w.kareo_sim.advance(chrono::Duration::minutes(5));
+    let events = w.poll(Family::Appointments).await;
+    let live: Vec<_> = events
+        .iter()
+        .filter(|e| e.record_id == id)
+        .cloned()
+        .collect();
+    assert_eq!(live.len(), 1);
+    for owner in ["c", "d"] {
+        deliver_batch(
+            &w.delivery(owner),
+            &w.secrets,
+            std::slice::from_ref(&w.tenant),
+            &live,
+        )
+        .await;
+    }
+    let front_desk = w.dock_sim.list_id("Front Desk");
+    let in_front_desk: Vec<_> = w
+        .dock_sim
+        .tasks()
+        .into_iter()
+        .filter(|t| t.task_list.as_ref().map(|r| r.id.clone()) == front_desk)
+        .collect();
+    assert_eq!(in_front_desk.len(), 1, "exactly once in the working list");
+
+    // Without a preview list, shadow mode only reports: nothing is created, and going live
+    // does not create it either.
+    let w = {
+        let mut w = world().await;
+        w.tenant = TenantConfig::from_yaml(
+            &format!(
+                "{}shadow:\n  until: {}\n",
+                w.tenant.to_yaml(),
+                (w.kareo_sim.now() + chrono::Duration::days(7)).to_rfc3339()
+            ),
+            "acme.yaml",
+        )
+        .unwrap();
+        w
+    };
+    let (_, events) = cancellation(&w).await;
+    let d = deliver_batch(
+        &w.delivery("a"),
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.previewed), (0, 1), "{d:?}");
+    assert!(w.dock_sim.tasks().is_empty());
+    w.kareo_sim.advance(chrono::Duration::days(8));
+    let d = deliver_batch(
+        &w.delivery("b"),
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.duplicates), (0, 1));
+}

@@ -20,6 +20,48 @@ impl SecretsManagerSource {
     }
 }
 
+impl SecretsManagerSource {
+    /// Stores `value` as the secret's new current version (`PutSecretValue`: running functions
+    /// read it on their next cold start or cache expiry), or creates the secret
+    /// (`CreateSecret`, encrypted with `kms_key` when given) when there is none. Returns
+    /// whether it was created. Errors name the secret and the failure, never the value.
+    pub async fn put(
+        &self,
+        name: &str,
+        value: &str,
+        kms_key: Option<&str>,
+    ) -> Result<bool, SecretError> {
+        let fail = |call: &str, label: String| {
+            tracing::warn!(secret = name, error = %label, "{call} failed");
+            SecretError::Unavailable(format!("{call} {name}: {label}"))
+        };
+        match self
+            .client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(fail("PutSecretValue", describe(&e).label())),
+        }
+        self.client
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .set_kms_key_id(kms_key.map(str::to_string))
+            .description("Kareo API credentials (kareo-dock onboard)")
+            .send()
+            .await
+            .map_err(|e| fail("CreateSecret", describe(&e).label()))?;
+        Ok(true)
+    }
+}
+
 impl SecretSource for SecretsManagerSource {
     async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
         let out = match self.client.get_secret_value().secret_id(name).send().await {

@@ -4,6 +4,7 @@
 //! store test suite runs against both.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -554,6 +555,27 @@ impl LocalSecrets {
                 reason: "expected a JSON object of secret name -> secret JSON".into(),
             })?;
         Ok(LocalSecrets::from_map(map))
+    }
+
+    /// Sets secret `name` to `value` in the secrets file at `path` (created when absent),
+    /// keeping the others; the file is rewritten whole, owner-only. Returns whether the secret
+    /// is new. Errors name the file, never a value.
+    pub fn store(path: &Path, name: &str, value: serde_json::Value) -> Result<bool, SecretError> {
+        let mut map: BTreeMap<String, serde_json::Value> = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|_| SecretError::Malformed {
+                name: path.display().to_string(),
+                reason: "expected a JSON object of secret name -> secret JSON".into(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(SecretError::Unavailable(format!("{}: {e}", path.display())));
+            }
+        };
+        let created = map.insert(name.to_string(), value).is_none();
+        let text = serde_json::to_vec_pretty(&map).expect("JSON values serialize");
+        private::write(path, &text)
+            .map_err(|e| SecretError::Unavailable(format!("{}: {e}", path.display())))?;
+        Ok(created)
     }
 
     /// Secrets from a map of name → JSON value.

@@ -538,7 +538,20 @@ pub fn credentials_fingerprint(creds: &kareo::Credentials) -> String {
     crate::event::digest([&creds.customer_key, &creds.user, &creds.password].map(|p| p.as_bytes()))
 }
 
-/// Kareo accounts' breakers, keyed by the account's secret name.
+/// The key of a tenant's pause among the breakers: an operator's hold on one tenant
+/// (`kareo-dock tenant pause`), kept with the accounts' credentials breakers so that a poll
+/// reads both in its one read of the open breakers.
+pub fn pause_key(tenant: &str) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// The tenant a breaker key pauses, if it is a pause.
+pub fn paused_tenant(key: &str) -> Option<&str> {
+    key.strip_prefix("tenant:")
+}
+
+/// Holds on polling: Kareo accounts' credentials breakers, keyed by the account's secret name,
+/// and tenants' pauses, keyed by [`pause_key`].
 pub trait BreakerStore: Send + Sync {
     /// Every open breaker: (account, breaker).
     fn breakers(&self) -> impl Future<Output = Result<Vec<(String, Breaker)>, StoreError>> + Send;

@@ -34,6 +34,11 @@ pub struct TenantConfig {
     pub mapping: Mapping,
     /// Dock webhooks → Kareo write commands (`webhooks:`, see [`crate::hooks`]); absent: none.
     pub hooks: crate::hooks::WebhookConfig,
+    /// When the practice is open (`business_hours:`), for the families' `off_hours_cadence`.
+    pub business_hours: Option<BusinessHours>,
+    /// Go-live rehearsal (`shadow:`): until its end, every task goes to a preview list (or
+    /// only to the report) instead of the rules' lists.
+    pub shadow: Option<Shadow>,
     /// The text it was read from.
     text: String,
 }
@@ -73,6 +78,131 @@ pub struct FamilySettings {
     /// from 30 days back to this far ahead, for an account whose GetAppointments applies its
     /// default StartDate window even with a last-modified pair (`check --probe` finds it).
     pub start_date_horizon: Option<Duration>,
+    /// Poll no more often than this (the schedule fires more often; a run that comes sooner
+    /// after the last successful one reports `not_due` and reads nothing). Default: every run.
+    pub cadence: Option<Duration>,
+    /// The cadence outside `business_hours` (default: `cadence`).
+    pub off_hours_cadence: Option<Duration>,
+}
+
+/// Shadow mode (`shadow: { until: 2026-12-10T00:00:00Z, list: Kareo Preview }`): before
+/// `until`, each task a rule would create goes to `list` instead — one plain task titled with
+/// the rule and where it would have gone — or, without `list`, is only counted and logged.
+/// Either way the (event, rule) is settled in the ledger, so after `until` what shadow already
+/// showed is not created again; changes after it land in the rules' lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadow {
+    /// The end of shadow mode.
+    pub until: DateTime<Utc>,
+    /// The preview list, by name; `None`: report only.
+    pub list: Option<String>,
+}
+
+impl Shadow {
+    /// The rule as shadow mode applies it: a plain task in the preview list, titled with the
+    /// rule and its target (no group, template, assignee, due date or patient link).
+    pub fn preview(&self, rule: &crate::mapping::Rule) -> crate::mapping::Rule {
+        let t = &rule.task;
+        let plain = |s: &str| s.replace(['{', '}'], "");
+        let target = match (&t.workflow, &t.workflow_id, &t.group) {
+            (Some(w), _, g) | (None, Some(w), g) => format!(
+                "would deploy {} in {}{}",
+                plain(w),
+                plain(&t.list),
+                g.as_deref()
+                    .map(|g| format!(" / {}", plain(g)))
+                    .unwrap_or_default()
+            ),
+            (None, None, Some(g)) => format!("{} / {}", plain(&t.list), plain(g)),
+            (None, None, None) => plain(&t.list),
+        };
+        let text = format!(
+            "[preview] {} → {target}: {}",
+            plain(&rule.name),
+            t.description.as_str()
+        );
+        let description = crate::mapping::Template::parse(&text, rule.interface)
+            .unwrap_or_else(|_| t.description.clone());
+        crate::mapping::Rule {
+            task: crate::mapping::TaskSpec {
+                list: self.list.clone().unwrap_or_default(),
+                group: None,
+                workflow: None,
+                workflow_id: None,
+                description,
+                assignee: None,
+                due: None,
+                priority: t.priority,
+                patient: false,
+            },
+            ..rule.clone()
+        }
+    }
+}
+
+/// When the practice is open, on its wall clock: `business_hours: Mon-Fri 07:00-19:00` (days
+/// as a range or a comma list, `Mon`…`Sun`; the closing time is exclusive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusinessHours {
+    /// Open days, Monday first.
+    pub days: [bool; 7],
+    /// Opening time.
+    pub open: chrono::NaiveTime,
+    /// Closing time (after `open`).
+    pub close: chrono::NaiveTime,
+}
+
+impl BusinessHours {
+    /// Reads `Mon-Fri 07:00-19:00`.
+    pub fn parse(text: &str) -> Result<BusinessHours, String> {
+        use chrono::{NaiveTime, Weekday};
+        let bad = || format!("'{text}' is not days and hours (e.g. Mon-Fri 07:00-19:00)");
+        let (days, hours) = text
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(bad)?;
+        let day = |d: &str| d.trim().parse::<Weekday>().map_err(|_| bad());
+        let mut open_days = [false; 7];
+        for part in days.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut d = a;
+                    loop {
+                        open_days[d.num_days_from_monday() as usize] = true;
+                        if d == b {
+                            break;
+                        }
+                        d = d.succ();
+                    }
+                }
+                None => open_days[day(part)?.num_days_from_monday() as usize] = true,
+            }
+        }
+        let (o, c) = hours.trim().split_once('-').ok_or_else(bad)?;
+        let time = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| bad());
+        let (open, close) = (time(o)?, time(c)?);
+        if close <= open {
+            return Err(format!(
+                "'{text}': the closing time must come after the opening time"
+            ));
+        }
+        Ok(BusinessHours {
+            days: open_days,
+            open,
+            close,
+        })
+    }
+
+    /// Whether the practice is open at `t`, in zone `tz`.
+    pub fn contains(&self, t: DateTime<Utc>, tz: Tz) -> bool {
+        use chrono::Datelike;
+        let local = t.with_timezone(&tz);
+        let time = local.time();
+        self.days[local.weekday().num_days_from_monday() as usize]
+            && time >= self.open
+            && time < self.close
+    }
 }
 
 fn default_lag() -> Duration {
@@ -142,6 +272,26 @@ impl TenantConfig {
         })
     }
 
+    /// Shadow mode, when it is on at `now`.
+    pub fn shadowing(&self, now: DateTime<Utc>) -> Option<&Shadow> {
+        self.shadow.as_ref().filter(|s| now < s.until)
+    }
+
+    /// How often `family` is polled at `now`: its `off_hours_cadence` outside business hours,
+    /// else its `cadence`; `None`: on every scheduled run.
+    pub fn cadence(&self, family: Family, now: DateTime<Utc>) -> Option<Duration> {
+        let s = self.families.get(&family)?;
+        let open = self
+            .business_hours
+            .as_ref()
+            .is_none_or(|h| h.contains(now, self.timezone));
+        if open {
+            s.cadence
+        } else {
+            s.off_hours_cadence.or(s.cadence)
+        }
+    }
+
     /// The config's text, exactly as the operator wrote it (for `tenant put`, `tenant get`
     /// and the stores): comments, quoting and `1.50` or `007` survive.
     pub fn to_yaml(&self) -> String {
@@ -162,8 +312,10 @@ pub struct Effective {
     pub start_date_horizon: Option<Duration>,
 }
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 11] = [
     "tenant",
+    "business_hours",
+    "shadow",
     "timezone",
     "start",
     "kareo",
@@ -288,6 +440,44 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
         Some((_, v)) => duration(r, v, "safety_lag"),
     };
     let families = required(r, "families").and_then(|(_, v)| families(r, v));
+    let business_hours = get("business_hours").and_then(|(_, v)| {
+        let s = scalar(r, v, "business_hours")?;
+        BusinessHours::parse(&s)
+            .map_err(|e| r.error(line(v), format!("business_hours: {e}")))
+            .ok()
+    });
+    let shadow = get("shadow").and_then(|(_, v)| {
+        let e = r.entries(v, line(v), "shadow")?;
+        keys(r, &e, &["until", "list"], "shadow");
+        let until = e
+            .iter()
+            .find(|(k, _)| k.data.as_str() == Some("until"))
+            .map(|(_, u)| instant(r, u, "shadow.until"));
+        let Some(until) = until else {
+            r.error(
+                line(v),
+                "shadow: missing field `until` (when shadow mode ends)".into(),
+            );
+            return None;
+        };
+        let list = e
+            .iter()
+            .find(|(k, _)| k.data.as_str() == Some("list"))
+            .and_then(|(_, l)| scalar(r, l, "shadow.list"));
+        Some(Shadow {
+            until: until?,
+            list,
+        })
+    });
+    if let (Some(families), None) = (&families, &business_hours) {
+        for (f, s) in families {
+            if s.off_hours_cadence.is_some() {
+                r.error_unplaced(format!(
+                    "families.{f}.off_hours_cadence needs `business_hours:` (e.g. Mon-Fri 07:00-19:00)"
+                ));
+            }
+        }
+    }
 
     let mapping = Mapping::read(get("rules"), r);
     let hooks = crate::hooks::WebhookConfig::read(get("webhooks").map(|(_, v)| v), r);
@@ -314,6 +504,8 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
         families: families?,
         mapping,
         hooks,
+        business_hours,
+        shadow,
         text: text.to_string(),
     })
 }
@@ -398,6 +590,85 @@ fn duration(r: &mut Reader, v: &MarkedYaml, what: &str) -> Option<Duration> {
     }
 }
 
+/// One family's settings (`families.<family>: {…}`); `None` when they are not a mapping.
+fn family_settings(
+    r: &mut Reader,
+    family: Family,
+    k: &MarkedYaml,
+    s: &MarkedYaml,
+) -> Option<FamilySettings> {
+    let mut settings = FamilySettings::default();
+    if !s.data.is_null() {
+        let se = r.entries(s, line(s), &format!("families.{family}"))?;
+        keys(
+            r,
+            &se,
+            &[
+                "lookback",
+                "max_window",
+                "start",
+                "start_date_horizon",
+                "cadence",
+                "off_hours_cadence",
+            ],
+            &format!("families.{family}"),
+        );
+        for (sk, sv) in &se {
+            let what = format!("families.{family}.{}", sk.data.as_str().unwrap_or(""));
+            match sk.data.as_str() {
+                Some("lookback") => settings.lookback = duration(r, sv, &what),
+                Some("max_window") => {
+                    settings.max_window = duration(r, sv, &what);
+                    let ceiling = crate::policy::of(family).max_window;
+                    if settings
+                        .max_window
+                        .is_some_and(|w| w > ceiling || w.is_zero())
+                    {
+                        r.error(
+                            line(k),
+                            format!(
+                                "families.{family}.max_window must be between 1s and {} (Kareo's limit for this family)",
+                                humantime::format_duration(ceiling)
+                            ),
+                        );
+                    }
+                }
+                Some("start") => settings.start = instant(r, sv, &what),
+                Some(key @ ("cadence" | "off_hours_cadence")) => {
+                    let d = duration(r, sv, &what);
+                    if d.is_some_and(|d| {
+                        d < Duration::from_secs(60) || d > Duration::from_secs(86_400)
+                    }) {
+                        r.error(line(sv), format!("{what}: from 1m to 1d"));
+                    }
+                    if key == "cadence" {
+                        settings.cadence = d;
+                    } else {
+                        settings.off_hours_cadence = d;
+                    }
+                }
+                Some("start_date_horizon") => {
+                    if family != Family::Appointments {
+                        r.error(
+                            line(sk),
+                            format!("{what}: only appointments are read by StartDate"),
+                        );
+                    }
+                    settings.start_date_horizon = duration(r, sv, &what);
+                    if settings
+                        .start_date_horizon
+                        .is_some_and(|h| h > Duration::from_secs(3 * 365 * 86_400))
+                    {
+                        r.error(line(sk), format!("{what}: at most 3 years (1095d)"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(settings)
+}
+
 /// `families:` — the enabled families and their overrides.
 fn families(r: &mut Reader, v: &MarkedYaml) -> Option<BTreeMap<Family, FamilySettings>> {
     let e = r.entries(v, line(v), "families")?;
@@ -424,57 +695,9 @@ fn families(r: &mut Reader, v: &MarkedYaml) -> Option<BTreeMap<Family, FamilySet
             );
             continue;
         };
-        let mut settings = FamilySettings::default();
-        if !s.data.is_null() {
-            let Some(se) = r.entries(s, line(s), &format!("families.{family}")) else {
-                continue;
-            };
-            keys(
-                r,
-                &se,
-                &["lookback", "max_window", "start", "start_date_horizon"],
-                &format!("families.{family}"),
-            );
-            for (sk, sv) in &se {
-                let what = format!("families.{family}.{}", sk.data.as_str().unwrap_or(""));
-                match sk.data.as_str() {
-                    Some("lookback") => settings.lookback = duration(r, sv, &what),
-                    Some("max_window") => {
-                        settings.max_window = duration(r, sv, &what);
-                        let ceiling = crate::policy::of(family).max_window;
-                        if settings
-                            .max_window
-                            .is_some_and(|w| w > ceiling || w.is_zero())
-                        {
-                            r.error(
-                                line(k),
-                                format!(
-                                    "families.{family}.max_window must be between 1s and {} (Kareo's limit for this family)",
-                                    humantime::format_duration(ceiling)
-                                ),
-                            );
-                        }
-                    }
-                    Some("start") => settings.start = instant(r, sv, &what),
-                    Some("start_date_horizon") => {
-                        if family != Family::Appointments {
-                            r.error(
-                                line(sk),
-                                format!("{what}: only appointments are read by StartDate"),
-                            );
-                        }
-                        settings.start_date_horizon = duration(r, sv, &what);
-                        if settings
-                            .start_date_horizon
-                            .is_some_and(|h| h > Duration::from_secs(3 * 365 * 86_400))
-                        {
-                            r.error(line(sk), format!("{what}: at most 3 years (1095d)"));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let Some(settings) = family_settings(r, family, k, s) else {
+            continue;
+        };
         out.insert(family, settings);
     }
     if out.is_empty() && r.problems() == before {

@@ -428,6 +428,36 @@ impl KareoClient {
         Ok(r.i64("CustomerId").ok().flatten())
     }
 
+    /// One call of `op`, not retried and not parsed: the request envelope as sent and the
+    /// HTTP status and body as received (`kareo-dock kareo capture`, for a Tebra support
+    /// case). The throttle is honoured. Both hold credentials and record values: redact them
+    /// before they leave the machine.
+    pub async fn exchange(
+        &self,
+        creds: &Credentials,
+        op: &str,
+        body: &Value,
+    ) -> Result<(String, u16, Bytes), KareoError> {
+        let op = envelope::operation(op)?;
+        let xml = envelope::write(op, creds, &self.cfg.client_version, body)?;
+        self.throttle.wait(&creds.customer_key, op).await;
+        let resp = self
+            .http
+            .post(&self.cfg.endpoint)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", envelope::soap_action(op.name))
+            .body(xml.clone())
+            .send()
+            .await
+            .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?;
+        Ok((xml, status, bytes))
+    }
+
     async fn attempt(
         &self,
         creds: &Credentials,

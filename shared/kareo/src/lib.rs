@@ -16,6 +16,7 @@ pub mod error;
 pub mod family;
 pub mod reader;
 pub mod record;
+pub mod redact;
 pub mod schema;
 
 pub use envelope::Credentials;

@@ -83,6 +83,10 @@ pub enum Outcome {
     Skipped,
     /// The time budget ran out: the windows done are checkpointed, the rest is left.
     Partial,
+    /// The family's `cadence` says not yet: the last successful run was too recent.
+    NotDue,
+    /// The tenant is paused (`kareo-dock tenant pause`): not polled, cursors stay.
+    Paused,
     /// Failed: the class and a message (ids and elements only).
     Failed {
         /// Error class.
@@ -93,12 +97,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// `done`, `skipped`, `partial` or `failed`.
+    /// `done`, `skipped`, `partial`, `not_due`, `paused` or `failed`.
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Done => "done",
             Outcome::Skipped => "skipped",
             Outcome::Partial => "partial",
+            Outcome::NotDue => "not_due",
+            Outcome::Paused => "paused",
             Outcome::Failed { .. } => "failed",
         }
     }
@@ -147,6 +153,19 @@ pub struct Report {
     /// An audit: the windows in which it handed off versions never handed off before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healed: Option<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
+}
+
+/// How early a run may come and still be due: schedules fire with some jitter, and a run a
+/// few seconds short of the cadence would otherwise wait a whole schedule period more.
+pub const CADENCE_SLACK: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Whether a cursor whose last successful run started at `last_success_start` is due a poll
+/// at `now` under `cadence` (a cursor that never succeeded, or that failed since, is due).
+fn due(c: &Cursor, cadence: std::time::Duration, now: DateTime<Utc>) -> bool {
+    let cadence = chrono::Duration::from_std(cadence).unwrap_or_default();
+    c.last_error.is_some()
+        || c.last_success_start
+            .is_none_or(|last| now >= last + cadence - CADENCE_SLACK)
 }
 
 impl Report {
@@ -425,6 +444,23 @@ where
             }
             report.position = position;
             return report;
+        }
+        if mode == Mode::Poll {
+            if let Some(cadence) = tenant.cadence(family, run_start) {
+                // One read, no write: a run that is not due costs one call.
+                match self.cursors.load(&tenant.tenant, family).await {
+                    Ok(c) if c.as_ref().is_some_and(|c| !due(c, cadence, run_start)) => {
+                        report.outcome = Outcome::NotDue;
+                        report.position = c.and_then(|c| c.position);
+                        return report;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        report.outcome = failed(&RunError::Store(e));
+                        return report;
+                    }
+                }
+            }
         }
         let until =
             run_start + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();

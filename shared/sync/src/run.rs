@@ -102,6 +102,16 @@ where
                 r.outcome = Outcome::Partial;
                 return r;
             }
+            let paused = open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&domain::ports::pause_key(&t.tenant));
+            if paused {
+                tracing::info!(tenant = %t.tenant, %family, "tenant paused: not polled");
+                let mut r = Report::skipped(&t.tenant, family);
+                r.outcome = Outcome::Paused;
+                return r;
+            }
             match kareo_credentials(secrets, &t.kareo.secret).await {
                 Ok(creds) => {
                     guarded(breakers, open, poller.clock, t, family, &creds, || {

@@ -53,6 +53,9 @@ pub struct Delivered {
     /// (A claim another delivery still holds is a transient failure of class `held`: the
     /// holder may have died, so the batch is retried until it is done or the claim expires.)
     pub held: usize,
+    /// Shadow mode without a preview list: (event, rule) pairs only reported (and settled,
+    /// so that going live does not create them).
+    pub previewed: usize,
     /// Failures.
     pub failures: Vec<Failure>,
 }
@@ -209,22 +212,23 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
             events: events.len(),
             ..Delivered::default()
         };
+        let shadow = tenant.shadowing(self.clock.now());
         for event in events {
             for rule in tenant.mapping.matching(event) {
                 out.matched += 1;
                 let key = format!("task#{}#{}", event.id, rule.name);
-                if let Err(f) = self
-                    .one(
-                        tenant,
-                        dock_secret,
-                        kareo_creds,
-                        event,
-                        rule,
-                        &key,
-                        &mut out,
-                    )
-                    .await
-                {
+                // Shadow mode: the preview list's plain task, or the report only.
+                let preview = shadow.filter(|s| s.list.is_some()).map(|s| s.preview(rule));
+                let r = match (shadow, &preview) {
+                    (Some(_), None) => self.report_only(&key, &mut out).await,
+                    (_, p) => {
+                        let rule = p.as_ref().unwrap_or(rule);
+                        let creds = kareo_creds;
+                        self.one(tenant, dock_secret, creds, event, rule, &key, &mut out)
+                            .await
+                    }
+                };
+                if let Err(f) = r {
                     tracing::warn!(tenant = %tenant.tenant, event = %event.id, rule = %rule.name, class = %f.class, permanent = f.permanent, "task not created");
                     out.failures.push(Failure {
                         event: event.id.clone(),
@@ -236,7 +240,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                 }
             }
         }
-        tracing::info!(tenant = %tenant.tenant, events = out.events, matched = out.matched, tasks = out.tasks, workflows = out.workflows, duplicates = out.duplicates, failures = out.failures.len(), "delivery");
+        tracing::info!(tenant = %tenant.tenant, events = out.events, matched = out.matched, tasks = out.tasks, workflows = out.workflows, duplicates = out.duplicates, previewed = out.previewed, failures = out.failures.len(), "delivery");
         out
     }
 
@@ -412,6 +416,49 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
             }
             Err(f) => self.give_back(key, f).await,
         }
+    }
+
+    /// Shadow mode without a preview list: the (event, rule) is claimed and settled done with
+    /// nothing created.
+    async fn report_only(&self, key: &str, out: &mut Delivered) -> Result<(), DockFailure> {
+        let store = |e: StoreError| DockFailure {
+            class: e.class(),
+            reason: e.to_string(),
+            permanent: false,
+            ambiguous: false,
+        };
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        match self
+            .ledger
+            .claim(key, &self.owner, now, until)
+            .await
+            .map_err(store)?
+        {
+            Claim::Done(_) | Claim::NeedsReview(_) => out.duplicates += 1,
+            Claim::Held => {
+                return Err(DockFailure {
+                    class: ErrorClass::Held,
+                    reason: "another delivery holds this (event, rule); retried after its lease"
+                        .into(),
+                    permanent: false,
+                    ambiguous: false,
+                })
+            }
+            _ => {
+                self.settle(
+                    key,
+                    LedgerState::Done,
+                    None,
+                    Some("shadow mode: reported, not created".into()),
+                )
+                .await
+                .map_err(store)?;
+                tracing::info!(key, "shadow mode: reported, not created");
+                out.previewed += 1;
+            }
+        }
+        Ok(())
     }
 
     async fn settle(
@@ -684,6 +731,7 @@ where
         total.workflows += d.workflows;
         total.duplicates += d.duplicates;
         total.held += d.held;
+        total.previewed += d.previewed;
         total.failures.extend(d.failures);
     }
     total
@@ -753,6 +801,7 @@ where
             t.workflows += d.workflows;
             t.duplicates += d.duplicates;
             t.held += d.held;
+            t.previewed += d.previewed;
         }
         let transient = d.has_transient();
         let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
