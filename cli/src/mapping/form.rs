@@ -16,7 +16,9 @@
 
 use std::collections::BTreeMap;
 
+use domain::hooks::HookRule;
 use domain::mapping::{Condition, Mapping, On, Rule};
+use domain::op::Op;
 use kareo::Family;
 
 /// A column of the form.
@@ -234,8 +236,8 @@ pub fn read_table(text: &str) -> Result<Vec<FormRow>, Vec<Problem>> {
 pub enum Interface {
     /// A read: a family whose changes fire rules.
     Read(Family),
-    /// A write (`Create Patient`, …): driven by Dock, not by Kareo's changes.
-    Write,
+    /// A write (`Create Patient`, …): driven by a Dock event, not by Kareo's changes.
+    Write(Op),
 }
 
 /// The page's names of the read interfaces, by family (what `export` writes).
@@ -279,17 +281,65 @@ const READS: [(&str, Family); 22] = [
     ("procedurecode", Family::ProcedureCodes),
 ];
 
-const WRITES: [&str; 10] = [
-    "createappointment",
-    "createpatient",
-    "createencounter",
-    "createpayment",
-    "updatepatient",
-    "updatepatientrecords",
-    "updatingpatientrecords",
-    "updatingpatientrecordsinkareo",
-    "deleteappointment",
-    "deleteappointments",
+const WRITES: [(&str, Op); 11] = [
+    ("createappointment", Op::CreateAppointment),
+    ("createpatient", Op::CreatePatient),
+    ("createencounter", Op::CreateEncounter),
+    ("createpayment", Op::CreatePayment),
+    ("updatepatient", Op::UpdatePatient),
+    ("updatepatientrecords", Op::UpdatePatient),
+    ("updatingpatientrecords", Op::UpdatePatient),
+    ("updatingpatientrecordsinkareo", Op::UpdatePatient),
+    ("deleteappointment", Op::DeleteAppointment),
+    ("deleteappointments", Op::DeleteAppointment),
+    ("updateappointment", Op::UpdateAppointment),
+];
+
+/// The page's name of a write interface (what `export` writes).
+fn write_name(op: Op) -> &'static str {
+    match op {
+        Op::CreatePatient => "Create Patient",
+        Op::UpdatePatient => "Update Patient",
+        Op::CreateAppointment => "Create Appointment",
+        Op::DeleteAppointment => "Delete Appointment",
+        Op::CreateEncounter => "Create Encounter",
+        Op::CreatePayment => "Create Payment",
+        Op::UpdateAppointment => "Update Appointment",
+        Op::UpdateEncounterStatus => "Update Encounter Status",
+    }
+}
+
+/// What a write row's data is, filled from the Dock task's patient and the product's links:
+/// the writes a form row can drive. The others need values the form has no column for.
+fn write_data(op: Op) -> Option<Vec<(&'static str, &'static str)>> {
+    let contact = [
+        ("email", "{patient.email}"),
+        ("home_phone", "{patient.phoneHome}"),
+        ("mobile_phone", "{patient.phoneMobile}"),
+    ];
+    Some(match op {
+        Op::CreatePatient => [
+            ("first_name", "{patient.firstName}"),
+            ("last_name", "{patient.lastName}"),
+            ("date_of_birth", "{patient.dob}"),
+            ("gender", "{patient.gender}"),
+        ]
+        .into_iter()
+        .chain(contact)
+        .collect(),
+        Op::UpdatePatient => std::iter::once(("patient_id", "{link.patient_id}"))
+            .chain(contact)
+            .collect(),
+        Op::DeleteAppointment => vec![("appointment_id", "{link.appointment_id}")],
+        _ => return None,
+    })
+}
+
+/// The Dock events a write row's *When* may name.
+const DOCK_EVENTS: [(&str, &str); 3] = [
+    ("task completed", "MARK_COMPLETE"),
+    ("task created", "CREATE_TASK"),
+    ("task status changed", "UPDATE_TASK_STATUS"),
 ];
 
 /// The interface a form names, or why not (with the nearest name the page uses).
@@ -298,8 +348,8 @@ pub fn interface(name: &str) -> Result<Interface, String> {
     if let Some((_, f)) = READS.iter().find(|(n, _)| *n == s) {
         return Ok(Interface::Read(*f));
     }
-    if WRITES.contains(&s.as_str()) {
-        return Ok(Interface::Write);
+    if let Some((_, op)) = WRITES.iter().find(|(n, _)| *n == s) {
+        return Ok(Interface::Write(*op));
     }
     let known = READS
         .iter()
@@ -474,8 +524,10 @@ pub struct FormRule {
 pub struct Imported {
     /// The rules, in row order.
     pub rules: Vec<FormRule>,
-    /// Lines of rows naming a write interface (not automatable from the form).
-    pub writes: Vec<(usize, String)>,
+    /// Webhook rules: write rows whose *When* names the Dock event that drives them.
+    pub hooks: Vec<FormHook>,
+    /// Write rows that are not automatable from the form: (line, interface, why).
+    pub writes: Vec<(usize, String, String)>,
     /// What is wrong.
     pub problems: Vec<Problem>,
 }
@@ -504,6 +556,7 @@ fn slug(parts: &[&str]) -> String {
 pub fn import(rows: &[FormRow]) -> Imported {
     let mut out = Imported {
         rules: Vec::new(),
+        hooks: Vec::new(),
         writes: Vec::new(),
         problems: Vec::new(),
     };
@@ -522,8 +575,22 @@ pub fn import(rows: &[FormRow]) -> Imported {
         };
         let family = match interface(iface) {
             Ok(Interface::Read(f)) => f,
-            Ok(Interface::Write) => {
-                out.writes.push((row.line, iface.to_string()));
+            Ok(Interface::Write(op)) => {
+                match write_row(row, op) {
+                    Ok(h) => {
+                        let n = names.entry(h.name.clone()).or_insert(0);
+                        *n += 1;
+                        if *n > 1 {
+                            bad(
+                                Column::Rule,
+                                format!("'{}' names another row's rule too", h.name),
+                            );
+                            continue;
+                        }
+                        out.hooks.push(h);
+                    }
+                    Err(why) => out.writes.push((row.line, iface.to_string(), why)),
+                }
                 continue;
             }
             Err(e) => {
@@ -595,6 +662,117 @@ pub fn import(rows: &[FormRow]) -> Imported {
         });
     }
     out
+}
+
+/// A webhook rule made from a write row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FormHook {
+    /// The row's line in the form.
+    pub line: usize,
+    /// Rule name.
+    pub name: String,
+    op: Op,
+    event: &'static str,
+    list: Option<String>,
+}
+
+/// A write row as a webhook rule, or why it cannot be one.
+fn write_row(row: &FormRow, op: Op) -> Result<FormHook, String> {
+    let events = DOCK_EVENTS
+        .iter()
+        .map(|(p, _)| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if write_data(op).is_none() {
+        return Err(format!(
+            "{} needs values the form has no column for: write its `webhooks:` rule by hand (docs/write-back.md)",
+            op.name()
+        ));
+    }
+    let Some(when) = row.get(Column::When) else {
+        return Err(format!(
+            "a write needs the Dock event that drives it: write When as {events}"
+        ));
+    };
+    let Some((_, event)) = DOCK_EVENTS
+        .iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case(when.trim()))
+    else {
+        return Err(format!(
+            "When '{when}' is not a Dock event (expected {events})"
+        ));
+    };
+    let list = row.get(Column::List).map(str::to_string);
+    let name = match row.get(Column::Rule) {
+        Some(n) => n.to_string(),
+        None => slug(&[op.name(), list.as_deref().unwrap_or(""), when]),
+    };
+    Ok(FormHook {
+        line: row.line,
+        name,
+        op,
+        event,
+        list,
+    })
+}
+
+/// The webhook rules as a `webhooks:` section. Rules that change or delete Kareo records get
+/// `modify_existing: true`: the form row is the practice's explicit ask, and each such write is
+/// cross-checked against the linked patient before it is sent.
+pub fn hooks_yaml(hooks: &[FormHook]) -> String {
+    let mut y = String::from("webhooks:\n  rules:\n");
+    for h in hooks {
+        y.push_str(&format!("    - name: {}\n", q(&h.name)));
+        y.push_str(&format!("      event: {}\n", h.event));
+        if let Some(l) = &h.list {
+            y.push_str(&format!("      list: {}\n", q(l)));
+        }
+        y.push_str(&format!("      op: {}\n", h.op.name()));
+        if h.op != Op::CreatePatient {
+            y.push_str("      modify_existing: true\n");
+        }
+        y.push_str("      data:\n");
+        for (k, v) in write_data(h.op).unwrap_or_default() {
+            y.push_str(&format!("        {k}: {}\n", q(v)));
+        }
+    }
+    y
+}
+
+/// Whether a data template is exactly the one placeholder `{source.key}` of `text`.
+fn is_ref(t: &domain::hooks::Template, text: &str) -> bool {
+    use domain::hooks::{Part, Template};
+    let inner = text.trim_start_matches('{').trim_end_matches('}');
+    let Some((source, key)) = inner.split_once('.') else {
+        return false;
+    };
+    matches!(t, Template::Text(parts)
+        if parts.as_slice() == [Part::Ref(source.to_string(), key.to_string())])
+}
+
+/// A webhook rule as the form's row, when it is one a form row makes (the data a row gives).
+fn hook_row(h: &HookRule) -> Option<[String; 8]> {
+    let data = write_data(h.op)?;
+    let same = data.len() == h.data.len()
+        && data
+            .iter()
+            .all(|(k, v)| h.data.get(*k).is_some_and(|t| is_ref(t, v)));
+    let [event] = h.events.as_slice() else {
+        return None;
+    };
+    let (phrase, _) = DOCK_EVENTS.iter().find(|(_, e)| e == event)?;
+    same.then(|| {
+        [
+            write_name(h.op).to_string(),
+            String::new(),
+            h.list.clone().unwrap_or_default(),
+            String::new(),
+            String::new(),
+            phrase.to_string(),
+            String::new(),
+            h.name.clone(),
+        ]
+    })
 }
 
 /// A YAML scalar: JSON's string syntax is YAML's double-quoted one.
@@ -708,9 +886,10 @@ fn when_text(rule: &Rule) -> String {
     clauses.join(" and ")
 }
 
-/// The tenant's rules as the form: one row per rule, every column, as a Markdown table or CSV.
-pub fn export(mapping: &Mapping, markdown: bool) -> String {
-    let rows: Vec<[String; 8]> = mapping
+/// The tenant's rules as the form: one row per task rule, then one per webhook rule a form row
+/// can make (others are left to the YAML), every column, as a Markdown table or CSV.
+pub fn export(mapping: &Mapping, hooks: &[HookRule], markdown: bool) -> String {
+    let mut rows: Vec<[String; 8]> = mapping
         .rules
         .iter()
         .map(|r| {
@@ -738,6 +917,7 @@ pub fn export(mapping: &Mapping, markdown: bool) -> String {
             ]
         })
         .collect();
+    rows.extend(hooks.iter().filter_map(hook_row));
     let header = Column::ALL.map(|c| c.header().to_string());
     if markdown {
         let line = |cells: &[String; 8]| {
@@ -789,19 +969,16 @@ mod tests {
         ] {
             assert_eq!(interface(name), Ok(Interface::Read(f)), "{name}");
         }
-        for w in [
-            "Create Appointment",
-            "Create Patient",
-            "Create Encounter",
-            "Create Payment",
+        for (w, op) in [
+            ("Create Appointment", Op::CreateAppointment),
+            ("Create Patient", Op::CreatePatient),
+            ("Create Encounter", Op::CreateEncounter),
+            ("Create Payment", Op::CreatePayment),
+            ("Updating patient records in Kareo", Op::UpdatePatient),
+            ("Delete appointments", Op::DeleteAppointment),
         ] {
-            assert_eq!(interface(w), Ok(Interface::Write));
+            assert_eq!(interface(w), Ok(Interface::Write(op)), "{w}");
         }
-        assert_eq!(
-            interface("Updating patient records in Kareo"),
-            Ok(Interface::Write)
-        );
-        assert_eq!(interface("Delete appointments"), Ok(Interface::Write));
         let e = interface("Apointments (bulk)").unwrap_err();
         assert!(e.contains("did you mean 'Appointments (bulk)'"), "{e}");
         assert!(!interface("Lab Results")
@@ -850,7 +1027,16 @@ mod tests {
         let got = import(&rows);
         let said: Vec<String> = got.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(got.rules.len(), 0, "{said:?}");
-        assert_eq!(got.writes, vec![(5, "Create Patient".to_string())]);
+        assert_eq!(got.writes.len(), 1);
+        assert_eq!(
+            (got.writes[0].0, got.writes[0].1.as_str()),
+            (5, "Create Patient")
+        );
+        assert!(
+            got.writes[0].2.contains("Dock event that drives it"),
+            "{:?}",
+            got.writes
+        );
         assert_eq!(got.problems.len(), 3, "{said:?}");
         assert!(said[0].starts_with("line 2, Task Group: required with a workflow"));
         assert!(said[1].starts_with("line 3, Kareo Interface: unknown interface 'Lab Results'"));

@@ -68,7 +68,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
 fn export(args: ExportArgs) -> Outcome {
     let t =
         TenantConfig::from_file(&args.config).map_err(|e| Exit(common::CONFIG, e.to_string()))?;
-    print!("{}", form::export(&t.mapping, !args.csv));
+    print!("{}", form::export(&t.mapping, &t.hooks.rules, !args.csv));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -175,30 +175,46 @@ async fn import(args: ImportArgs) -> Outcome {
     };
     let rows = form::read_table(&form_text).map_err(|p| report(&p))?;
     let imported = form::import(&rows);
-    for (line, iface) in &imported.writes {
-        println!(
-            "{name}: line {line}: '{iface}' is a write interface: not automatable from the form (a write needs the Dock event that drives it: a `webhooks:` rule, docs/write-back.md)"
-        );
+    for (line, iface, why) in &imported.writes {
+        println!("{name}: line {line}: '{iface}' is not automatable from the form: {why}");
     }
     if !imported.problems.is_empty() {
         return Err(report(&imported.problems));
     }
     let families: Vec<&str> = imported.rules.iter().map(|r| r.family.name()).collect();
-    let text = splice(
+    let mut text = splice(
         &before.to_yaml(),
         &form::rules_yaml(&imported.rules),
         &families,
     )
     .map_err(|e| Exit(common::USAGE, format!("{}: {e}", args.config.display())))?;
+    if !imported.hooks.is_empty() {
+        if text.lines().any(|l| l.starts_with("webhooks:")) {
+            return Err(Exit(
+                common::USAGE,
+                format!(
+                    "{}: the config already has a `webhooks:` section: add the form's write rows there by hand (nothing written):\n{}",
+                    args.config.display(),
+                    form::hooks_yaml(&imported.hooks)
+                ),
+            ));
+        }
+        text.push_str(&form::hooks_yaml(&imported.hooks));
+    }
     let source = args.config.display().to_string();
     // The rule a problem's text names (the longest name it contains, as names can nest).
+    let named: Vec<(&str, usize)> = imported
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.line))
+        .chain(imported.hooks.iter().map(|h| (h.name.as_str(), h.line)))
+        .collect();
     let row_of = |text: &str| {
-        imported
-            .rules
+        named
             .iter()
-            .filter(|r| text.contains(r.name.as_str()))
-            .max_by_key(|r| r.name.len())
-            .map(|r| r.line)
+            .filter(|(n, _)| text.contains(n))
+            .max_by_key(|(n, _)| n.len())
+            .map(|(_, line)| *line)
     };
     let after = match TenantConfig::from_yaml(&text, &source) {
         Ok(c) => c,
@@ -228,9 +244,10 @@ async fn import(args: ImportArgs) -> Outcome {
     std::fs::write(&args.config, &text)
         .map_err(|e| Exit(common::USAGE, format!("{}: {e}", args.config.display())))?;
     println!(
-        "{}: {} rule(s) from {name} ({} before); families: {}",
+        "{}: {} rule(s) and {} webhook rule(s) from {name} ({} before); families: {}",
         args.config.display(),
         after.mapping.rules.len(),
+        after.hooks.rules.len(),
         before.mapping.rules.len(),
         after
             .families

@@ -14,7 +14,7 @@ use crate::support::{bin, run, text, tmp};
 const CONFIG: &str = "tenant: acme   # kept as written\ntimezone: America/New_York\nstart: 2026-09-01T00:00:00Z\nkareo:\n  secret: kareo/acme\n  practice: \"Sim Family Practice & Associates\"\ndock:\n  secret: dock/acme\nfamilies:\n  patients: {}\n";
 
 /// Every read interface of the page, with each optional column used somewhere.
-const ROWS: [[&str; 8]; 12] = [
+const ROWS: [[&str; 8]; 15] = [
     [
         "Appointments (bulk)",
         "Reschedule SmartFlow",
@@ -135,6 +135,36 @@ const ROWS: [[&str; 8]; 12] = [
         "",
         "new-transaction",
     ],
+    [
+        "Create Patient",
+        "",
+        "Front Desk",
+        "",
+        "",
+        "task completed",
+        "",
+        "intake-creates-patient",
+    ],
+    [
+        "Update Patient",
+        "",
+        "Front Desk",
+        "",
+        "",
+        "task status changed",
+        "",
+        "contact-update",
+    ],
+    [
+        "Delete Appointment",
+        "",
+        "Front Desk",
+        "",
+        "",
+        "task completed",
+        "",
+        "cancel-in-kareo",
+    ],
 ];
 
 const HEADER: [&str; 8] = [
@@ -222,7 +252,7 @@ async fn a_form_with_every_read_interface_imports_checks_and_exports_back_the_sa
         };
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
-            out.contains("12 rule(s)") && out.contains("0 failed"),
+            out.contains("12 rule(s) and 3 webhook rule(s)") && out.contains("0 failed"),
             "{ext}: {out}"
         );
         // The written config keeps what it had, enables the families, and is what `check`
@@ -243,6 +273,11 @@ async fn a_form_with_every_read_interface_imports_checks_and_exports_back_the_sa
             Some("Reschedule SmartFlow")
         );
         assert_eq!(t.mapping.rules[5].on.name(), "deleted");
+        let hooks = &t.hooks.rules;
+        assert_eq!(hooks.len(), 3);
+        assert_eq!(hooks[0].op.name(), "CreatePatient");
+        assert_eq!(hooks[0].events, vec!["MARK_COMPLETE".to_string()]);
+        assert!(!hooks[0].modify_existing && hooks[2].modify_existing);
         // Export gives the table back, in the form it was written.
         let flag: &[&str] = if ext == "csv" { &["--csv"] } else { &[] };
         let mut args = vec!["mapping", "export", "--config", &cfg];
@@ -289,7 +324,7 @@ async fn unknown_names_are_reported_by_row_and_column_and_nothing_is_written() {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("line 6: 'Create Patient' is a write interface"),
+        out.contains("line 6: 'Create Patient' is not automatable from the form: a write needs the Dock event"),
         "{out}"
     );
     assert_eq!(
