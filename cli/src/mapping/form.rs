@@ -573,95 +573,88 @@ pub fn import(rows: &[FormRow]) -> Imported {
             bad(Column::Interface, "empty".into());
             continue;
         };
-        let family = match interface(iface) {
-            Ok(Interface::Read(f)) => f,
-            Ok(Interface::Write(op)) => {
-                match write_row(row, op) {
-                    Ok(h) => {
-                        let n = names.entry(h.name.clone()).or_insert(0);
-                        *n += 1;
-                        if *n > 1 {
-                            bad(
-                                Column::Rule,
-                                format!("'{}' names another row's rule too", h.name),
-                            );
-                            continue;
-                        }
-                        out.hooks.push(h);
-                    }
-                    Err(why) => out.writes.push((row.line, iface.to_string(), why)),
-                }
-                continue;
-            }
-            Err(e) => {
-                bad(Column::Interface, e);
-                continue;
-            }
-        };
-        let Some(list) = row.get(Column::List) else {
-            bad(
-                Column::List,
-                "empty: every rule needs a Dock task list".into(),
-            );
-            continue;
-        };
-        let workflow = row.get(Column::Workflow).map(str::to_string);
-        let group = row.get(Column::Group).map(str::to_string);
-        if workflow.is_some() && group.is_none() {
-            bad(
-                Column::Group,
-                "required with a workflow: Dock deploys a workflow's tasks into a group of the list"
-                    .into(),
-            );
-            continue;
+        match interface(iface) {
+            Ok(Interface::Read(family)) => match task_row(row, family, &mut names) {
+                Ok(rule) => out.rules.push(rule),
+                Err((column, reason)) => bad(column, reason),
+            },
+            Ok(Interface::Write(op)) => match write_row(row, op) {
+                Ok(h) if unique(&mut names, &h.name) => out.hooks.push(h),
+                Ok(h) => bad(
+                    Column::Rule,
+                    format!("'{}' names another row's rule too", h.name),
+                ),
+                Err(why) => out.writes.push((row.line, iface.to_string(), why)),
+            },
+            Err(e) => bad(Column::Interface, e),
         }
-        let (on, when) = match read_when(row.get(Column::When).unwrap_or("")) {
-            Ok(w) => w,
-            Err(e) => {
-                bad(Column::When, e);
-                continue;
-            }
-        };
-        let on = on.unwrap_or(if when.iter().any(|(_, c)| c.transition()) {
-            On::Updated
-        } else {
-            On::Created
-        });
-        let name = match row.get(Column::Rule) {
-            Some(n) => n.to_string(),
-            None => slug(&[
-                family.name(),
-                workflow.as_deref().unwrap_or(list),
-                row.get(Column::When).unwrap_or(""),
-            ]),
-        };
-        let n = names.entry(name.clone()).or_insert(0);
-        *n += 1;
-        let name = if *n == 1 {
-            name
-        } else if row.get(Column::Rule).is_some() {
-            bad(
-                Column::Rule,
-                format!("'{name}' names another row's rule too"),
-            );
-            continue;
-        } else {
-            format!("{name}-{n}")
-        };
-        out.rules.push(FormRule {
-            line: row.line,
-            name,
-            family,
-            on,
-            when,
-            list: list.to_string(),
-            group,
-            workflow,
-            assignee: row.get(Column::Assignee).map(str::to_string),
-            description: row.get(Column::Description).map(str::to_string),
-        });
     }
     out
+}
+
+/// Counts a rule name; whether it is the first of its name.
+fn unique(names: &mut BTreeMap<String, usize>, name: &str) -> bool {
+    let n = names.entry(name.to_string()).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
+/// A read row as a task rule, or the column at fault and why.
+fn task_row(
+    row: &FormRow,
+    family: Family,
+    names: &mut BTreeMap<String, usize>,
+) -> Result<FormRule, (Column, String)> {
+    let list = row.get(Column::List).ok_or((
+        Column::List,
+        "empty: every rule needs a Dock task list".to_string(),
+    ))?;
+    let workflow = row.get(Column::Workflow).map(str::to_string);
+    let group = row.get(Column::Group).map(str::to_string);
+    if workflow.is_some() && group.is_none() {
+        return Err((
+            Column::Group,
+            "required with a workflow: Dock deploys a workflow's tasks into a group of the list"
+                .into(),
+        ));
+    }
+    let (on, when) =
+        read_when(row.get(Column::When).unwrap_or("")).map_err(|e| (Column::When, e))?;
+    let on = on.unwrap_or(if when.iter().any(|(_, c)| c.transition()) {
+        On::Updated
+    } else {
+        On::Created
+    });
+    let base = match row.get(Column::Rule) {
+        Some(n) => n.to_string(),
+        None => slug(&[
+            family.name(),
+            workflow.as_deref().unwrap_or(list),
+            row.get(Column::When).unwrap_or(""),
+        ]),
+    };
+    let name = if unique(names, &base) {
+        base
+    } else if row.get(Column::Rule).is_some() {
+        return Err((
+            Column::Rule,
+            format!("'{base}' names another row's rule too"),
+        ));
+    } else {
+        format!("{base}-{}", names[&base])
+    };
+    Ok(FormRule {
+        line: row.line,
+        name,
+        family,
+        on,
+        when,
+        list: list.to_string(),
+        group,
+        workflow,
+        assignee: row.get(Column::Assignee).map(str::to_string),
+        description: row.get(Column::Description).map(str::to_string),
+    })
 }
 
 /// A webhook rule made from a write row.
