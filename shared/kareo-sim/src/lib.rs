@@ -32,7 +32,8 @@
 //!   operation (real time, not the simulated clock) is answered HTTP 200 with `IsError=true` and
 //!   Kareo's text "429: <Op> endpoint requested more than allowed over time interval <ms>
 //!   milliseconds. Please wait to try again.". Throttling is checked after authentication (it is
-//!   per account); throttled calls do not move the window.
+//!   per account); throttled calls do not move the window, unless
+//!   [`Reality::throttle_counts_rejected`].
 //! - **Responses** written like WCF: `<OpResponse xmlns="k"><OpResult xmlns:i=…>`,
 //!   `ErrorResponse` and `SecurityResponse` with every member (nulls as `i:nil="true"`), payload
 //!   members in schema order, absent record members omitted (`EmitDefaultValue=false`), `k7`
@@ -226,6 +227,10 @@ pub struct Reality {
     /// GetCharges answers nothing, silently, for a last-modified window wider than this (a
     /// public client saw windows over ~30 days come back empty).
     pub charges_empty_above: Option<chrono::Duration>,
+    /// A throttled call counts too: each 429 restarts the operation's interval (the guide
+    /// does not say whether rejected calls count). A client that retries sooner than the
+    /// interval after each refusal never gets through.
+    pub throttle_counts_rejected: bool,
 }
 
 /// The precision of record stamps.
@@ -255,7 +260,8 @@ pub enum Bounds {
 
 impl Reality {
     /// Every reading at once that a product must survive blindly, together: date-only stamps,
-    /// Kareo's clock 3 h west, open bounds, PracticeID required, truncation at 1,000.
+    /// Kareo's clock 3 h west, open bounds, PracticeID required, truncation at 1,000, throttled
+    /// calls restarting the interval.
     pub fn hostile() -> Reality {
         Reality {
             stamps: Stamps::DateOnly,
@@ -267,6 +273,7 @@ impl Reality {
             deleted_not_found: false,
             write_times_wall_clock: false,
             charges_empty_above: None,
+            throttle_counts_rejected: true,
         }
     }
 

@@ -130,6 +130,9 @@ pub(crate) fn handle(
         let now = Instant::now();
         if let Some(prev) = st.last_accepted.get(op.name) {
             if now.duration_since(*prev) < std::time::Duration::from_millis(ms) {
+                if cfg.reality.throttle_counts_rejected {
+                    st.last_accepted.insert(op.name, now);
+                }
                 return Handled::Doc {
                     result: vec![
                         (

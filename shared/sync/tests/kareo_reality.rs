@@ -449,3 +449,72 @@ async fn get_charges_answering_wide_windows_with_nothing() {
         assert_eq!(got, all, "charges: {charges}");
     }
 }
+
+/// Two processes of one account (say the patients poller and the task function reading
+/// patients), each with its own in-process limiter, against a Kareo whose throttle counts the
+/// calls it refuses: each refusal restarts the interval, so two clients that both retry exactly
+/// one interval after a refusal can refuse each other forever. Both polls must still finish
+/// with every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_account_get_through_a_throttle_that_counts_refused_calls() {
+    let w = support::world_with(
+        SimConfig {
+            enforce_throttle: true,
+            patients: 12,
+            reality: Reality {
+                throttle_counts_rejected: true,
+                ..Reality::default()
+            },
+            ..SimConfig::default()
+        },
+        "  patients: {}\n",
+    )
+    .await;
+    let other = kareo::KareoClient::new(kareo::ClientConfig {
+        endpoint: w.sim.url(),
+        retry: kareo::throttle::RetryPolicy {
+            max_retries: 2,
+            min_delay: std::time::Duration::from_millis(5),
+            max_delay: std::time::Duration::from_millis(20),
+            max_total: std::time::Duration::from_secs(3),
+        },
+        throttle_margin: std::time::Duration::from_millis(50),
+        timeout: std::time::Duration::from_secs(5),
+        ..kareo::ClientConfig::default()
+    })
+    .unwrap();
+    let (store, sink) = (
+        domain::local::LocalStore::memory(),
+        domain::local::RecordingSink::default(),
+    );
+    let second = sync::Poller {
+        kareo: &other,
+        cursors: &store,
+        snapshots: &store,
+        sink: &sink,
+        clock: &w.clock,
+        config: &w.config,
+    };
+    let creds = w.creds();
+    let (a, b) = tokio::join!(
+        w.run(Family::Patients, Mode::Poll),
+        second.run(&w.tenant, &creds, Family::Patients, Mode::Poll, None)
+    );
+    assert_eq!(a.outcome, Outcome::Done, "{a:?}");
+    assert_eq!(b.outcome, Outcome::Done, "{b:?}");
+    let ids = |events: Vec<domain::ChangeEvent>| {
+        events
+            .into_iter()
+            .map(|e| e.record_id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(ids(w.sink.events()).len(), 12);
+    assert_eq!(ids(sink.events()).len(), 12);
+    let refused = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.outcome == kareo_sim::Outcome::Throttled)
+        .count();
+    assert!(refused > 0, "the two clients collided: the mode was played");
+}
