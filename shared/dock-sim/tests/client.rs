@@ -1027,3 +1027,22 @@ async fn call_log_holds_no_bodies_and_scopes_are_checked() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_scope");
 }
+
+#[tokio::test]
+async fn a_response_larger_than_the_cap_is_not_read_and_fails_as_decode() {
+    let sim = DockSim::start(Seed::default()).await;
+    let secret = sim.secret();
+    // The token answer fits; the list of lists does not.
+    let client = DockClient::new(DockConfig {
+        max_body: 400,
+        ..config(&sim)
+    })
+    .unwrap();
+    let e = client.list_task_lists(&secret).await.unwrap_err();
+    assert_eq!(e.class(), "decode", "{e}");
+    assert!(e.to_string().contains("larger than 400 bytes"), "{e}");
+    assert!(!e.is_retryable());
+    // With the default cap the same read succeeds.
+    let ok = DockClient::new(config(&sim)).unwrap();
+    assert!(!ok.list_task_lists(&secret).await.unwrap().is_empty());
+}

@@ -144,6 +144,9 @@ pub struct DockConfig {
     /// Items asked for per page of a list read (`startPosition`/`endPosition`, see
     /// [`DockClient::list_tasks`]).
     pub page_size: usize,
+    /// The largest response body read (default 32 MiB): a larger one is a `decode` failure,
+    /// read no further, so a broken or hostile endpoint cannot exhaust a function's memory.
+    pub max_body: usize,
 }
 
 impl Default for DockConfig {
@@ -158,6 +161,7 @@ impl Default for DockConfig {
             bearer: true,
             scopes: SCOPES.into(),
             page_size: 100,
+            max_body: 32 << 20,
         }
     }
 }
@@ -905,10 +909,12 @@ impl DockClient {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let bytes = resp
-                .bytes()
+            let bytes = capped_body(resp, op, status, self.inner.cfg.max_body)
                 .await
-                .map_err(|e| send_error(op, &e, timeout))?;
+                .map_err(|e| match e {
+                    Capped::Http(e) => send_error(op, &e, timeout),
+                    Capped::Over(e) => e,
+                })?;
             tracing::debug!(
                 op,
                 method = %method,
@@ -921,7 +927,7 @@ impl DockClient {
             match status {
                 200..=299 => {
                     self.inner.confirmed.store(true, Ordering::Relaxed);
-                    return Ok((status, bytes.to_vec()));
+                    return Ok((status, bytes));
                 }
                 401 if !refreshed => {
                     refreshed = true;
@@ -1083,16 +1089,18 @@ impl DockClient {
                 )
             })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| {
-            token_err(
-                None,
-                if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
-                },
-            )
-        })?;
+        let bytes = capped_body(resp, op, status, self.inner.cfg.max_body)
+            .await
+            .map_err(|e| {
+                token_err(
+                    None,
+                    match e {
+                        Capped::Http(e) if e.is_timeout() => "timeout",
+                        Capped::Http(_) => "transport",
+                        Capped::Over(_) => "decode",
+                    },
+                )
+            })?;
         tracing::debug!(
             op,
             status,
@@ -1127,6 +1135,41 @@ impl DockClient {
             expires_at: now + lifetime,
         })
     }
+}
+
+/// Why a body was not read whole.
+enum Capped {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// It is larger than the cap.
+    Over(DockError),
+}
+
+/// The response body, read chunk by chunk and no further than `max` bytes.
+async fn capped_body(
+    mut resp: reqwest::Response,
+    op: &'static str,
+    status: u16,
+    max: usize,
+) -> Result<Vec<u8>, Capped> {
+    let over = || {
+        Capped::Over(DockError::Decode {
+            op,
+            status,
+            reason: format!("the response is larger than {max} bytes: not read"),
+        })
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Http)? {
+        if body.len() + chunk.len() > max {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn send_error(op: &'static str, e: &reqwest::Error, after: Duration) -> DockError {

@@ -451,11 +451,25 @@ impl KareoClient {
             .await
             .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
+        // A capture is read whole: no further than this.
+        const MAX: usize = 64 << 20;
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?;
-        Ok((xml, status, bytes))
+            .map_err(|e| request_error(op.name, &e, self.cfg.timeout))?
+        {
+            if body.len() + chunk.len() > MAX {
+                return Err(KareoError::Xml {
+                    op: op.name,
+                    position: body.len() as u64,
+                    reason: format!("the response is larger than {MAX} bytes: not captured"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((xml, status, Bytes::from(body)))
     }
 
     async fn attempt(
