@@ -206,6 +206,12 @@ def role(name, sid_statements):
                 Effect: Allow
                 Action: [kms:Decrypt, kms:Encrypt, kms:GenerateDataKey, kms:DescribeKey]
                 Resource: !GetAtt DataKey.Arn
+                Condition:
+                  StringEquals:
+                    kms:ViaService:
+                      - !Sub dynamodb.${{AWS::Region}}.amazonaws.com
+                      - !Sub secretsmanager.${{AWS::Region}}.amazonaws.com
+                      - !Sub sqs.${{AWS::Region}}.amazonaws.com
 """
     for sid, actions, resource in sid_statements:
         out += f"""              - Sid: {sid}
