@@ -466,20 +466,7 @@ async fn check_tenant(
     if let Some(list) = t.shadow.as_ref().and_then(|s| s.list.clone()) {
         items
             .entry(Item::List(list.clone()))
-            .or_insert_with(|| {
-                let spec = TaskSpec {
-                    list,
-                    group: None,
-                    workflow: None,
-                    workflow_id: None,
-                    description: domain::mapping::Template::default(),
-                    assignee: None,
-                    due: None,
-                    priority: None,
-                    patient: false,
-                };
-                (Vec::new(), spec)
-            })
+            .or_insert_with(|| (Vec::new(), TaskSpec::plain(list)))
             .0
             .push("shadow".into());
     }
@@ -607,17 +594,7 @@ async fn round_trip(
     s: &dock::DockSecret,
     list: &str,
 ) -> Result<String, String> {
-    let spec = TaskSpec {
-        list: list.to_string(),
-        group: None,
-        workflow: None,
-        workflow_id: None,
-        description: domain::mapping::Template::default(),
-        assignee: None,
-        due: None,
-        priority: None,
-        patient: false,
-    };
+    let spec = TaskSpec::plain(list);
     let fail = |f: tasks::deliver::DockFailure| format!("{}: {}", f.class, f.reason);
     let ids = dock.resolve(s, &spec).await.map_err(fail)?;
     let key = format!(

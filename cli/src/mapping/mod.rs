@@ -72,87 +72,67 @@ fn export(args: ExportArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `line` is the key `key` (`key:` followed by anything).
+fn keyed(line: &str, key: &str) -> bool {
+    line.strip_prefix(key)
+        .is_some_and(|r| r.trim_start().starts_with(':'))
+}
+
+/// The lines `[start, end)` of the top-level section `key`: its key line up to the next
+/// top-level key.
+fn section<S: AsRef<str>>(lines: &[S], key: &str) -> Option<(usize, usize)> {
+    let top =
+        |l: &str| l.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && l.contains(':');
+    let start = lines.iter().position(|l| keyed(l.as_ref(), key))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| top(l.as_ref()))
+        .map_or(lines.len(), |n| start + 1 + n);
+    Some((start, end))
+}
+
 /// `text` with its top-level `rules:` section replaced by `rules` (appended when absent) and
 /// each of `families` enabled under a block-style `families:` (`name: {}`).
 fn splice(text: &str, rules: &str, families: &[&str]) -> Result<String, String> {
-    let top =
-        |l: &str| l.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && l.contains(':');
-    let lines: Vec<&str> = text.lines().collect();
-    let section = |key: &str| -> Option<(usize, usize)> {
-        let start = lines.iter().position(|l| {
-            l.strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with(':'))
-        })?;
-        let end = lines[start + 1..]
-            .iter()
-            .position(|l| top(l))
-            .map_or(lines.len(), |n| start + 1 + n);
-        Some((start, end))
-    };
-    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    // Families first (the rules section comes after it in the output when both exist).
-    let Some((fs, fe)) = section("families") else {
+    let mut out: Vec<String> = text.lines().map(str::to_string).collect();
+    let Some((fs, fe)) = section(&out, "families") else {
         return Err("the config has no `families:` section".into());
     };
     if !out[fs].trim_end().ends_with(':') {
-        let missing: Vec<&&str> = families.iter().filter(|f| !out[fs].contains(*f)).collect();
+        let missing: Vec<&str> = families
+            .iter()
+            .copied()
+            .filter(|f| !out[fs].contains(f))
+            .collect();
         if !missing.is_empty() {
             return Err(format!(
                 "`families:` is written inline: enable {} there by hand",
-                missing
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                missing.join(", ")
             ));
         }
     } else {
-        let mut add = Vec::new();
-        for f in families {
-            let present = out[fs + 1..fe].iter().any(|l| {
-                let l = l.trim_start();
-                l.strip_prefix(f)
-                    .is_some_and(|r| r.trim_start().starts_with(':'))
-            });
-            if !present && !add.contains(f) {
-                add.push(*f);
+        let mut add: Vec<&str> = Vec::new();
+        for f in families.iter().copied() {
+            let present = out[fs + 1..fe].iter().any(|l| keyed(l.trim_start(), f));
+            if !present && !add.contains(&f) {
+                add.push(f);
             }
         }
         for (i, f) in add.iter().enumerate() {
             out.insert(fs + 1 + i, format!("  {f}: {{}}"));
         }
     }
-    let lines: Vec<&str> = out.iter().map(String::as_str).collect();
-    let rebuilt = lines.join("\n");
-    let lines: Vec<&str> = rebuilt.lines().collect();
-    let start = lines.iter().position(|l| {
-        l.strip_prefix("rules")
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-    });
+    // The rules replace their section, or follow everything.
+    let (start, end) = section(&out, "rules").unwrap_or((out.len(), out.len()));
     let mut text = String::new();
-    match start {
-        Some(s) => {
-            let end = lines[s + 1..]
-                .iter()
-                .position(|l| top(l))
-                .map_or(lines.len(), |n| s + 1 + n);
-            for l in &lines[..s] {
-                text.push_str(l);
-                text.push('\n');
-            }
-            text.push_str(rules);
-            for l in &lines[end..] {
-                text.push_str(l);
-                text.push('\n');
-            }
-        }
-        None => {
-            text.push_str(&rebuilt);
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(rules);
-        }
+    for l in &out[..start] {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str(rules);
+    for l in &out[end..] {
+        text.push_str(l);
+        text.push('\n');
     }
     Ok(text)
 }

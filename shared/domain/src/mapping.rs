@@ -172,6 +172,22 @@ fn is_uuid(s: &str) -> bool {
 }
 
 impl TaskSpec {
+    /// One plain task in `list`: no group, template, description, assignee, due date,
+    /// priority or patient link.
+    pub fn plain(list: impl Into<String>) -> TaskSpec {
+        TaskSpec {
+            list: list.into(),
+            group: None,
+            workflow: None,
+            workflow_id: None,
+            description: Template::default(),
+            assignee: None,
+            due: None,
+            priority: None,
+            patient: false,
+        }
+    }
+
     /// It deploys a workflow template (by name or id) instead of creating one task.
     pub fn deploys(&self) -> bool {
         self.workflow.is_some() || self.workflow_id.is_some()

@@ -125,15 +125,9 @@ impl Shadow {
             .unwrap_or_else(|_| t.description.clone());
         crate::mapping::Rule {
             task: crate::mapping::TaskSpec {
-                list: self.list.clone().unwrap_or_default(),
-                group: None,
-                workflow: None,
-                workflow_id: None,
                 description,
-                assignee: None,
-                due: None,
                 priority: t.priority,
-                patient: false,
+                ..crate::mapping::TaskSpec::plain(self.list.clone().unwrap_or_default())
             },
             ..rule.clone()
         }

@@ -91,6 +91,26 @@ impl From<DockError> for DockFailure {
     }
 }
 
+/// A state-store failure as a delivery reports it: transient, nothing sent.
+fn store_failure(e: StoreError) -> DockFailure {
+    DockFailure {
+        class: e.class(),
+        reason: e.to_string(),
+        permanent: false,
+        ambiguous: false,
+    }
+}
+
+/// Another delivery holds the (event, rule): retried after its lease.
+fn held() -> DockFailure {
+    DockFailure {
+        class: ErrorClass::Held,
+        reason: "another delivery holds this (event, rule); retried after its lease".into(),
+        permanent: false,
+        ambiguous: false,
+    }
+}
+
 pub(crate) fn permanent(class: ErrorClass, reason: String) -> DockFailure {
     DockFailure {
         class,
@@ -256,19 +276,9 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         key: &str,
         out: &mut Delivered,
     ) -> Result<(), DockFailure> {
-        let store = |e: StoreError| DockFailure {
-            class: e.class(),
-            reason: e.to_string(),
-            permanent: false,
-            ambiguous: false,
-        };
+        let store = store_failure;
         let now = self.clock.now();
-        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
-        let claim = self
-            .ledger
-            .claim(key, &self.owner, now, until)
-            .await
-            .map_err(store)?;
+        let claim = self.claim(key, now).await?;
         fail::fail_point!("deliver.after_claim");
         let reference = reference(key);
         match claim {
@@ -280,17 +290,9 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                 out.held += 1;
                 return Ok(());
             }
-            Claim::Held => {
-                // Another delivery holds the claim. Counting it done would lose the task if
-                // that holder died before creating it: retry until done or expired.
-                return Err(DockFailure {
-                    class: ErrorClass::Held,
-                    reason: "another delivery holds this (event, rule); retried after its lease"
-                        .into(),
-                    permanent: false,
-                    ambiguous: false,
-                });
-            }
+            // Another delivery holds the claim. Counting it done would lose the task if that
+            // holder died before creating it: retry until done or expired.
+            Claim::Held => return Err(held()),
             Claim::Expired(_) if rule.task.deploys() => {
                 self.settle(key, LedgerState::NeedsReview, None, Some("a workflow deploy's outcome is unknown and workflows cannot be looked up by reference: check the list, then settle".into())).await.map_err(store)?;
                 out.held += 1;
@@ -421,30 +423,9 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
     /// Shadow mode without a preview list: the (event, rule) is claimed and settled done with
     /// nothing created.
     async fn report_only(&self, key: &str, out: &mut Delivered) -> Result<(), DockFailure> {
-        let store = |e: StoreError| DockFailure {
-            class: e.class(),
-            reason: e.to_string(),
-            permanent: false,
-            ambiguous: false,
-        };
-        let now = self.clock.now();
-        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
-        match self
-            .ledger
-            .claim(key, &self.owner, now, until)
-            .await
-            .map_err(store)?
-        {
+        match self.claim(key, self.clock.now()).await? {
             Claim::Done(_) | Claim::NeedsReview(_) => out.duplicates += 1,
-            Claim::Held => {
-                return Err(DockFailure {
-                    class: ErrorClass::Held,
-                    reason: "another delivery holds this (event, rule); retried after its lease"
-                        .into(),
-                    permanent: false,
-                    ambiguous: false,
-                })
-            }
+            Claim::Held => return Err(held()),
             _ => {
                 self.settle(
                     key,
@@ -453,12 +434,21 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                     Some("shadow mode: reported, not created".into()),
                 )
                 .await
-                .map_err(store)?;
+                .map_err(store_failure)?;
                 tracing::info!(key, "shadow mode: reported, not created");
                 out.previewed += 1;
             }
         }
         Ok(())
+    }
+
+    /// Claims `key` for this delivery, for its lease from `now`.
+    async fn claim(&self, key: &str, now: DateTime<Utc>) -> Result<Claim, DockFailure> {
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        self.ledger
+            .claim(key, &self.owner, now, until)
+            .await
+            .map_err(store_failure)
     }
 
     async fn settle(
