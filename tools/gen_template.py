@@ -4,7 +4,8 @@
 Thirteen functions share one shape (a rust-cargolambda build, a log group with retention, an
 errors alarm, a least-privilege role of its own), so the template is generated from the table
 below rather than edited by hand. `scripts/test` regenerates it and fails when the committed
-template differs, then runs cfn-lint and `sam validate --lint` on it.
+template differs, then runs tools/check_template.py (least privilege per function and data
+kind), cfn-lint, `sam validate --lint` and checkov on it.
 
     python3 tools/gen_template.py            # rewrite template.yaml
     python3 tools/gen_template.py --check    # exit 1 if template.yaml is stale
@@ -80,6 +81,11 @@ Parameters:
     Type: String
     Default: UTC
     Description: IANA time zone the schedules are evaluated in (matters for cron expressions).
+  WriteDirectInvoke:
+    Type: String
+    AllowedValues: [disabled, enabled]
+    Default: disabled
+    Description: "Whether the write function accepts direct Lambda invokes (no caller identity: the tenant's writers allow-list cannot be checked). Function URL calls (SigV4, caller checked) are always accepted."
   AlarmTopicArn:
     Type: String
     Default: ""
@@ -182,7 +188,12 @@ Resources:
 """
 
 
-def role(name, sid_statements):
+def role(name, sid_statements, via=("dynamodb", "secretsmanager")):
+    """The function's own role: its log group, the data key only through the services in `via`
+    (`kms:ViaService`), then `sid_statements`: (sid, actions, resource or list of resources,
+    condition lines or None)."""
+    services = "".join(f"""
+                      - !Sub {svc}.${{AWS::Region}}.amazonaws.com""" for svc in via)
     out = f"""
   {name}Role:
     Type: AWS::IAM::Role
@@ -208,25 +219,55 @@ def role(name, sid_statements):
                 Resource: !GetAtt DataKey.Arn
                 Condition:
                   StringEquals:
-                    kms:ViaService:
-                      - !Sub dynamodb.${{AWS::Region}}.amazonaws.com
-                      - !Sub secretsmanager.${{AWS::Region}}.amazonaws.com
-                      - !Sub sqs.${{AWS::Region}}.amazonaws.com
+                    kms:ViaService:{services}
 """
-    for sid, actions, resource in sid_statements:
+    for sid, actions, resource, condition in sid_statements:
+        if isinstance(resource, list):
+            resource = "".join(f"\n                  - {r}" for r in resource)
+        else:
+            resource = " " + resource
         out += f"""              - Sid: {sid}
                 Effect: Allow
                 Action: [{", ".join(actions)}]
-                Resource: {resource}
+                Resource:{resource}
 """
+        if condition:
+            out += "                Condition:\n" + "".join(
+                f"                  {line}\n" for line in condition)
     return out
 
 
+# The state table's items by partition key (shared/aws/src/lib.rs, "Table layout"). Each
+# function's statements name the partition-key patterns it touches (`dynamodb:LeadingKeys`)
+# and exactly the calls its store methods make on them (shared/aws/src/{dynamo,ledger,links,
+# breakers}.rs). No Scan anywhere: only the CLI lists cursors (`status`), and a Scan has no
+# leading key to restrict. tools/check_template.py holds the template to this.
 TABLE = "!GetAtt StateTable.Arn"
-SECRETS = "!Sub arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretPrefix}*"
-STATE_READ_WRITE = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
-                    "dynamodb:Query"]
+
+
+def state(sid, actions, *keys):
+    """A statement on the state table, limited to items whose `pk` matches one of `keys`."""
+    quoted = ", ".join(f'"{k}"' for k in keys)
+    return (sid, [f"dynamodb:{a}" for a in actions], TABLE,
+            ["ForAllValues:StringLike:", f"  dynamodb:LeadingKeys: [{quoted}]"])
+
+
+# Every function reads the tenant configs (`tenants()`: a Query of the `tenant` partition); the
+# poll functions also the Kareo accounts' breakers (shared/sync/src/run.rs: `breakers()` a
+# Query, `open_breaker` a PutItem, `close_breaker` a DeleteItem).
+TENANTS = state("StateTenants", ["Query"], "tenant")
+BREAKERS = state("StateBreakers", ["Query", "PutItem", "DeleteItem"], "breaker")
+# A ledger item: `claim` an UpdateItem (and a GetItem when a lost condition returned nothing),
+# `settle`/`mark_sending` UpdateItems, `release` a DeleteItem or an UpdateItem.
+LEDGER = ["GetItem", "UpdateItem", "DeleteItem"]
+
+
+# Secrets by kind: `${SecretPrefix}kareo/<tenant>` and `${SecretPrefix}dock/<tenant>`; each role
+# may read only the kinds its function reads.
+def secrets(*kinds):
+    arns = [f"!Sub arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{SecretPrefix}}{k}/*"
+            for k in kinds]
+    return ("Secrets", ["secretsmanager:GetSecretValue"], arns[0] if len(arns) == 1 else arns, None)
 
 
 def logs_and_alarm(name, slug, what):
@@ -321,10 +362,16 @@ def poll(family, part, rate, window, lag, recheck_deletes):
             RetryPolicy: {{MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 3600}}
             DeadLetterConfig: {{Arn: !GetAtt ScheduleDeadLetterQueue.Arn}}
 {deletes}"""
+    # This family's cursors (`load` a GetItem; `acquire`/`checkpoint`/`release`/`fail`
+    # UpdateItems) and snapshots (`get` a BatchGetItem, `put` a BatchWriteItem, `upcoming` a
+    # Query): shared/sync/src/poll.rs only ever passes the run's family. Kareo secrets only.
     out += role(name, [
-        ("State", STATE_READ_WRITE, TABLE),
-        ("Secrets", ["secretsmanager:GetSecretValue"], SECRETS),
-        ("HandOff", ["lambda:InvokeFunction"], "!GetAtt TaskFunction.Arn"),
+        state("StateCursors", ["GetItem", "UpdateItem"], f"cursor#*#{family}"),
+        state("StateSnapshots", ["BatchGetItem", "BatchWriteItem", "Query"], f"snap#*#{family}"),
+        TENANTS,
+        BREAKERS,
+        secrets("kareo"),
+        ("HandOff", ["lambda:InvokeFunction"], "!GetAtt TaskFunction.Arn", None),
     ])
     out += logs_and_alarm(name, slug, f"{what} poll")
     out += f"""
@@ -422,6 +469,9 @@ WRITE = """
       CodeUri: .
       Timeout: 120
       Role: !GetAtt WriteRole.Arn
+      Environment:
+        Variables:
+          KAREO_DOCK_DIRECT_INVOKE: !Ref WriteDirectInvoke
       LoggingConfig:
         LogGroup: !Ref WriteLogs
       FunctionUrlConfig:
@@ -521,22 +571,37 @@ def template():
     for f in FAMILIES:
         out += poll(*f)
     out += TASK
+    # Its (event, rule) ledger items (shared/tasks/src/deliver.rs: `task#<event>#<rule>`) and the
+    # patient and task links (`link` a GetItem, `put_link` a PutItem); the Dock secret and the
+    # Kareo one (patient lookups); its dead letters (Lambda sends them with this role).
     out += role("Task", [
-        ("State", STATE_READ_WRITE, TABLE),
-        ("Secrets", ["secretsmanager:GetSecretValue"], SECRETS),
-        ("DeadLetters", ["sqs:SendMessage"], "!GetAtt TaskDeadLetterQueue.Arn"),
-    ])
+        TENANTS,
+        state("StateLedger", LEDGER, "ledger#task#*"),
+        state("StateLinks", ["GetItem", "PutItem"], "link#*"),
+        secrets("kareo", "dock"),
+        ("DeadLetters", ["sqs:SendMessage"], "!GetAtt TaskDeadLetterQueue.Arn", None),
+    ], via=("dynamodb", "secretsmanager", "sqs"))
     out += logs_and_alarm("Task", "task", "task-creation")
     out += WRITE
+    # The write commands' ledger items (`write#<tenant>#<id>`); Kareo secrets only.
     out += role("Write", [
-        ("Ledger", STATE_READ_WRITE, TABLE),
-        ("Secrets", ["secretsmanager:GetSecretValue"], SECRETS),
+        TENANTS,
+        state("StateLedger", LEDGER, "ledger#write#*"),
+        secrets("kareo"),
     ])
     out += logs_and_alarm("Write", "write", "write")
     out += WEBHOOK
+    # The tenant directory (tenant configs and the `hook` registrations: `hooks` a Query, `hook`
+    # a GetItem), its dedupe items (`webhook#<tenant>#<event>`) and the write commands it makes
+    # (ids `dock-<event>-<rule>`: shared/writeback/src/webhook/mod.rs), links read only; the Dock
+    # secret (webhook secret, Dock API) and the Kareo one (the writes). Never a cursor or a
+    # snapshot.
     out += role("Webhook", [
-        ("Ledger", STATE_READ_WRITE, TABLE),
-        ("Secrets", ["secretsmanager:GetSecretValue"], SECRETS),
+        TENANTS,
+        state("StateHooks", ["Query", "GetItem"], "hook"),
+        state("StateLedger", LEDGER, "ledger#webhook#*", "ledger#write#*#dock-*"),
+        state("StateLinks", ["GetItem"], "link#*"),
+        secrets("kareo", "dock"),
     ])
     out += logs_and_alarm("Webhook", "webhook", "webhook")
     out += FOOTER

@@ -6,10 +6,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use domain::ports::{pause_key, Breaker, BreakerStore, TenantStore};
+use aws::SecretsManagerSource;
+use domain::local::LocalSecrets;
+use domain::ports::{pause_key, Breaker, BreakerStore, TenantPurge, TenantStore};
 use domain::TenantConfig;
 
-use crate::common::{self, Exit, Outcome, StoreArgs};
+use crate::common::{self, Exit, Outcome, Store, StoreArgs};
 
 /// `tenant` verbs.
 #[derive(clap::Subcommand, Debug)]
@@ -28,6 +30,31 @@ pub enum Verb {
     /// `tenant resume --tenant`; its cursors keep their place, so resuming reads what changed
     /// meanwhile. `status` shows it.
     Pause(PauseArgs),
+    /// Offboard a tenant: count (a dry run, the default) or, with `--yes`, delete everything
+    /// the state keeps for it — cursors, snapshots, write-ledger and webhook-dedupe items,
+    /// links, its webhook registration, pause and config (last) — and with `--delete-secrets`
+    /// its Kareo and Dock secrets (Secrets Manager: scheduled, 7 days to undo). Task ledger
+    /// items are keyed by event digest, not tenant: they hold Dock ids only and expire.
+    Purge(PurgeArgs),
+}
+
+/// `tenant purge` options.
+#[derive(clap::Args, Debug)]
+pub struct PurgeArgs {
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Delete (without it: count only, change nothing).
+    #[arg(long)]
+    yes: bool,
+    /// Also delete the tenant's Kareo and Dock secrets (by the names in its stored config).
+    #[arg(long)]
+    delete_secrets: bool,
+    /// The local secrets file (with a local state).
+    #[arg(long, env = "KAREO_DOCK_SECRETS")]
+    secrets: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `tenant pause` options.
@@ -82,7 +109,8 @@ pub struct PutArgs {
 /// Exit codes: `put` 0 stored; 2 the config is invalid (file:line: reason on stderr); 3 the
 /// state could not be written. `get` 0 printed; 1 no such tenant; 3 the state could not be read.
 /// `resume` 0 closed (or was not open); 1 no such tenant; 3 the state could not be written.
-/// `pause` 0 paused; 1 no such tenant; 3 the state could not be written.
+/// `pause` 0 paused; 1 no such tenant; 3 the state could not be written. `purge` 0 counted
+/// or deleted; 1 no such tenant; 3 the state or a secret could not be read or written.
 pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     common::runtime()?.block_on(async {
         common::finish(match verb {
@@ -90,6 +118,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             Verb::Get(args) => get(args).await,
             Verb::Resume(args) => resume(args).await,
             Verb::Pause(args) => pause(args).await,
+            Verb::Purge(args) => purge(args).await,
         })
     })
 }
@@ -117,6 +146,21 @@ async fn put(args: PutArgs) -> Outcome {
         .map(|ts| ts.iter().any(|t| t.tenant == config.tenant))
         .unwrap_or(false);
     store.put(&config).await.map_err(common::store_exit)?;
+    // The template grants each function one kind of secret: `<SecretPrefix>kareo/…` or
+    // `<SecretPrefix>dock/…` (docs/operations.md). Another name is denied at run time.
+    if matches!(store, Store::Dynamo(_)) {
+        for (what, name, kind) in [
+            ("kareo.secret", &config.kareo.secret, "kareo/"),
+            ("dock.secret", &config.dock.secret, "dock/"),
+        ] {
+            if !name.contains(kind) {
+                eprintln!(
+                    "WARNING: {what} '{name}' is not named <SecretPrefix>{kind}<tenant>: the \
+                     deployed functions' roles will be denied it"
+                );
+            }
+        }
+    }
     let families: Vec<&str> = config.families.keys().map(|f| f.name()).collect();
     if args.json {
         println!(
@@ -206,6 +250,72 @@ async fn resume(args: ResumeArgs) -> Outcome {
             b.by
         ),
         None => println!("Kareo account {account} had no open breaker"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn purge(args: PurgeArgs) -> Outcome {
+    let store = args.store.open().await?;
+    let tenants = store.tenants().await.map_err(common::store_exit)?;
+    let config = tenants.into_iter().find(|t| t.tenant == args.tenant);
+    let Some(config) = config else {
+        return Err(Exit(
+            common::USAGE,
+            format!("no tenant '{}' is stored", args.tenant),
+        ));
+    };
+    let dry_run = !args.yes;
+    let counts = match &store {
+        Store::Local(s, _) => s.purge(&args.tenant, dry_run).await,
+        Store::Dynamo(s) => s.purge(&args.tenant, dry_run).await,
+    }
+    .map_err(common::store_exit)?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "tenant {}: {verb} {} cursor(s), {} snapshot(s), {} write-ledger item(s), {} webhook \
+         dedupe item(s), {} link(s), {} config item(s)",
+        args.tenant,
+        counts.cursors,
+        counts.snapshots,
+        counts.writes,
+        counts.dedupe,
+        counts.links,
+        counts.config
+    );
+    if args.delete_secrets {
+        for name in [&config.kareo.secret, &config.dock.secret] {
+            let existed = if dry_run {
+                None
+            } else {
+                Some(
+                    match (&store, &args.secrets) {
+                        (Store::Local(..), Some(file)) => LocalSecrets::remove(file, name),
+                        (Store::Local(..), None) => return Err(Exit(
+                            common::USAGE,
+                            "give --secrets FILE (or KAREO_DOCK_SECRETS) to delete local secrets"
+                                .into(),
+                        )),
+                        (Store::Dynamo(_), _) => {
+                            let sdk = aws::sdk_config().await;
+                            SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&sdk))
+                                .delete(name)
+                                .await
+                        }
+                    }
+                    .map_err(|e| Exit(common::REMOTE, e.to_string()))?,
+                )
+            };
+            match existed {
+                None => println!("secret {name}: would delete"),
+                Some(true) => println!("secret {name}: deleted"),
+                Some(false) => println!("secret {name}: not found"),
+            }
+        }
+    }
+    if dry_run {
+        println!("dry run: nothing changed (run again with --yes to delete)");
+    } else {
+        println!("task ledger items are keyed by event, not tenant: they hold Dock task ids and states only and expire after {} days", domain::ports::LEDGER_TTL_DAYS);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use domain::local::{LocalSecrets, LocalStore};
 use domain::ports::SystemClock;
 use domain::TenantConfig;
 use kareo::{ClientConfig, KareoClient};
-use writeback::write::{run_command, Problem, WriteResult, Writer};
+use writeback::write::{run_command, Caller, Problem, WriteResult, Writer};
 
 /// Runs the command file.
 pub fn run(
@@ -65,7 +65,14 @@ pub fn run(
             &SystemClock,
             format!("cli-{}", std::process::id()),
         );
-        let r = run_command(&writer, &secrets, std::slice::from_ref(&tenant), &raw).await;
+        let r = run_command(
+            &writer,
+            &secrets,
+            std::slice::from_ref(&tenant),
+            &raw,
+            Caller::Operator("cli"),
+        )
+        .await;
         println!("{}", serde_json::to_string_pretty(&r)?);
         Ok(ExitCode::from(r.status.exit_code()))
     })

@@ -1414,6 +1414,7 @@ async fn webhook_endpoint(state: PathBuf, secrets: PathBuf, dock: &DockSim) -> S
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
             body: body.to_vec(),
+            caller: None,
         };
         let store = LocalStore::in_dir(&app.state).unwrap();
         let secrets = LocalSecrets::from_file(&app.secrets).unwrap();

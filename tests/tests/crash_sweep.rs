@@ -23,7 +23,7 @@ use kareo_dock_tests::pipeline::{expected_keys, kareo_client, state_dir, world, 
 use kareo_sim::{KareoSim, SimConfig};
 use serde_json::{json, Value};
 use sync::Outcome;
-use writeback::write::{run_command, WriteResult, WriteStatus, Writer};
+use writeback::write::{run_command, Caller, WriteResult, WriteStatus, Writer};
 
 /// Arms `point` to stop the process at its `hit`-th pass.
 fn arm(point: &str, hit: usize) {
@@ -247,6 +247,7 @@ impl WriteWorld {
             &self.secrets,
             std::slice::from_ref(&self.tenant),
             cmd,
+            Caller::Operator("test"),
         )
         .await
     }

@@ -1,8 +1,10 @@
-//! The deployed shape, locally: the `poll` and `task` functions served by `cargo lambda watch`
-//! (which emulates the Lambda runtime and Invoke APIs), the state table and Secrets Manager in
-//! moto server, Kareo and Dock as their simulators. A scheduled poll is invoked through the
-//! Invoke API; the poll function hands its events to the task function through the same API
-//! (its Lambda client points at the watch server), and the tasks must appear in Dock — once.
+//! The deployed shape, locally: the `poll`, `task` and `write` functions served by `cargo
+//! lambda watch` (which emulates the Lambda runtime and Invoke APIs), the state table and
+//! Secrets Manager in moto server, Kareo and Dock as their simulators. A scheduled poll is
+//! invoked through the Invoke API; the poll function hands its events to the task function
+//! through the same API (its Lambda client points at the watch server), and the tasks must
+//! appear in Dock — once. Then write commands reach the write function as Function URL events:
+//! only a principal in the tenant's `writers:` gets through, and a direct invoke is refused.
 //!
 //! Needs `AWS_ENDPOINT_URL` (moto) and cargo-lambda (`KAREO_DOCK_CARGO_LAMBDA`, the
 //! `cargo-lambda` binary, or `cargo lambda` on the PATH); `scripts/test` provides both. Without
@@ -283,7 +285,8 @@ async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
          kareo:\n  secret: {kareo_secret}\n  practice: \"{practice}\"\n\
          dock:\n  secret: {dock_secret}\nfamilies:\n  payments: {{}}\nrules:\n\
          \x20 - name: payment-posted\n    interface: payments\n    on: created\n\
-         \x20   task: {{ list: Billing, description: \"Payment {{ID}}\" }}\n",
+         \x20   task: {{ list: Billing, description: \"Payment {{ID}}\" }}\n\
+         writers:\n  - arn:aws:iam::123456789012:role/front-desk\n",
         start = (Utc::now() - chrono::Duration::days(400)).to_rfc3339(),
         practice = c.practice_name,
     );
@@ -389,5 +392,60 @@ async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
         dock.tasks().len(),
         payments + 1,
         "no task was created twice"
+    );
+
+    // 4. Write commands to the write function, as the Function URL delivers them (the
+    //    principal that signed the request in `requestContext.authorizer.iam`).
+    let command = json!({"id": "w-1", "tenant": "acme", "op": "CreatePatient", "data": {
+        "first_name": "Zelphine", "last_name": "Quarrington", "date_of_birth": "1980-02-03", "gender": "Female"}});
+    let url_event = |caller: &str| {
+        json!({
+            "version": "2.0", "rawPath": "/", "rawQueryString": "",
+            "headers": {"content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST", "path": "/"}, "timeEpoch": 1_764_000_000_000_i64,
+                "authorizer": {"iam": {"userArn": caller, "accountId": "123456789012", "callerId": "AROAEXAMPLE:s"}}},
+            "body": command.to_string(), "isBase64Encoded": false
+        })
+    };
+    let direct = watch
+        .invoke("write", command.clone(), Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        direct["status"], "forbidden",
+        "direct invokes are off by default: {direct:#}"
+    );
+    let refused = watch
+        .invoke(
+            "write",
+            url_event("arn:aws:sts::123456789012:assumed-role/billing/s1"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(refused["statusCode"], 403, "{refused:#}");
+    assert_eq!(
+        sim.call_count("CreatePatient"),
+        0,
+        "a refused caller reaches no Kareo"
+    );
+    let caller = "arn:aws:sts::123456789012:assumed-role/front-desk/app-7";
+    let done = watch
+        .invoke("write", url_event(caller), Duration::from_secs(60))
+        .await;
+    assert_eq!(done["statusCode"], 200, "{done:#}");
+    assert_eq!(sim.call_count("CreatePatient"), 1);
+    let log = watch.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("write command") && l.contains(caller)),
+        "the write is logged with its caller:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("write refused") && l.contains("assumed-role/billing/s1")),
+        "the refusal is logged with its caller"
+    );
+    assert!(
+        !log.contains("Zelphine") && !log.contains("Quarrington"),
+        "no PHI in the logs"
     );
 }

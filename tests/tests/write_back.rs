@@ -16,7 +16,7 @@ use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_sim::{Fault, FaultRule, KareoSim, SimConfig};
 use serde_json::{json, Value};
 use writeback::write::command::update_body;
-use writeback::write::{run_command, Command, Data, WriteResult, WriteStatus, Writer};
+use writeback::write::{run_command, Caller, Command, Data, WriteResult, WriteStatus, Writer};
 
 struct World {
     sim: KareoSim,
@@ -99,6 +99,7 @@ impl World {
             &self.secrets,
             std::slice::from_ref(&self.tenant),
             &cmd,
+            Caller::Operator("test"),
         )
         .await
     }
@@ -1014,4 +1015,102 @@ async fn an_appointment_starts_when_asked_whether_kareo_reads_offsets_or_wall_cl
             "the update keeps the time: {wall_clock}"
         );
     }
+}
+
+/// Counts secret reads: a refused caller must make none.
+struct CountedSecrets<'a>(&'a LocalSecrets, std::sync::atomic::AtomicUsize);
+
+impl domain::ports::SecretSource for CountedSecrets<'_> {
+    async fn get(
+        &self,
+        name: &str,
+    ) -> Result<domain::ports::SecretValue, domain::ports::SecretError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.get(name).await
+    }
+}
+
+#[tokio::test]
+async fn only_the_tenants_writers_may_write_and_a_refused_caller_reaches_nothing() {
+    let mut w = world().await;
+    let yaml = tenant_yaml(&w.sim)
+        + "writers:\n  - arn:aws:iam::123456789012:role/apps/front-desk\n  - arn:aws:iam::123456789012:user/ops\n";
+    w.tenant = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
+    let secrets = CountedSecrets(&w.secrets, Default::default());
+    let run = |c: Value, caller: &'static str| {
+        let writer = w.writer();
+        let tenant = w.tenant.clone();
+        let secrets = &secrets;
+        async move {
+            run_command(
+                &writer,
+                secrets,
+                std::slice::from_ref(&tenant),
+                &c,
+                Caller::Principal(caller),
+            )
+            .await
+        }
+    };
+    for (i, stranger) in [
+        "arn:aws:sts::123456789012:assumed-role/billing/s1",
+        "arn:aws:sts::999999999999:assumed-role/front-desk/s1",
+        "arn:aws:iam::123456789012:user/ops-2",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = run(
+            cmd(&format!("c-{i}"), "CreatePatient", new_patient()),
+            stranger,
+        )
+        .await;
+        assert_eq!(r.status, WriteStatus::Forbidden, "{stranger}: {r:?}");
+        assert_eq!(r.status.http_status(), 403);
+        assert!(r.reason.as_deref().unwrap().contains("writers"), "{r:?}");
+    }
+    assert!(w.sim.calls().is_empty(), "a refused caller reaches Kareo");
+    assert_eq!(
+        secrets.1.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused caller reads a secret"
+    );
+    for i in 0..3 {
+        let key = format!("write#acme#c-{i}");
+        assert!(
+            w.store.get(&key).await.unwrap().is_none(),
+            "a refused caller claims nothing"
+        );
+    }
+
+    // A session of the listed role, and the listed user, write (once each).
+    let r = run(
+        cmd("c-9", "CreatePatient", new_patient()),
+        "arn:aws:sts::123456789012:assumed-role/front-desk/app-7",
+    )
+    .await;
+    assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+    let r = run(
+        cmd("c-10", "CreatePatient", new_patient()),
+        "arn:aws:iam::123456789012:user/ops",
+    )
+    .await;
+    assert_eq!(r.status, WriteStatus::Done, "{r:?}");
+    assert_eq!(w.sim.call_count("CreatePatient"), 2);
+
+    // No `writers:` (the default): no principal may write over the URL; the operator may.
+    let mut bare = world().await;
+    bare.tenant = TenantConfig::from_yaml(&tenant_yaml(&bare.sim), "acme.yaml").unwrap();
+    let r = run_command(
+        &bare.writer(),
+        &bare.secrets,
+        std::slice::from_ref(&bare.tenant),
+        &cmd("c-1", "CreatePatient", new_patient()),
+        Caller::Principal("arn:aws:iam::123456789012:user/ops"),
+    )
+    .await;
+    assert_eq!(r.status, WriteStatus::Forbidden, "{r:?}");
+    assert!(bare.sim.calls().is_empty());
+    let r = bare.run(cmd("c-1", "CreatePatient", new_patient())).await;
+    assert_eq!(r.status, WriteStatus::Done, "{r:?}");
 }

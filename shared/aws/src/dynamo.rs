@@ -399,7 +399,7 @@ fn snapshot_from(item: &Item) -> Result<(String, Snapshot), StoreError> {
 
 /// The waits before retrying the unprocessed part of a batch: 100 ms doubling, at most 3.2 s,
 /// `BATCH_ATTEMPTS - 1` of them (then the call fails as throttled).
-fn backoff() -> impl Iterator<Item = Duration> {
+pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))

@@ -44,12 +44,17 @@ pub fn parse(payload: &Value) -> Option<HttpRequest> {
     } else {
         text.into_bytes()
     };
+    let caller = payload
+        .pointer("/requestContext/authorizer/iam/userArn")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Some(HttpRequest {
         method,
         path,
         query,
         headers,
         body,
+        caller,
     })
 }
 
@@ -83,6 +88,18 @@ mod tests {
         assert_eq!(r.query["message"], "a b");
         assert_eq!(r.headers["x-dock-signature-256"], "t=1,v1=ab");
         assert_eq!(r.body, br#"{"a": 1}"#);
+        assert_eq!(r.caller, None);
+        let signed = json!({
+            "version": "2.0", "rawPath": "/", "headers": {},
+            "requestContext": {"http": {"method": "POST", "path": "/"}, "timeEpoch": 1_764_000_000_000_i64,
+                "authorizer": {"iam": {"userArn": "arn:aws:sts::123456789012:assumed-role/app/s1",
+                                       "accountId": "123456789012", "callerId": "AROA:s1"}}},
+            "body": "{}", "isBase64Encoded": false
+        });
+        assert_eq!(
+            parse(&signed).unwrap().caller.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/app/s1")
+        );
         assert!(parse(&json!({"id": "c", "op": "CreatePatient"})).is_none());
         let out = response(400, &json!({"status": "invalid"}));
         assert_eq!(out["statusCode"], 400);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
-use domain::ports::{Claim, Ledger, LedgerEntry, LedgerState, StoreError};
+use domain::ports::{ledger_expiry, Claim, Ledger, LedgerEntry, LedgerState, StoreError};
 
 use crate::dynamo::{
     corrupt, epoch, get_epoch, get_str, get_time, n, s, store_error, t, Item, TTL_ATTRIBUTE,
@@ -96,8 +96,9 @@ impl Ledger for DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(ledger_key(key)))
                 .update_expression(
-                    "SET #state = :pending, #owner = :owner, #until = :until, #at = :now \
-                     REMOVE #remote_id, #result, #reason, #sending, #expires ADD #attempts :one",
+                    "SET #state = :pending, #owner = :owner, #until = :until, #at = :now, \
+                     #expires = :expires REMOVE #remote_id, #result, #reason, #sending \
+                     ADD #attempts :one",
                 )
                 .condition_expression(
                     "attribute_not_exists(pk) OR #state = :failed OR (#state = :pending AND \
@@ -118,6 +119,7 @@ impl Ledger for DynamoStore {
                 .expression_attribute_values(":owner", s(owner))
                 .expression_attribute_values(":until", t(until))
                 .expression_attribute_values(":now", t(now))
+                .expression_attribute_values(":expires", epoch(ledger_expiry(now)))
                 .expression_attribute_values(":one", n(1))
                 .return_values(ReturnValue::AllOld)
                 .return_values_on_condition_check_failure(
@@ -206,13 +208,12 @@ impl Ledger for DynamoStore {
             }
         }
         req = req.expression_attribute_names("#expires", TTL_ATTRIBUTE);
-        match entry.expires {
-            Some(at) => {
-                set.push("#expires = :expires");
-                req = req.expression_attribute_values(":expires", epoch(at));
-            }
-            None => remove.push("#expires"),
-        }
+        // Every item expires: an entry without its own expiry keeps the ledger's retention.
+        set.push("#expires = :expires");
+        req = req.expression_attribute_values(
+            ":expires",
+            epoch(entry.expires.unwrap_or_else(|| ledger_expiry(entry.at))),
+        );
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match req.update_expression(update).send().await {
             Ok(_) => {

@@ -76,6 +76,7 @@ pub mod function_url;
 mod lambda;
 mod ledger;
 mod links;
+mod purge;
 mod secrets;
 
 pub use dynamo::{DynamoStore, TTL_ATTRIBUTE};

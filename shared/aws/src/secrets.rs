@@ -62,6 +62,36 @@ impl SecretsManagerSource {
     }
 }
 
+impl SecretsManagerSource {
+    /// Schedules the secret's deletion (`DeleteSecret`, the shortest recovery window, 7 days:
+    /// a mistaken purge can still be undone with `RestoreSecret`). Returns whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, SecretError> {
+        match self
+            .client
+            .delete_secret()
+            .secret_id(name)
+            .recovery_window_in_days(7)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => {
+                let label = describe(&e).label();
+                tracing::warn!(secret = name, error = %label, "DeleteSecret failed");
+                Err(SecretError::Unavailable(format!(
+                    "DeleteSecret {name}: {label}"
+                )))
+            }
+        }
+    }
+}
+
 impl SecretSource for SecretsManagerSource {
     async fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
         let out = match self.client.get_secret_value().secret_id(name).send().await {

@@ -14,9 +14,10 @@ use aws::{sdk_config, DynamoStore, LambdaSink, SecretsManagerSource};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::local::LocalStore;
 use domain::ports::{
-    kareo_credentials, Breaker, BreakerStore, Claim, Cursor, CursorError, CursorStore, ErrorClass,
-    HookRegistration, HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey, LinkStore,
-    SecretError, SecretSource, Snapshot, SnapshotStore, StoreError, TenantStore,
+    kareo_credentials, pause_key, Breaker, BreakerStore, Claim, Cursor, CursorError, CursorStore,
+    ErrorClass, HookRegistration, HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey,
+    LinkStore, PurgeCounts, SecretError, SecretSource, Snapshot, SnapshotStore, StoreError,
+    TenantPurge, TenantStore,
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo::Family;
@@ -565,7 +566,8 @@ mod suite {
             attempts: 1,
             at: mins(0),
             sending: false,
-            expires: None,
+            // Every item expires, a claim too (the ledger's retention from its time).
+            expires: Some(domain::ports::ledger_expiry(mins(0))),
         };
         assert_eq!(Ledger::get(s, k).await.unwrap(), Some(pending_a.clone()));
         assert_eq!(
@@ -606,6 +608,7 @@ mod suite {
             owner: None,
             until: None,
             attempts: 2,
+            expires: Some(domain::ports::ledger_expiry(mins(6))),
             ..done.clone()
         };
         assert_eq!(Ledger::get(s, k).await.unwrap(), Some(settled.clone()));
@@ -663,6 +666,7 @@ mod suite {
         s.settle(k2, "d", review.clone()).await.unwrap();
         let review = LedgerEntry {
             attempts: 3,
+            expires: Some(domain::ports::ledger_expiry(mins(8))),
             ..review
         };
         assert_eq!(
@@ -787,7 +791,8 @@ mod suite {
         assert_eq!(s.breaker("kareo/acme").await.unwrap(), None);
     }
 
-    /// A settled entry keeps its expiry (the table's TTL attribute); a new claim drops it.
+    /// A settled entry keeps its own expiry (the table's TTL attribute); a new claim replaces
+    /// it with the ledger's retention from the claim.
     pub async fn ledger_expiry<S: Ledger>(s: &S) {
         let k = "webhook#acme#e1";
         assert_eq!(s.claim(k, "a", mins(0), mins(5)).await.unwrap(), Claim::New);
@@ -811,7 +816,121 @@ mod suite {
             s.claim(k2, "b", mins(2), mins(7)).await.unwrap(),
             Claim::New
         );
-        assert_eq!(Ledger::get(s, k2).await.unwrap().unwrap().expires, None);
+        assert_eq!(
+            Ledger::get(s, k2).await.unwrap().unwrap().expires,
+            Some(domain::ports::ledger_expiry(mins(2)))
+        );
+    }
+
+    /// Offboarding: a dry run counts and changes nothing; the purge deletes every item of
+    /// the tenant and none of another tenant's (`acme` vs `acme2`: prefixes end at `#`).
+    pub async fn purge<S>(s: &S)
+    where
+        S: TenantPurge
+            + CursorStore
+            + SnapshotStore
+            + Ledger
+            + LinkStore
+            + TenantStore
+            + HookStore
+            + BreakerStore,
+    {
+        for t in ["acme", "acme2"] {
+            TenantStore::put(s, &tenant(t, "P")).await.unwrap();
+            let l = s.acquire(t, A, "a", mins(0), mins(5)).await.unwrap();
+            CursorStore::release(s, &l).await.unwrap();
+            s.acquire(t, P, "a", mins(0), mins(5)).await.unwrap();
+            SnapshotStore::put(s, t, A, snapshots(30)).await.unwrap();
+            for key in [
+                format!("write#{t}#c1"),
+                format!("webhook#{t}#e1"),
+                format!("webhook#{t}#e2"),
+            ] {
+                s.claim(&key, "a", mins(0), mins(5)).await.unwrap();
+            }
+            let link = Link {
+                family: None,
+                record: None,
+                kareo_patient: Some("42".into()),
+                dock_patient: None,
+                at: mins(0),
+                expires: None,
+            };
+            s.put_link(t, &LinkKey::KareoPatient("42".into()), &link)
+                .await
+                .unwrap();
+            s.put_hook(
+                t,
+                &HookRegistration {
+                    token_sha256: "00".repeat(32),
+                    armed_until: None,
+                    webhook_id: None,
+                    at: mins(0),
+                },
+            )
+            .await
+            .unwrap();
+            s.open_breaker(
+                &pause_key(t),
+                &Breaker {
+                    fingerprint: String::new(),
+                    opened_at: mins(0),
+                    by: "operator".into(),
+                    reason: "paused".into(),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        // A task ledger item: not the tenant's by key, left to expire.
+        s.claim("task#0123abcd#rule", "a", mins(0), mins(5))
+            .await
+            .unwrap();
+        let expected = PurgeCounts {
+            cursors: 2,
+            snapshots: 30,
+            writes: 1,
+            dedupe: 2,
+            links: 1,
+            config: 3,
+        };
+        assert_eq!(s.purge("acme", true).await.unwrap(), expected);
+        assert_eq!(
+            s.purge("acme", true).await.unwrap(),
+            expected,
+            "a dry run changes nothing"
+        );
+        assert_eq!(s.purge("acme", false).await.unwrap(), expected);
+        assert_eq!(s.purge("acme", true).await.unwrap(), PurgeCounts::default());
+        let ids: Vec<String> = (0..30).map(id).collect();
+        assert!(SnapshotStore::get(s, "acme", A, &ids)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.load("acme", A).await.unwrap(), None);
+        assert_eq!(Ledger::get(s, "write#acme#c1").await.unwrap(), None);
+        assert_eq!(
+            s.link("acme", &LinkKey::KareoPatient("42".into()))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.hook("acme").await.unwrap(), None);
+        assert_eq!(s.breaker(&pause_key("acme")).await.unwrap(), None);
+        let left: Vec<String> = s
+            .tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tenant)
+            .collect();
+        assert_eq!(left, ["acme2"]);
+        // The other tenant keeps everything; the task item stays.
+        assert_eq!(s.purge("acme2", true).await.unwrap(), expected);
+        assert!(Ledger::get(s, "task#0123abcd#rule")
+            .await
+            .unwrap()
+            .is_some());
     }
 
     /// Tenants: put and list round-trip, by id; a put replaces.
@@ -887,7 +1006,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, purge);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {

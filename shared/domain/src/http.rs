@@ -19,6 +19,9 @@ pub struct HttpRequest {
     pub headers: BTreeMap<String, String>,
     /// The raw body.
     pub body: Vec<u8>,
+    /// The IAM principal that signed the request, as the Function URL proved it (auth
+    /// `AWS_IAM`: `requestContext.authorizer.iam.userArn`); `None` for an unsigned URL.
+    pub caller: Option<String>,
 }
 
 /// The answer.

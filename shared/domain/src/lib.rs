@@ -17,8 +17,10 @@ pub mod metrics;
 pub mod op;
 pub mod policy;
 pub mod ports;
+pub mod projection;
 pub mod source;
 pub mod tenant;
+pub mod writers;
 
 pub use event::{ChangeEvent, ChangeKind, FieldChange};
 pub use kareo::Family;

@@ -394,7 +394,7 @@ impl Ledger for LocalStore {
                     attempts: prev.map_or(0, |p| p.attempts) + 1,
                     at: now,
                     sending: false,
-                    expires: None,
+                    expires: Some(crate::ports::ledger_expiry(now)),
                 },
             );
             Ok(claim)
@@ -418,6 +418,11 @@ impl Ledger for LocalStore {
                 owner: None,
                 until: None,
                 sending: false,
+                expires: Some(
+                    entry
+                        .expires
+                        .unwrap_or_else(|| crate::ports::ledger_expiry(entry.at)),
+                ),
                 ..entry
             };
             Ok(())
@@ -457,6 +462,46 @@ impl Ledger for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
         Ok(self.read(|s| s.ledger.get(key).cloned()))
+    }
+}
+
+impl TenantPurge for LocalStore {
+    async fn purge(&self, tenant: &str, dry_run: bool) -> Result<PurgeCounts, StoreError> {
+        let own = |k: &str| split_key(k).is_some_and(|(t, _)| t == tenant);
+        let writes = format!("write#{tenant}#");
+        let dedupe = format!("webhook#{tenant}#");
+        let links = format!("{tenant}#");
+        let pause = pause_key(tenant);
+        let count = |s: &State| PurgeCounts {
+            cursors: s.cursors.keys().filter(|k| own(k)).count(),
+            snapshots: s
+                .snapshots
+                .iter()
+                .filter(|(k, _)| own(k))
+                .map(|(_, m)| m.len())
+                .sum(),
+            writes: s.ledger.keys().filter(|k| k.starts_with(&writes)).count(),
+            dedupe: s.ledger.keys().filter(|k| k.starts_with(&dedupe)).count(),
+            links: s.links.keys().filter(|k| k.starts_with(&links)).count(),
+            config: usize::from(s.tenants.contains_key(tenant))
+                + usize::from(s.hooks.contains_key(tenant))
+                + usize::from(s.breakers.contains_key(&pause)),
+        };
+        if dry_run {
+            return Ok(self.read(count));
+        }
+        self.with(|s| {
+            let counts = count(s);
+            s.cursors.retain(|k, _| !own(k));
+            s.snapshots.retain(|k, _| !own(k));
+            s.ledger
+                .retain(|k, _| !k.starts_with(&writes) && !k.starts_with(&dedupe));
+            s.links.retain(|k, _| !k.starts_with(&links));
+            s.hooks.remove(tenant);
+            s.breakers.remove(&pause);
+            s.tenants.remove(tenant);
+            Ok(counts)
+        })
     }
 }
 
@@ -576,6 +621,28 @@ impl LocalSecrets {
         private::write(path, &text)
             .map_err(|e| SecretError::Unavailable(format!("{}: {e}", path.display())))?;
         Ok(created)
+    }
+
+    /// Removes secret `name` from the secrets file at `path`, keeping the others. Returns
+    /// whether it was there. Errors name the file, never a value.
+    pub fn remove(path: &Path, name: &str) -> Result<bool, SecretError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(SecretError::Unavailable(format!("{}: {e}", path.display()))),
+        };
+        let mut map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|_| SecretError::Malformed {
+                name: path.display().to_string(),
+                reason: "expected a JSON object of secret name -> secret JSON".into(),
+            })?;
+        if map.remove(name).is_none() {
+            return Ok(false);
+        }
+        let text = serde_json::to_vec_pretty(&map).expect("JSON values serialize");
+        private::write(path, &text)
+            .map_err(|e| SecretError::Unavailable(format!("{}: {e}", path.display())))?;
+        Ok(true)
     }
 
     /// Secrets from a map of name → JSON value.

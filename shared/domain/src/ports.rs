@@ -167,6 +167,20 @@ pub struct Snapshot {
 /// of the members it had (a `changed_from` rule does not fire for that one change).
 pub const SNAPSHOT_TTL_DAYS: i64 = 400;
 
+/// How long a ledger item (a task's or a write command's claim and outcome) is kept after it
+/// was last written, when its writer gives no expiry of its own (webhook dedupe items keep 7
+/// days). Longer than any way the same event or command can come back (the on-failure queue
+/// keeps 14 days, the coverage audit re-reads 7, a snapshot lives 400): an event handed off
+/// again after that finds no ledger item, and Dock's reference lookup is the last guard.
+pub const LEDGER_TTL_DAYS: i64 = 400;
+
+/// When a ledger item written at `at` without an expiry of its own expires (whole seconds:
+/// the table's TTL attribute is epoch seconds, so every store keeps the same instant).
+pub fn ledger_expiry(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    (at + chrono::Duration::days(LEDGER_TTL_DAYS)).trunc_subsecs(0)
+}
+
 impl Snapshot {
     /// Has it expired at `now`?
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
@@ -253,6 +267,36 @@ pub enum SecretError {
 pub trait SecretSource: Send + Sync {
     /// The secret's value.
     fn get(&self, name: &str) -> impl Future<Output = Result<SecretValue, SecretError>> + Send;
+}
+
+/// What a tenant purge found (and, unless a dry run, deleted), by kind. Counts only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeCounts {
+    /// Cursors (one per family).
+    pub cursors: usize,
+    /// Snapshots and the bounded runs' markers.
+    pub snapshots: usize,
+    /// Write-command ledger items (`write#<tenant>#…`).
+    pub writes: usize,
+    /// Webhook dedupe items (`webhook#<tenant>#…`).
+    pub dedupe: usize,
+    /// Patient and task links.
+    pub links: usize,
+    /// The tenant's config, its webhook registration and its pause.
+    pub config: usize,
+}
+
+/// Offboarding: every item the state store keeps for one tenant. Task ledger items are keyed
+/// by event digest, not by tenant, so they are not found here: they hold a Dock task id and a
+/// state (no record content) and expire after [`LEDGER_TTL_DAYS`].
+pub trait TenantPurge: Send + Sync {
+    /// Counts the tenant's items and, unless `dry_run`, deletes them — the config last, so an
+    /// interrupted purge can be run again.
+    fn purge(
+        &self,
+        tenant: &str,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<PurgeCounts, StoreError>> + Send;
 }
 
 /// Reads Kareo credentials (`{"customer_key","user","password"}`) from a secret.

@@ -39,6 +39,9 @@ pub struct TenantConfig {
     /// Go-live rehearsal (`shadow:`): until its end, every task goes to a preview list (or
     /// only to the report) instead of the rules' lists.
     pub shadow: Option<Shadow>,
+    /// Who may send write commands for this tenant over the write function's URL
+    /// (`writers:`, IAM principal ARNs; see [`crate::writers`]). Empty: no one.
+    pub writers: crate::writers::Writers,
     /// The text it was read from.
     text: String,
 }
@@ -306,8 +309,9 @@ pub struct Effective {
     pub start_date_horizon: Option<Duration>,
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "tenant",
+    "writers",
     "business_hours",
     "shadow",
     "timezone",
@@ -473,6 +477,11 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
         }
     }
 
+    let writers = match get("writers") {
+        None => Some(crate::writers::Writers::default()),
+        Some((_, v)) => writers(r, v),
+    };
+
     let mapping = Mapping::read(get("rules"), r);
     let hooks = crate::hooks::WebhookConfig::read(get("webhooks").map(|(_, v)| v), r);
     if let Some(families) = &families {
@@ -500,8 +509,31 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
         hooks,
         business_hours,
         shadow,
+        writers: writers?,
         text: text.to_string(),
     })
+}
+
+/// `writers:`, a list of IAM principal ARNs.
+fn writers(r: &mut Reader, v: &MarkedYaml) -> Option<crate::writers::Writers> {
+    let YamlData::Sequence(items) = &v.data else {
+        r.error(
+            line(v),
+            "writers: expected a list of IAM principal ARNs".into(),
+        );
+        return None;
+    };
+    let arns: Vec<String> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| scalar(r, a, &format!("writers[{i}]")))
+        .collect();
+    if arns.len() < items.len() {
+        return None;
+    }
+    crate::writers::Writers::parse(arns.iter().map(String::as_str))
+        .map_err(|e| r.error(line(v), e))
+        .ok()
 }
 
 /// Reports an unknown key, with the nearest allowed one.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use domain::event::{diff, event_id, revision_id, ChangeEvent, ChangeKind};
 use domain::policy::{self, Source};
 use domain::ports::*;
+use domain::projection::{DigestKey, Projection};
 use domain::source::KareoSource;
 use domain::tenant::TenantConfig;
 
@@ -674,7 +675,7 @@ where
             report.records += records.len();
             let read = records.len();
             let (events, snaps, high) = self
-                .events(tenant, family, records, created_after, report)
+                .events(tenant, creds, family, records, created_after, report)
                 .await?;
             report.count(&events);
             tracing::info!(
@@ -832,6 +833,7 @@ where
     async fn events(
         &self,
         tenant: &TenantConfig,
+        creds: &Credentials,
         family: Family,
         records: Vec<Record>,
         created_after: DateTime<Utc>,
@@ -845,6 +847,10 @@ where
         RunError,
     > {
         let tz = tenant.timezone;
+        // Minimum necessary: only what the rules use leaves this function (see
+        // `domain::projection`); the rest of each record is dropped with it.
+        let projection = Projection::of(tenant, family);
+        let key = DigestKey::derive(&creds.customer_key, &tenant.tenant);
         let latest = latest_versions(tenant, family, records, report);
         let ids: Vec<String> = latest.keys().cloned().collect();
         let known = if ids.is_empty() {
@@ -858,22 +864,16 @@ where
         for (id, (version, rec)) in latest {
             high = high.max(Some(version));
             let snap = known.get(&id);
-            let mut fields: BTreeMap<String, String> = rec
-                .texts()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let mut fields = projection.carry(&rec);
             if family == Family::Encounters {
                 name_encounter_status(&mut fields, report);
             }
+            let kept = projection.keep(&rec, &fields, &key);
             // Same version, other content: Kareo stamped a second change alike (date-only or
             // same-second stamps). It is a change, named by its content. Only members both
             // reads carry are compared: GetAllPatients and GetPatients answer different sets.
-            let revision = snap.is_some_and(|s| {
-                s.version == version
-                    && s.fields
-                        .iter()
-                        .any(|(k, v)| fields.get(k).is_some_and(|n| n != v))
-            });
+            let revision =
+                snap.is_some_and(|s| s.version == version && projection.revised(&s.fields, &kept));
             if snap.is_some_and(|s| s.version > version || (s.version == version && !revision)) {
                 report.duplicates += 1;
                 continue;
@@ -883,14 +883,20 @@ where
                 (None, Some(created)) if created < created_after => ChangeKind::Updated,
                 (None, _) => ChangeKind::Created,
             };
-            let changes = snap.map(|s| diff(&s.fields, &fields)).unwrap_or_default();
+            let changes = snap
+                .map(|s| {
+                    let mut c = diff(&Projection::plain(&s.fields), &fields);
+                    c.retain(|c| projection.transitions.contains(&c.field));
+                    c
+                })
+                .unwrap_or_default();
             let starts = if family == Family::Appointments {
                 rec.date("StartDate", tz).ok().flatten()
             } else {
                 None
             };
             let event = if revision {
-                revision_id(&tenant.tenant, family, &id, version, &fields)
+                revision_id(&tenant.tenant, family, &id, version, &kept)
             } else {
                 event_id(&tenant.tenant, family, &id, version, kind)
             };
@@ -902,13 +908,13 @@ where
                 version,
                 kind,
                 changes,
-                record: fields.clone(),
+                record: fields,
             });
             snaps.push((
                 id,
                 Snapshot {
                     version,
-                    fields,
+                    fields: kept,
                     starts,
                     deleted: false,
                     expires: Some(snapshot_expiry()),
@@ -1022,7 +1028,7 @@ where
                     version,
                     kind: ChangeKind::Deleted,
                     changes: Vec::new(),
-                    record: snap.fields.clone(),
+                    record: Projection::plain(&snap.fields),
                 });
                 snaps.push((
                     id.clone(),
@@ -1082,7 +1088,7 @@ where
             report.windows += 1;
             report.records += records.len();
             let (events, snaps, _) = self
-                .events(tenant, family, records, created_after, report)
+                .events(tenant, creds, family, records, created_after, report)
                 .await?;
             report.count(&events);
             self.hand_off(&events).await?;

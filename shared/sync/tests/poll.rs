@@ -22,7 +22,12 @@ fn ids(set: &BTreeSet<(String, ChangeKind)>) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn first_poll_hands_off_every_record_once_then_nothing_until_a_change() {
-    let w = world("  appointments: {}\n  patients: {}\n").await;
+    // A transition rule on ConfirmationStatus: its before and after are what an event's
+    // `changes` carry (minimum necessary: no other member's).
+    let w = world(
+        "  appointments: {}\n  patients: {}\nrules:\n  - name: cancelled\n    interface: appointments\n    on: updated\n    when: { ConfirmationStatus: { changed_to: Cancelled } }\n    task: { list: Front Desk, description: Cancelled }\n",
+    )
+    .await;
     let mut seen = 0;
     let start = w.tenant.start;
     let r = w.run(Family::Appointments, Mode::Poll).await;

@@ -615,8 +615,10 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         let creds = creds?;
         let id: i64 = mrn.parse().ok()?;
         let rec = self.kareo.patient(creds, id).await.ok()??;
+        // Only the members the link reads are copied out of the record.
         let fields = rec
             .texts()
+            .filter(|(k, _)| matches!(*k, "FirstName" | "LastName" | "DOB"))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         from_fields(&fields)

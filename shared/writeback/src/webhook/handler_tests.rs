@@ -240,6 +240,7 @@ impl World {
             query: BTreeMap::new(),
             headers,
             body: d.body.clone().into_bytes(),
+            caller: None,
         };
         let r = hooks.handle(&req).await;
         (r.status, r.body)

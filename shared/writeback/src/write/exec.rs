@@ -35,13 +35,18 @@ pub enum WriteStatus {
     Retry,
     /// Another attempt of this command id is under way.
     InProgress,
+    /// The caller may not write for this tenant (not in its `writers:`, or a direct invoke
+    /// where the deployment does not accept them); nothing was read or sent.
+    Forbidden,
 }
 
 impl WriteStatus {
-    /// The CLI's exit code: 0 done, 2 invalid, 3 rejected, 4 needs review, 5 retry later.
+    /// The CLI's exit code: 0 done, 2 invalid, 3 rejected, 4 needs review, 5 retry later,
+    /// 6 forbidden.
     pub fn exit_code(self) -> u8 {
         match self {
             WriteStatus::Done => 0,
+            WriteStatus::Forbidden => 6,
             WriteStatus::Invalid => 2,
             WriteStatus::Rejected => 3,
             WriteStatus::NeedsReview => 4,
@@ -54,6 +59,7 @@ impl WriteStatus {
         match self {
             WriteStatus::Done => 200,
             WriteStatus::Invalid => 400,
+            WriteStatus::Forbidden => 403,
             WriteStatus::Rejected => 422,
             WriteStatus::NeedsReview | WriteStatus::InProgress => 409,
             WriteStatus::Retry => 503,
@@ -611,13 +617,46 @@ fn remote_id(ids: &Value) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-/// Runs a command given as JSON: checks it, finds its tenant and Kareo credentials, and
-/// executes it. Every failure is a [`WriteResult`].
+/// Who sent a write command.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller<'a> {
+    /// An IAM principal proven by the Function URL (`requestContext.authorizer.iam.userArn`):
+    /// it must be in the tenant's `writers:`.
+    Principal(&'a str),
+    /// The operator, where no principal is named: the CLI on the operator's machine, or a
+    /// direct invoke where the deployment accepts them (`WriteDirectInvoke: enabled`). The
+    /// label is logged (`cli`, `direct_invoke`).
+    Operator(&'static str),
+}
+
+impl Caller<'_> {
+    /// What the log names: the principal's ARN (no PHI), or the operator path's label.
+    pub fn label(&self) -> &str {
+        match self {
+            Caller::Principal(arn) => arn,
+            Caller::Operator(label) => label,
+        }
+    }
+}
+
+/// The answer to a caller refused before anything was read: the id, tenant and op as sent.
+pub fn forbidden(raw: &Value, why: &str) -> WriteResult {
+    let mut r = WriteResult::invalid(raw, Vec::new());
+    r.status = WriteStatus::Forbidden;
+    r.reason = Some(why.to_string());
+    r
+}
+
+/// Runs a command given as JSON: checks it, finds its tenant, checks the caller against the
+/// tenant's `writers:`, reads the Kareo credentials and executes it. Every failure is a
+/// [`WriteResult`]; a refused caller reaches no secret and no Kareo. Logs the caller of every
+/// command it runs (ARN, command id, tenant, op: no PHI).
 pub async fn run_command<L: Ledger, T: Clock, S: SecretSource>(
     writer: &Writer<'_, L, T>,
     secrets: &S,
     tenants: &[TenantConfig],
     raw: &Value,
+    caller: Caller<'_>,
 ) -> WriteResult {
     let cmd = match Command::from_value(raw) {
         Ok(c) => c,
@@ -631,6 +670,27 @@ pub async fn run_command<L: Ledger, T: Clock, S: SecretSource>(
         }];
         return r;
     };
+    if let Caller::Principal(arn) = caller {
+        if !tenant.writers.allows(arn) {
+            tracing::warn!(
+                caller = arn,
+                tenant = %cmd.tenant,
+                command = %cmd.id,
+                op = cmd.op.name(),
+                listed = tenant.writers.len(),
+                "write refused: the caller is not in the tenant's writers"
+            );
+            return WriteResult::of(&cmd, WriteStatus::Forbidden)
+                .reason("the caller is not in this tenant's `writers:` (nothing was sent)");
+        }
+    }
+    tracing::info!(
+        caller = caller.label(),
+        tenant = %cmd.tenant,
+        command = %cmd.id,
+        op = cmd.op.name(),
+        "write command"
+    );
     let creds = match kareo_credentials(secrets, &tenant.kareo.secret).await {
         Ok(c) => c,
         Err(e @ SecretError::Unavailable(_)) => {

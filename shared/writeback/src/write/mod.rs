@@ -15,5 +15,5 @@ mod ops;
 
 pub use command::{Command, Data, Problem};
 pub use domain::op::Op;
-pub use exec::{run_command, WriteResult, WriteStatus, Writer};
+pub use exec::{forbidden, run_command, Caller, WriteResult, WriteStatus, Writer};
 pub use kareo::KareoCall;
