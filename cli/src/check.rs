@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use domain::mapping::TaskSpec;
-use domain::ports::{kareo_credentials, SecretError};
+use domain::ports::{kareo_credentials, SecretError, TenantStore};
 use domain::source::KareoSource;
 use domain::TenantConfig;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -55,6 +55,17 @@ pub struct Args {
     /// setting it implies (docs/kareo-unknowns.md).
     #[arg(long, conflicts_with = "dock_only")]
     probe: bool,
+    /// With `--probe`: write the setting of each failing finding into the tenant's config —
+    /// the `--config` file, or the stored config with `--state`/`--table` — the rest of the
+    /// text kept as written; the config is checked again before it is written. WARNs are not
+    /// written (their setting is a guess). Then run check again.
+    #[arg(long, requires = "probe")]
+    write: bool,
+    /// With `--probe`: the operator's permission for the probes that need a write — this
+    /// patient (Kareo's PatientID) is written back with its own values (nothing changes but
+    /// its last-modified stamp), to read Kareo's clock (east or west) and the filter bounds.
+    #[arg(long, requires = "probe", value_name = "PATIENT_ID")]
+    probe_write: Option<i64>,
     /// Only the Dock items: the token, its scopes and paging, and every list, group, template
     /// and assignee the mapping names (no Kareo call; after `mapping import`).
     #[arg(long)]
@@ -73,6 +84,8 @@ impl Args {
             json: false,
             dock_sandbox: None,
             probe: false,
+            write: false,
+            probe_write: None,
             dock_only: true,
         }
     }
@@ -91,6 +104,19 @@ pub(crate) struct Verdict {
     /// and the rules naming it.
     #[serde(skip)]
     pub(crate) names: Option<(&'static str, Vec<String>)>,
+    /// For a failing probe: the settings its finding implies (`check --probe --write`).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "settings_text"
+    )]
+    pub(crate) settings: Vec<crate::probe::Setting>,
+}
+
+fn settings_text<S: serde::Serializer>(
+    v: &[crate::probe::Setting],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
 }
 
 /// Exit codes: 0 every item is ok; 1 bad usage; 2 a config or the secrets file is invalid;
@@ -101,8 +127,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn check(args: Args) -> Outcome {
     let json = args.json;
+    let write = args
+        .write
+        .then(|| (args.configs.clone(), args.state.clone(), args.table.clone()));
     let verdicts = verdicts(args).await?;
     print(&verdicts, json);
+    if let Some((configs, state, table)) = write {
+        write_settings(
+            &verdicts,
+            &configs,
+            state.as_deref(),
+            table.as_deref(),
+            json,
+        )
+        .await?;
+    }
     let failed = verdicts.iter().filter(|v| !v.ok).count();
     Ok(if failed > 0 {
         ExitCode::from(common::FAILED)
@@ -155,7 +194,7 @@ pub(crate) async fn verdicts(args: Args) -> Result<Vec<Verdict>, Exit> {
             &kareo,
             &dock,
             &dock_client,
-            (sandbox, args.probe, args.dock_only),
+            (sandbox, (args.probe, args.probe_write), args.dock_only),
             &mut verdicts,
         )
         .await;
@@ -275,6 +314,7 @@ impl Say<'_> {
             level,
             detail: r.unwrap_or_else(|e| e),
             names,
+            settings: Vec::new(),
         })
     }
 }
@@ -285,10 +325,10 @@ async fn kareo_verdicts(
     t: &TenantConfig,
     secrets: &Secrets,
     kareo: &KareoClient,
-    probe: bool,
-    say: &mut Say<'_>,
+    (probe, probe_write): (bool, Option<i64>),
+    sayer: &mut Say<'_>,
 ) {
-    let mut say = |item: String, r: Result<String, String>| say.say(item, r, None);
+    let mut say = |item: String, r: Result<String, String>| sayer.say(item, r, None);
     let creds: Option<Credentials> = match kareo_credentials(secrets, &t.kareo.secret).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -328,8 +368,15 @@ async fn kareo_verdicts(
             say(format!("kareo read {} ({op})", family.name()), r);
         }
         if probe {
-            for (item, r) in crate::probe::kareo_probes(t, kareo, creds).await {
-                say(item, r);
+            let mut probes = crate::probe::kareo_probes(t, kareo, creds).await;
+            if let Some(patient) = probe_write {
+                probes.extend(crate::probe::write_probes(t, kareo, creds, patient).await);
+            }
+            for (item, r, settings) in probes {
+                sayer.say(item, r, None);
+                if let Some(v) = sayer.out.last_mut() {
+                    v.settings = settings;
+                }
             }
         }
     } else {
@@ -349,7 +396,7 @@ async fn check_tenant(
     kareo: &KareoClient,
     dock: &DockTasks,
     dock_client: &dock::DockClient,
-    (sandbox, probe, dock_only): (Option<&str>, bool, bool),
+    (sandbox, probe, dock_only): (Option<&str>, (bool, Option<i64>), bool),
     out: &mut Vec<Verdict>,
 ) {
     let mut say = Say {
@@ -631,4 +678,98 @@ async fn round_trip(
         )),
         Err(f) => Err(format!("{}{left}", fail(f))),
     }
+}
+
+/// `check --probe --write`: each failing probe's settings into its tenant's config — the
+/// `--config` file of that tenant, else the stored config — checked again first; prints what
+/// it wrote. Nothing is written for a tenant whose edited config would not read back with
+/// the setting in effect.
+async fn write_settings(
+    verdicts: &[Verdict],
+    configs: &[PathBuf],
+    state: Option<&std::path::Path>,
+    table: Option<&str>,
+    json: bool,
+) -> Result<(), Exit> {
+    // With --json, stdout holds the verdicts only: what was written goes to stderr.
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut by_tenant: BTreeMap<&str, Vec<&crate::probe::Setting>> = BTreeMap::new();
+    for v in verdicts.iter().filter(|v| !v.ok) {
+        by_tenant.entry(&v.tenant).or_default().extend(&v.settings);
+    }
+    by_tenant.retain(|_, s| !s.is_empty());
+    if by_tenant.is_empty() {
+        say("--write: no failing finding has a setting to write".into());
+        return Ok(());
+    }
+    let store = if configs.is_empty() {
+        Some(common::open_store(state, table).await?)
+    } else {
+        None
+    };
+    for (tenant, settings) in by_tenant {
+        let (text, file) = match &store {
+            None => {
+                let mut found = None;
+                for c in configs {
+                    let t = TenantConfig::from_file(c)
+                        .map_err(|e| Exit(common::CONFIG, e.to_string()))?;
+                    if t.tenant == tenant {
+                        let text = std::fs::read_to_string(c)
+                            .map_err(|e| Exit(common::USAGE, format!("{}: {e}", c.display())))?;
+                        found = Some((text, Some(c.clone())));
+                    }
+                }
+                found.ok_or_else(|| {
+                    Exit(
+                        common::USAGE,
+                        format!("no config file of tenant '{tenant}'"),
+                    )
+                })?
+            }
+            Some(store) => {
+                let tenants = store.tenants().await.map_err(common::store_exit)?;
+                let t = tenants.iter().find(|t| t.tenant == tenant).ok_or_else(|| {
+                    Exit(common::USAGE, format!("no tenant '{tenant}' is stored"))
+                })?;
+                (t.to_yaml(), None)
+            }
+        };
+        let mut edited = text.clone();
+        for s in &settings {
+            edited = s.apply(&edited).map_err(|e| {
+                Exit(
+                    common::USAGE,
+                    format!("tenant {tenant}: cannot write `{s}` ({e}): add it by hand"),
+                )
+            })?;
+        }
+        let name = file.as_ref().map_or_else(
+            || format!("stored tenant {tenant}"),
+            |f| f.display().to_string(),
+        );
+        let config = TenantConfig::from_yaml(&edited, &name).map_err(|e| {
+            Exit(
+                common::CONFIG,
+                format!("tenant {tenant}: the edited config does not read ({e}): nothing written"),
+            )
+        })?;
+        match (&file, &store) {
+            (Some(f), _) => std::fs::write(f, &edited)
+                .map_err(|e| Exit(common::USAGE, format!("{}: {e}", f.display())))?,
+            (None, Some(store)) => store.put(&config).await.map_err(common::store_exit)?,
+            (None, None) => unreachable!("a config comes from a file or the store"),
+        }
+        for s in &settings {
+            say(format!("wrote `{s}` to {name}"));
+        }
+    }
+    say("run check again to see the findings covered".into());
+    Ok(())
 }

@@ -212,6 +212,223 @@ async fn check_probe_names_what_kareo_does_and_the_setting_it_implies() {
 }
 
 #[tokio::test]
+async fn check_probe_finds_an_implicit_posting_window_and_names_the_setting() {
+    // GetCharges answers only charges posted in the last 7 days; one charge posted 90 days ago
+    // changed just now (the probes read real time).
+    let now = chrono::Utc::now();
+    let env = Env::start_with(
+        "check-probe-posting",
+        SimConfig {
+            enforce_throttle: false,
+            start: now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64),
+            reality: kareo_sim::Reality {
+                charges_posting_window: Some(chrono::Duration::days(7)),
+                ..kareo_sim::Reality::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let tz = env.sim.config().timezone;
+    let id = env.sim.rows(Family::Charges)[0]["ID"].clone();
+    let posted = (env.sim.now() - chrono::Duration::days(90)).with_timezone(&tz);
+    env.sim.update(
+        Family::Charges,
+        &id,
+        &[(
+            "PostingDate",
+            &posted.format("%-m/%-d/%Y 9:00:00 AM").to_string(),
+        )],
+    );
+    let secrets = env.dir.join("secrets.json");
+    let probe = |cfg: &Path| {
+        env.cmd(&[
+            "check",
+            "--probe",
+            "--json",
+            "--config",
+            p(cfg),
+            "--secrets",
+            p(&secrets),
+        ])
+    };
+    let verdict = |out: &std::process::Output| -> Value {
+        stdout_json(out)["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["item"] == "kareo probe: GetCharges posting window")
+            .cloned()
+            .unwrap_or_else(|| panic!("no posting-window verdict: {}", text(out)))
+    };
+    let cfg = env.config("acme.yaml", &["charges", "encounters"], "");
+    let out = run(probe(&cfg)).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let v = verdict(&out);
+    assert_eq!(v["level"], "fail", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("implicit posting-date window"), "{detail}");
+    for setting in [
+        "families.charges.posting_date_horizon: 365d",
+        "families.encounters.posting_date_horizon: 365d",
+    ] {
+        assert!(detail.contains(setting), "the setting it implies: {detail}");
+    }
+    // `--write` puts the settings in the config file (the rest as written); then the probe
+    // says the config covers it and check passes.
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let mut write = probe(&cfg);
+    write.arg("--write");
+    let out = run(write).await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the findings stand for this run: {}",
+        text(&out)
+    );
+    let printed = String::from_utf8_lossy(&out.stderr);
+    for setting in [
+        "families.charges.posting_date_horizon: 365d",
+        "families.encounters.posting_date_horizon: 365d",
+    ] {
+        assert!(
+            printed.contains(&format!("wrote `{setting}` to")),
+            "{printed}"
+        );
+    }
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(
+        after,
+        before
+            .replace("  charges: {}", "  charges: { posting_date_horizon: 365d }")
+            .replace(
+                "  encounters: {}",
+                "  encounters: { posting_date_horizon: 365d }"
+            )
+    );
+    let fixed = cfg.clone();
+    let out = run(probe(&fixed)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = verdict(&out);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the config reads posting-date slices"),
+        "{v}"
+    );
+    // And without the reading, the probe sees nothing to fix.
+    let plain = Env::start_with(
+        "check-probe-posting-plain",
+        SimConfig {
+            enforce_throttle: false,
+            start: now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64),
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let cfg = plain.config("acme.yaml", &["charges"], "");
+    let secrets = plain.dir.join("secrets.json");
+    let out = run(plain.cmd(&[
+        "check",
+        "--probe",
+        "--json",
+        "--config",
+        p(&cfg),
+        "--secrets",
+        p(&secrets),
+    ]))
+    .await;
+    let v = verdict(&out);
+    assert_eq!(v["level"], "ok", "{v}");
+}
+
+#[tokio::test]
+async fn check_probe_write_reads_kareos_clock_west_and_the_bounds_from_one_patient_write() {
+    // What cannot be seen without a write: Kareo's clock west of the practice's, and which
+    // ends of the last-modified pair are inclusive. Each reading, and the patient unchanged.
+    let now = chrono::Utc::now();
+    for (hours_west, bounds, ok, expect) in [
+        (
+            3,
+            kareo_sim::Bounds::ExclusiveTo,
+            true,
+            ["3.0 h west", "From inclusive, To exclusive"],
+        ),
+        (8, kareo_sim::Bounds::Inclusive, false, ["8.0 h west", ""]),
+        (
+            0,
+            kareo_sim::Bounds::ExclusiveFrom,
+            true,
+            ["on the practice's clock", "From exclusive, To inclusive"],
+        ),
+    ] {
+        let env = Env::start_with(
+            "check-probe-write",
+            SimConfig {
+                enforce_throttle: false,
+                start: now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64),
+                reality: kareo_sim::Reality {
+                    clock_offset: chrono::Duration::hours(-hours_west),
+                    bounds,
+                    ..kareo_sim::Reality::default()
+                },
+                ..SimConfig::default()
+            },
+        )
+        .await;
+        let patient = env.sim.rows(Family::Patients)[2].clone();
+        let secrets = env.dir.join("secrets.json");
+        let cfg = env.config("acme.yaml", &["patients"], "");
+        let out = run(env.cmd(&[
+            "check",
+            "--probe",
+            "--probe-write",
+            &patient["ID"],
+            "--json",
+            "--config",
+            p(&cfg),
+            "--secrets",
+            p(&secrets),
+        ]))
+        .await;
+        let v = stdout_json(&out);
+        let verdict = |item: &str| -> Value {
+            v["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["item"] == item)
+                .cloned()
+                .unwrap_or_else(|| panic!("no verdict {item}: {v:#}"))
+        };
+        let clock = verdict("kareo probe (write): Kareo's clock");
+        assert_eq!(clock["ok"], ok, "{clock}");
+        assert!(
+            clock["detail"].as_str().unwrap().contains(expect[0]),
+            "{clock}"
+        );
+        if ok {
+            let b = verdict("kareo probe (write): filter bounds");
+            assert!(b["detail"].as_str().unwrap().contains(expect[1]), "{b}");
+        }
+        assert_eq!(env.sim.call_count("UpdatePatient"), 1, "one write");
+        let after = env
+            .sim
+            .rows(Family::Patients)
+            .into_iter()
+            .find(|r| r["ID"] == patient["ID"])
+            .unwrap();
+        for (k, v) in &patient {
+            if k != "LastModifiedDate" {
+                assert_eq!(after.get(k), Some(v), "{k} unchanged by the probe");
+            }
+        }
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(&patient["LastName"]));
+    }
+}
+
+#[tokio::test]
 async fn check_gives_one_verdict_per_item_and_names_what_fails() {
     let env = Env::start("check").await;
     let rules = format!(

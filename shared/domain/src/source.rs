@@ -113,6 +113,34 @@ pub fn start_date_slices(
     out
 }
 
+/// The posting-date slices a charges window is read in when the account needs them: from
+/// `horizon` before `now` (the window's upper bound) to 59 days after it — a charge changed
+/// in the window may carry a later posting date (a catch-up window read weeks after, a
+/// post-dated charge) — 59 days each (Kareo answers nothing for a posting window over 60).
+pub fn posting_date_slices(
+    now: DateTime<Utc>,
+    horizon: std::time::Duration,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let end = now + chrono::Duration::days(59);
+    let mut a = now - chrono::Duration::from_std(horizon).unwrap_or_default();
+    let mut out = Vec::new();
+    while a < end {
+        let b = (a + chrono::Duration::days(59)).min(end);
+        out.push((a, b));
+        a = b;
+    }
+    out
+}
+
+/// The filter members a read's date slices set: GetAppointments' `StartDate`/`EndDate`,
+/// GetCharges' posting-date pair.
+fn slice_members(read: Family) -> (&'static str, &'static str) {
+    match read {
+        Family::Charges => ("FromPostingDate", "ToPostingDate"),
+        _ => ("StartDate", "EndDate"),
+    }
+}
+
 /// The type of `family`'s read filter.
 fn filter_type(family: Family) -> Option<&'static kareo::schema::TypeDef> {
     kareo::op(family.op())
@@ -139,8 +167,9 @@ async fn practice_id(
 }
 
 /// The records of `read`'s list operation modified in `[from, to]`: one call, or one per
-/// StartDate slice of `starts` (an appointment on a slice's edge may come twice; the poller
-/// keeps one). The PracticeID is resolved only where the filter has the member.
+/// date slice of `starts` — StartDate slices for appointments, posting-date slices for
+/// charges (a record on a slice's edge may come twice; the poller keeps one). The PracticeID
+/// is resolved only where the filter has the member.
 pub async fn read_window(
     client: &KareoClient,
     creds: &Credentials,
@@ -159,10 +188,11 @@ pub async fn read_window(
         return Ok(client.call(creds, op, &body).await?.records);
     }
     let mut records = Vec::new();
+    let (lo, hi) = slice_members(read);
     for (a, b) in starts {
         let mut body = body.clone();
-        body["Filter"]["StartDate"] = json!(kareo::dates::format_filter(*a, tenant.timezone));
-        body["Filter"]["EndDate"] = json!(kareo::dates::format_filter(*b, tenant.timezone));
+        body["Filter"][lo] = json!(kareo::dates::format_filter(*a, tenant.timezone));
+        body["Filter"][hi] = json!(kareo::dates::format_filter(*b, tenant.timezone));
         records.extend(client.call(creds, op, &body).await?.records);
     }
     Ok(records)
@@ -187,11 +217,19 @@ impl KareoSource for KareoClient {
         };
         // An account whose GetAppointments applies its default StartDate window even with a
         // last-modified pair is read in StartDate slices over the configured horizon.
-        let horizon = tenant.family(family).and_then(|s| s.start_date_horizon);
-        let starts = match horizon.filter(|_| family == Family::Appointments) {
-            Some(h) => start_date_slices(to, h),
-            None => Vec::new(),
-        };
+        // Likewise charges (and the encounters read through them) in posting-date slices for
+        // an account whose GetCharges applies an implicit posting window.
+        let settings = tenant.family(family);
+        let starts = match (family, settings) {
+            (Family::Appointments, Some(s)) => {
+                s.start_date_horizon.map(|h| start_date_slices(to, h))
+            }
+            (Family::Charges | Family::Encounters, Some(s)) => {
+                s.posting_date_horizon.map(|h| posting_date_slices(to, h))
+            }
+            _ => None,
+        }
+        .unwrap_or_default();
         read_window(self, creds, tenant, read, (from, to), &starts).await
     }
 

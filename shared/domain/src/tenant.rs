@@ -81,6 +81,11 @@ pub struct FamilySettings {
     /// from 30 days back to this far ahead, for an account whose GetAppointments applies its
     /// default StartDate window even with a last-modified pair (`check --probe` finds it).
     pub start_date_horizon: Option<Duration>,
+    /// Charges and encounters only: also read each window in `FromPostingDate`/`ToPostingDate`
+    /// slices (of at most 60 days, Kareo's posting-window limit) from this far back to 59
+    /// days ahead, for an account whose GetCharges applies an implicit posting-date window
+    /// (`check --probe` finds it).
+    pub posting_date_horizon: Option<Duration>,
     /// Poll no more often than this (the schedule fires more often; a run that comes sooner
     /// after the last successful one reports `not_due` and reads nothing). Default: every run.
     pub cadence: Option<Duration>,
@@ -266,6 +271,7 @@ impl TenantConfig {
             max_window: s.max_window.unwrap_or(p.default_window),
             start: s.start.unwrap_or(self.start),
             start_date_horizon: s.start_date_horizon,
+            posting_date_horizon: s.posting_date_horizon,
         })
     }
 
@@ -307,6 +313,8 @@ pub struct Effective {
     pub start: DateTime<Utc>,
     /// Appointments: read in StartDate slices up to this far ahead (see [`FamilySettings`]).
     pub start_date_horizon: Option<Duration>,
+    /// Charges, encounters: read in posting-date slices from this far back.
+    pub posting_date_horizon: Option<Duration>,
 }
 
 const KEYS: [&str; 12] = [
@@ -634,6 +642,7 @@ fn family_settings(
                 "max_window",
                 "start",
                 "start_date_horizon",
+                "posting_date_horizon",
                 "cadence",
                 "off_hours_cadence",
             ],
@@ -683,6 +692,21 @@ fn family_settings(
                     settings.start_date_horizon = duration(r, sv, &what);
                     if settings
                         .start_date_horizon
+                        .is_some_and(|h| h > Duration::from_secs(3 * 365 * 86_400))
+                    {
+                        r.error(line(sk), format!("{what}: at most 3 years (1095d)"));
+                    }
+                }
+                Some("posting_date_horizon") => {
+                    if !matches!(family, Family::Charges | Family::Encounters) {
+                        r.error(
+                            line(sk),
+                            format!("{what}: only charges and encounters are read by posting date"),
+                        );
+                    }
+                    settings.posting_date_horizon = duration(r, sv, &what);
+                    if settings
+                        .posting_date_horizon
                         .is_some_and(|h| h > Duration::from_secs(3 * 365 * 86_400))
                     {
                         r.error(line(sk), format!("{what}: at most 3 years (1095d)"));

@@ -27,8 +27,8 @@
 //!   `Authenticated=false Authorized=false CustomerKeyValid=true SecurityResultSuccess=false`
 //!   `SecurityResult="Invalid user name and/or password"` (`CustomerKeyValid=false` and
 //!   "Invalid customer key" for a wrong key) and no records.
-//! - **Throttling** (`enforce_throttle`): a call of an operation sooner than
-//!   [`kareo::schema::OpDef::documented_interval_ms`] after the previous *accepted* call of that
+//! - **Throttling** (`enforce_throttle`): a call of an operation sooner than the simulator's
+//!   own reading of the guide's table (`guide.rs`) after the previous *accepted* call of that
 //!   operation (real time, not the simulated clock) is answered HTTP 200 with `IsError=true` and
 //!   Kareo's text "429: <Op> endpoint requested more than allowed over time interval <ms>
 //!   milliseconds. Please wait to try again.". Throttling is checked after authentication (it is
@@ -115,6 +115,7 @@
 
 mod clock;
 mod data;
+mod guide;
 mod ops;
 mod server;
 mod xmlin;
@@ -231,6 +232,18 @@ pub struct Reality {
     /// does not say whether rejected calls count). A client that retries sooner than the
     /// interval after each refusal never gets through.
     pub throttle_counts_rejected: bool,
+    /// A `Fields` selection with any explicit `true` flag is answered with one empty
+    /// placeholder item and no fault (a connector's report for GetCharges and GetPatients,
+    /// `kareo-api.md` §3); only an empty `Fields` returns records.
+    pub explicit_fields_placeholder: bool,
+    /// GetCharges without a `FromPostingDate`/`ToPostingDate` pair answers only charges posted
+    /// in the last this-many days (of the practice's today), whatever the last-modified pair
+    /// says: a change to a charge posted earlier never arrives by last-modified window alone.
+    /// Not survivable blindly: `check --probe` finds it.
+    pub charges_posting_window: Option<chrono::Duration>,
+    /// A date-only `To…` bound (`2026-10-05`) is read as the end of that day (the whole day
+    /// included) instead of its midnight (.NET's parse, the default).
+    pub date_only_to_end_of_day: bool,
 }
 
 /// The precision of record stamps.
@@ -261,7 +274,8 @@ pub enum Bounds {
 impl Reality {
     /// Every reading at once that a product must survive blindly, together: date-only stamps,
     /// Kareo's clock 3 h west, open bounds, PracticeID required, truncation at 1,000, throttled
-    /// calls restarting the interval.
+    /// calls restarting the interval, explicit field flags answering a placeholder, date-only
+    /// `To` bounds covering their day.
     pub fn hostile() -> Reality {
         Reality {
             stamps: Stamps::DateOnly,
@@ -274,6 +288,9 @@ impl Reality {
             write_times_wall_clock: false,
             charges_empty_above: None,
             throttle_counts_rejected: true,
+            explicit_fields_placeholder: true,
+            charges_posting_window: None,
+            date_only_to_end_of_day: true,
         }
     }
 

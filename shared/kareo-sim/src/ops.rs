@@ -126,7 +126,7 @@ pub(crate) fn handle(
         };
     }
     if cfg.enforce_throttle {
-        let ms = op.documented_interval_ms();
+        let ms = crate::guide::interval_ms(op.name);
         let now = Instant::now();
         if let Some(prev) = st.last_accepted.get(op.name) {
             if now.duration_since(*prev) < std::time::Duration::from_millis(ms) {
@@ -245,7 +245,7 @@ fn get_throttles(enforced: bool) -> Payload {
         .iter()
         .map(|o| {
             let ms = if enforced {
-                o.documented_interval_ms()
+                crate::guide::interval_ms(o.name)
             } else {
                 0
             };
@@ -340,6 +340,17 @@ impl Cx<'_> {
         crate::clock::read(s, self.tz).ok_or_else(|| Err::App(BAD_DATE.into()))
     }
 
+    /// An upper bound: as [`Self::date`], except that a date-only one covers its whole day
+    /// where the reality says so.
+    fn to_date(&self, s: &str) -> Result<DateTime<Utc>, Err> {
+        let t = self.date(s)?;
+        let date_only = !s.trim().contains([':', 'T', ' ']);
+        if date_only && self.cfg.reality.date_only_to_end_of_day {
+            return Ok(t + Duration::days(1) - Duration::milliseconds(1));
+        }
+        Ok(t)
+    }
+
     fn practice_matches(&self, id: Option<&str>, name: Option<&str>) -> Result<bool, Err> {
         if let Some(id) = id {
             if parse_id(id)? != self.cfg.practice_id {
@@ -381,13 +392,13 @@ impl Cx<'_> {
             let from = filter.text(&format!("From{x}"));
             let to = filter.text(&format!("To{x}"));
             let (from, to) = match (from, to) {
-                (Some(f), Some(t)) => (self.date(f)?, self.date(t)?),
+                (Some(f), Some(t)) => (self.date(f)?, self.to_date(t)?),
                 (Some(f), None) => {
                     let f = self.date(f)?;
                     (f, f + Duration::days(7))
                 }
                 (None, Some(t)) => {
-                    let t = self.date(t)?;
+                    let t = self.to_date(t)?;
                     (t - Duration::days(7), t)
                 }
                 (None, None) => continue,
@@ -436,6 +447,12 @@ impl Cx<'_> {
         let Some(filter) = req.obj("Filter") else {
             return Err(Err::Internal);
         };
+        let (list, _, _) = op.list_member().ok_or(Err::Internal)?;
+        if sel.is_some() && self.cfg.reality.explicit_fields_placeholder {
+            // One empty item, no fault: what a connector saw for explicit `true` flags.
+            // (An empty list is written as Kareo's empty placeholder item.)
+            return Ok((vec![(list.name, Out::Rows(Vec::new(), None))], 0));
+        }
         if matches!(family, Family::Patients | Family::ServiceLocations) {
             self.require_practice_id(filter.text("PracticeID"))?;
         }
@@ -464,7 +481,6 @@ impl Cx<'_> {
             rows.truncate(n);
         }
         let n = rows.len();
-        let (list, _, _) = op.list_member().ok_or(Err::Internal)?;
         Ok((vec![(list.name, Out::Rows(rows, sel))], n))
     }
 
@@ -511,6 +527,7 @@ impl Cx<'_> {
         let unapproved_ok = filter
             .text("IncludeUnapprovedCharges")
             .is_some_and(|t| eq_ci(t, "T"));
+        let posted_after = self.posted_after(family, &ranges);
         let Some(all) = self.store.rows.get(&family) else {
             return Ok(Vec::new());
         };
@@ -537,6 +554,13 @@ impl Cx<'_> {
                     .iter()
                     .all(|(k, v)| row.get(*k).is_some_and(|rv| eq_ci(rv, v)))
                     && window.is_none_or(|(s, e)| in_range(row, "StartDate", (s, e, false, false)))
+                    && posted_after.is_none_or(|p| {
+                        in_range(
+                            row,
+                            "PostingDate",
+                            (p, DateTime::<Utc>::MAX_UTC, false, false),
+                        )
+                    })
                     && (family != Family::Charges
                         || unapproved_ok
                         || row.get("EncounterStatus").is_some_and(|s| s == "Approved"))
@@ -544,6 +568,23 @@ impl Cx<'_> {
             .cloned()
             .collect();
         Ok(out)
+    }
+
+    /// GetCharges' implicit posting window: the earliest posting date answered, where the
+    /// reality has one and the request no posting pair.
+    fn posted_after(&self, family: Family, ranges: &[Range]) -> Option<DateTime<Utc>> {
+        let w = self.cfg.reality.charges_posting_window?;
+        if family != Family::Charges || ranges.iter().any(|r| r.key == "PostingDate") {
+            return None;
+        }
+        let today = crate::clock::at_local(
+            self.now
+                .with_timezone(&self.tz)
+                .date_naive()
+                .and_time(chrono::NaiveTime::MIN),
+            self.tz,
+        );
+        Some(today - w)
     }
 
     /// GetAppointments' appointment-date window (`StartDate`/`EndDate` with the guide's

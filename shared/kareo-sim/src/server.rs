@@ -366,7 +366,7 @@ fn decide(
             }
             Fault::Malformed => return doc(malformed(op), Outcome::Injected("Malformed")),
             Fault::Throttle => {
-                let text = ops::throttle_text(op.name, op.documented_interval_ms());
+                let text = ops::throttle_text(op.name, crate::guide::interval_ms(op.name));
                 let result = vec![
                     ("ErrorResponse", error_response(Some(&text))),
                     ("SecurityResponse", sec()),

@@ -995,3 +995,131 @@ async fn insert_and_update_stamp_the_simulated_clock() {
         .iter()
         .all(|r| r["ID"] != "1"));
 }
+
+/// The readings of `Fields`, a date-only `To`, and GetCharges' posting window that the guide
+/// leaves open: each mode answers differently from the default, by the simulator's own rules.
+#[tokio::test]
+async fn explicit_field_flags_date_only_to_bounds_and_the_posting_window_by_reality() {
+    use kareo_sim::Reality;
+    let flags = |c: &SimConfig| {
+        format!(
+            "{}<sch:Fields><sch:FirstName>true</sch:FirstName><sch:ID>true</sch:ID></sch:Fields><sch:Filter/>",
+            header(c)
+        )
+    };
+    // Explicit `true` flags: the default selects members; the placeholder reading answers one
+    // empty item and no fault.
+    let c = cfg();
+    let sim = KareoSim::start(c.clone()).await;
+    let (_, body) = call(&sim, "GetPatients", &flags(&c)).await;
+    assert_eq!(count(&body, "<PatientData>"), c.patients);
+    let c = SimConfig {
+        reality: Reality {
+            explicit_fields_placeholder: true,
+            ..Reality::default()
+        },
+        ..cfg()
+    };
+    let sim = KareoSim::start(c.clone()).await;
+    let (status, body) = call(&sim, "GetPatients", &flags(&c)).await;
+    assert_eq!(status, 200);
+    assert_eq!(count(&body, "<PatientData>"), 0, "{body}");
+    assert_eq!(count(&body, "<PatientData/>"), 1, "{body}");
+    assert_ne!(first(&body, "IsError").as_deref(), Some("true"));
+    // An empty Fields still answers every record.
+    let (_, body) = call(&sim, "GetPatients", &patients_req(&c, "")).await;
+    assert_eq!(count(&body, "<PatientData>"), c.patients);
+
+    // A date-only To: midnight (the record changed in the afternoon is outside) or the whole
+    // day (inside).
+    for (end_of_day, expected) in [(false, 0), (true, 1)] {
+        let c = SimConfig {
+            reality: Reality {
+                date_only_to_end_of_day: end_of_day,
+                ..Reality::default()
+            },
+            ..cfg()
+        };
+        let sim = KareoSim::start(c.clone()).await;
+        let tz = c.timezone;
+        let day = sim.now().with_timezone(&tz).date_naive() + chrono::Duration::days(3);
+        let afternoon = day
+            .and_hms_opt(15, 0, 0)
+            .unwrap()
+            .and_local_timezone(tz)
+            .unwrap();
+        sim.set_now(afternoon.with_timezone(&chrono::Utc));
+        sim.update(Family::Patients, "3", &[("FirstName", "Late")]);
+        let filter = format!(
+            "<sch:FromLastModifiedDate>{}T00:00:00</sch:FromLastModifiedDate><sch:ToLastModifiedDate>{}</sch:ToLastModifiedDate>",
+            day.format("%Y-%m-%d"),
+            day.format("%Y-%m-%d")
+        );
+        let (_, body) = call(&sim, "GetPatients", &patients_req(&c, &filter)).await;
+        assert_eq!(
+            count(&body, "<PatientData>"),
+            expected,
+            "end of day: {end_of_day}"
+        );
+    }
+
+    // GetCharges' implicit posting window: a charge posted 90 days ago and changed now is
+    // answered only with a posting-date pair that covers it.
+    let c = SimConfig {
+        reality: Reality {
+            charges_posting_window: Some(chrono::Duration::days(7)),
+            ..Reality::default()
+        },
+        ..cfg()
+    };
+    let sim = KareoSim::start(c.clone()).await;
+    let tz = c.timezone;
+    let id = sim.rows(Family::Charges)[0]["ID"].clone();
+    let posted = (sim.now() - chrono::Duration::days(90)).with_timezone(&tz);
+    sim.update(
+        Family::Charges,
+        &id,
+        &[(
+            "PostingDate",
+            &posted.format("%-m/%-d/%Y 9:00:00 AM").to_string(),
+        )],
+    );
+    // ChargeFilter's members in schema order, the posting pair where given.
+    let charges = |posting: Option<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )>| {
+        let (from_p, to_p) = match posting {
+            Some((a, b)) => (
+                format!(
+                    "<sch:FromPostingDate>{}</sch:FromPostingDate>",
+                    wall_filter(a, tz)
+                ),
+                format!(
+                    "<sch:ToPostingDate>{}</sch:ToPostingDate>",
+                    wall_filter(b, tz)
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        format!(
+            "{}<sch:Fields/><sch:Filter><sch:FromLastModifiedDate>{}</sch:FromLastModifiedDate>{from_p}<sch:IncludeUnapprovedCharges>T</sch:IncludeUnapprovedCharges><sch:PracticeName>{}</sch:PracticeName><sch:ToLastModifiedDate>{}</sch:ToLastModifiedDate>{to_p}</sch:Filter>",
+            header(&c),
+            wall_filter(sim.now() - chrono::Duration::minutes(1), tz),
+            esc(&c.practice_name),
+            wall_filter(sim.now() + chrono::Duration::minutes(1), tz)
+        )
+    };
+    let (_, body) = call(&sim, "GetCharges", &charges(None)).await;
+    assert_eq!(
+        count(&body, "<ChargeData>"),
+        0,
+        "posted before the implicit window"
+    );
+    let pair = Some((
+        sim.now() - chrono::Duration::days(100),
+        sim.now() - chrono::Duration::days(50),
+    ));
+    let (_, body) = call(&sim, "GetCharges", &charges(pair)).await;
+    assert_eq!(count(&body, "<ChargeData>"), 1, "{body}");
+}

@@ -450,6 +450,71 @@ async fn get_charges_answering_wide_windows_with_nothing() {
     }
 }
 
+/// GetCharges applying an implicit posting-date window (7 days) even with a last-modified
+/// pair: not survivable blindly — a charge posted 90 days ago and changed now is missed with
+/// the default config (the test fails on it) — and `check --probe` names the setting; with
+/// `posting_date_horizon`, every charge (and the encounters read through them) arrives.
+#[tokio::test]
+async fn get_charges_applying_an_implicit_posting_window_with_the_probed_setting() {
+    for (settings, found) in [("{}", false), ("{ posting_date_horizon: 365d }", true)] {
+        let cfg = SimConfig {
+            enforce_throttle: false,
+            reality: Reality {
+                charges_posting_window: Some(Duration::days(7)),
+                ..Reality::default()
+            },
+            ..SimConfig::default()
+        };
+        let w = world_of(
+            cfg,
+            &format!(
+                "  charges: {settings}
+  encounters: {settings}
+"
+            ),
+            true,
+        )
+        .await;
+        let tz = w.tenant.timezone;
+        let old = w.sim.rows(Family::Charges)[0].clone();
+        let posted = (w.sim.now() - Duration::days(90)).with_timezone(&tz);
+        w.sim.update(
+            Family::Charges,
+            &old["ID"],
+            &[(
+                "PostingDate",
+                &posted.format("%-m/%-d/%Y 9:00:00 AM").to_string(),
+            )],
+        );
+        w.sim.advance(Duration::minutes(10));
+        let r = w.run(Family::Charges, Mode::Poll).await;
+        assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+        let r = w.run(Family::Encounters, Mode::Poll).await;
+        assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+        let mut seen = 0;
+        let charges: BTreeSet<String> = take(&w, Family::Charges, &mut seen).into_keys().collect();
+        let mut seen = 0;
+        let encounters: BTreeSet<String> = take(&w, Family::Encounters, &mut seen)
+            .into_keys()
+            .collect();
+        assert_eq!(charges.contains(&old["ID"]), found, "charges: {settings}");
+        assert_eq!(
+            encounters.contains(&old["EncounterID"]),
+            found,
+            "encounters: {settings}"
+        );
+        if found {
+            let all: BTreeSet<String> = w
+                .sim
+                .rows(Family::Charges)
+                .iter()
+                .map(|r| r["ID"].clone())
+                .collect();
+            assert_eq!(charges, all, "every charge with the setting");
+        }
+    }
+}
+
 /// Two processes of one account (say the patients poller and the task function reading
 /// patients), each with its own in-process limiter, against a Kareo whose throttle counts the
 /// calls it refuses: each refusal restarts the interval, so two clients that both retry exactly
