@@ -571,7 +571,8 @@ def template():
     for f in FAMILIES:
         out += poll(*f)
     out += TASK
-    # Its (event, rule) ledger items (shared/tasks/src/deliver.rs: `task#<event>#<rule>`) and the
+    # Its (event, rule) ledger items (shared/tasks/src/deliver.rs: `task#<tenant>#<event>#<rule>`,
+    # and earlier versions' `task#<event>#<rule>`) and the
     # patient and task links (`link` a GetItem, `put_link` a PutItem); the Dock secret and the
     # Kareo one (patient lookups); its dead letters (Lambda sends them with this role).
     out += role("Task", [

@@ -31,10 +31,10 @@ pub enum Verb {
     /// meanwhile. `status` shows it.
     Pause(PauseArgs),
     /// Offboard a tenant: count (a dry run, the default) or, with `--yes`, delete everything
-    /// the state keeps for it — cursors, snapshots, write-ledger and webhook-dedupe items,
-    /// links, its webhook registration, pause and config (last) — and with `--delete-secrets`
-    /// its Kareo and Dock secrets (Secrets Manager: scheduled, 7 days to undo). Task ledger
-    /// items are keyed by event digest, not tenant: they hold Dock ids only and expire.
+    /// the state keeps for it — cursors, snapshots, task- and write-ledger and webhook-dedupe
+    /// items, links, its webhook registration, pause and config (last) — and with
+    /// `--delete-secrets` its Kareo and Dock secrets (Secrets Manager: scheduled, 7 days to
+    /// undo).
     Purge(PurgeArgs),
 }
 
@@ -272,11 +272,12 @@ async fn purge(args: PurgeArgs) -> Outcome {
     .map_err(common::store_exit)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     println!(
-        "tenant {}: {verb} {} cursor(s), {} snapshot(s), {} write-ledger item(s), {} webhook \
-         dedupe item(s), {} link(s), {} config item(s)",
+        "tenant {}: {verb} {} cursor(s), {} snapshot(s), {} task-ledger item(s), {} write-ledger \
+         item(s), {} webhook dedupe item(s), {} link(s), {} config item(s)",
         args.tenant,
         counts.cursors,
         counts.snapshots,
+        counts.tasks,
         counts.writes,
         counts.dedupe,
         counts.links,
@@ -315,7 +316,7 @@ async fn purge(args: PurgeArgs) -> Outcome {
     if dry_run {
         println!("dry run: nothing changed (run again with --yes to delete)");
     } else {
-        println!("task ledger items are keyed by event, not tenant: they hold Dock task ids and states only and expire after {} days", domain::ports::LEDGER_TTL_DAYS);
+        println!("task ledger items written before the tenant was in their key are not found by tenant: they hold Dock task ids and states only and expire after {} days", domain::ports::LEDGER_TTL_DAYS);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -265,10 +265,12 @@ pub fn expected_keys(tenant: &TenantConfig, events: &[ChangeEvent]) -> Vec<(Stri
     let mut keys: Vec<(String, ChangeEvent)> = events
         .iter()
         .flat_map(|e| {
-            tenant
-                .mapping
-                .matching(e)
-                .map(move |r| (format!("task#{}#{}", e.id, r.name), e.clone()))
+            tenant.mapping.matching(e).map(move |r| {
+                (
+                    tasks::deliver::task_key(&e.tenant, &e.id, &r.name),
+                    e.clone(),
+                )
+            })
         })
         .collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));

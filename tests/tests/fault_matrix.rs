@@ -266,7 +266,7 @@ async fn run_row(row: &Row) -> String {
             );
             let mut lettered: Vec<String> = dead
                 .iter()
-                .map(|f| format!("task#{}#{}", f.event, f.rule))
+                .map(|f| tasks::deliver::task_key("acme", &f.event, &f.rule))
                 .collect();
             lettered.sort();
             assert_eq!(lettered, dead_keys, "{}", row.name);

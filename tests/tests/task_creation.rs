@@ -8,7 +8,7 @@ use std::time::Duration;
 use dock_sim::{DockSim, Fault as DockFault, FaultRule as DockRule, Seed};
 use domain::local::{LocalSecrets, LocalStore, RecordingSink};
 use domain::ports::FnClock;
-use domain::ports::{Clock, Ledger, LedgerState};
+use domain::ports::{Claim, Clock, Ledger, LedgerEntry, LedgerState};
 use domain::{ChangeEvent, TenantConfig};
 use kareo::throttle::RetryPolicy;
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
@@ -374,7 +374,7 @@ async fn a_timeout_after_dock_stored_the_task_ends_with_exactly_one() {
 async fn a_crash_between_the_post_and_the_done_write_is_reconciled_not_reposted() {
     let w = world().await;
     let (_, events) = cancellation(&w).await;
-    let key = format!("task#{}#cancelled-appointment-callback", events[0].id);
+    let key = tasks::deliver::task_key("acme", &events[0].id, "cancelled-appointment-callback");
     // First delivery: posts, then "crashes" before settling: emulate by claiming and posting
     // through a delivery whose ledger write we then undo to pending.
     deliver_batch(
@@ -408,6 +408,74 @@ async fn a_crash_between_the_post_and_the_done_write_is_reconciled_not_reposted(
         store2.get(&key).await.unwrap().unwrap().state,
         LedgerState::Done
     );
+}
+
+/// An (event, rule) an earlier version settled under its old key (`task#<event>#<rule>`, no
+/// tenant) is not delivered again after the upgrade; one never seen goes under the new key.
+#[tokio::test]
+async fn an_event_delivered_under_the_old_key_is_not_delivered_again() {
+    let w = world().await;
+    let (_, events) = cancellation(&w).await;
+    let rule = "cancelled-appointment-callback";
+    let old = format!("task#{}#{rule}", events[0].id);
+    let now = w.clock.now();
+    let store = LocalStore::memory();
+    assert_eq!(
+        store
+            .claim(&old, "v1", now, now + chrono::Duration::seconds(30))
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    store
+        .settle(
+            &old,
+            "v1",
+            LedgerEntry {
+                remote_id: Some("0a0c0000-0000-4000-8000-00000000d0c1".into()),
+                ..LedgerEntry::settled(LedgerState::Done, now)
+            },
+        )
+        .await
+        .unwrap();
+    let delivery = Delivery {
+        ledger: &store,
+        ..w.delivery("v2")
+    };
+    let d = deliver_batch(
+        &delivery,
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.duplicates), (0, 1), "{d:?}");
+    assert!(w.dock_sim.tasks().is_empty(), "nothing delivered again");
+    let new = tasks::deliver::task_key("acme", &events[0].id, rule);
+    assert_eq!(
+        store.get(&new).await.unwrap(),
+        None,
+        "the new claim was given back"
+    );
+    // Without the old item, the new key takes it.
+    let fresh = LocalStore::memory();
+    let delivery = Delivery {
+        ledger: &fresh,
+        ..w.delivery("v2")
+    };
+    let d = deliver_batch(
+        &delivery,
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!(d.tasks, 1, "{d:?}");
+    assert_eq!(
+        fresh.get(&new).await.unwrap().unwrap().state,
+        LedgerState::Done
+    );
+    assert_eq!(fresh.get(&old).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Offboarding a tenant from the table: its cursors and snapshot partitions by key, its
-//! write-ledger, webhook-dedupe and link items by a scan of their key prefixes (operator only:
+//! task- and write-ledger, webhook-dedupe and link items by a scan of their key prefixes (operator only:
 //! no function role may scan), then its webhook registration, pause and config.
 
 use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
@@ -130,11 +130,15 @@ impl TenantPurge for DynamoStore {
             let items = self.partition(&format!("snap#{tenant}#{f}")).await?;
             snapshots.extend(items.iter().map(key_of));
         }
+        let tasks = format!("ledger#task#{tenant}#");
         let writes = format!("ledger#write#{tenant}#");
         let dedupe = format!("ledger#webhook#{tenant}#");
         let links = format!("link#{tenant}#");
-        let mut scanned = self.scan_prefixes(&[&writes, &dedupe, &links]).await?;
-        let (links, dedupe, writes) = (
+        let mut scanned = self
+            .scan_prefixes(&[&tasks, &writes, &dedupe, &links])
+            .await?;
+        let (links, dedupe, writes, tasks) = (
+            scanned.pop().unwrap_or_default(),
             scanned.pop().unwrap_or_default(),
             scanned.pop().unwrap_or_default(),
             scanned.pop().unwrap_or_default(),
@@ -149,6 +153,7 @@ impl TenantPurge for DynamoStore {
         let counts = PurgeCounts {
             cursors: cursors.len(),
             snapshots: snapshots.len(),
+            tasks: tasks.len(),
             writes: writes.len(),
             dedupe: dedupe.len(),
             links: links.len(),
@@ -158,7 +163,7 @@ impl TenantPurge for DynamoStore {
             return Ok(counts);
         }
         // The config last (the list above ends with it): a purge cut short runs again.
-        for keys in [cursors, snapshots, writes, dedupe, links, config] {
+        for keys in [cursors, snapshots, tasks, writes, dedupe, links, config] {
             self.delete_keys(keys).await?;
         }
         tracing::info!(tenant, ?counts, "tenant purged");

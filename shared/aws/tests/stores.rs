@@ -842,6 +842,7 @@ mod suite {
             s.acquire(t, P, "a", mins(0), mins(5)).await.unwrap();
             SnapshotStore::put(s, t, A, snapshots(30)).await.unwrap();
             for key in [
+                format!("task#{t}#0123abcd#rule"),
                 format!("write#{t}#c1"),
                 format!("webhook#{t}#e1"),
                 format!("webhook#{t}#e2"),
@@ -882,13 +883,14 @@ mod suite {
             .await
             .unwrap();
         }
-        // A task ledger item: not the tenant's by key, left to expire.
+        // A task ledger item of an earlier version (no tenant in its key): left to expire.
         s.claim("task#0123abcd#rule", "a", mins(0), mins(5))
             .await
             .unwrap();
         let expected = PurgeCounts {
             cursors: 2,
             snapshots: 30,
+            tasks: 1,
             writes: 1,
             dedupe: 2,
             links: 1,

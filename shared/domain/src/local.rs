@@ -468,6 +468,7 @@ impl Ledger for LocalStore {
 impl TenantPurge for LocalStore {
     async fn purge(&self, tenant: &str, dry_run: bool) -> Result<PurgeCounts, StoreError> {
         let own = |k: &str| split_key(k).is_some_and(|(t, _)| t == tenant);
+        let tasks = format!("task#{tenant}#");
         let writes = format!("write#{tenant}#");
         let dedupe = format!("webhook#{tenant}#");
         let links = format!("{tenant}#");
@@ -480,6 +481,7 @@ impl TenantPurge for LocalStore {
                 .filter(|(k, _)| own(k))
                 .map(|(_, m)| m.len())
                 .sum(),
+            tasks: s.ledger.keys().filter(|k| k.starts_with(&tasks)).count(),
             writes: s.ledger.keys().filter(|k| k.starts_with(&writes)).count(),
             dedupe: s.ledger.keys().filter(|k| k.starts_with(&dedupe)).count(),
             links: s.links.keys().filter(|k| k.starts_with(&links)).count(),
@@ -494,8 +496,9 @@ impl TenantPurge for LocalStore {
             let counts = count(s);
             s.cursors.retain(|k, _| !own(k));
             s.snapshots.retain(|k, _| !own(k));
-            s.ledger
-                .retain(|k, _| !k.starts_with(&writes) && !k.starts_with(&dedupe));
+            s.ledger.retain(|k, _| {
+                !k.starts_with(&tasks) && !k.starts_with(&writes) && !k.starts_with(&dedupe)
+            });
             s.links.retain(|k, _| !k.starts_with(&links));
             s.hooks.remove(tenant);
             s.breakers.remove(&pause);

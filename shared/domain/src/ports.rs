@@ -276,6 +276,8 @@ pub struct PurgeCounts {
     pub cursors: usize,
     /// Snapshots and the bounded runs' markers.
     pub snapshots: usize,
+    /// Task ledger items (`task#<tenant>#…`).
+    pub tasks: usize,
     /// Write-command ledger items (`write#<tenant>#…`).
     pub writes: usize,
     /// Webhook dedupe items (`webhook#<tenant>#…`).
@@ -286,9 +288,10 @@ pub struct PurgeCounts {
     pub config: usize,
 }
 
-/// Offboarding: every item the state store keeps for one tenant. Task ledger items are keyed
-/// by event digest, not by tenant, so they are not found here: they hold a Dock task id and a
-/// state (no record content) and expire after [`LEDGER_TTL_DAYS`].
+/// Offboarding: every item the state store keeps for one tenant. Task ledger items written by
+/// versions before the tenant was in their key (`task#<event>#<rule>`) are not found here:
+/// they hold a Dock task id and a state (no record content) and expire after
+/// [`LEDGER_TTL_DAYS`].
 pub trait TenantPurge: Send + Sync {
     /// Counts the tenant's items and, unless `dry_run`, deletes them — the config last, so an
     /// interrupted purge can be run again.

@@ -21,6 +21,19 @@ pub fn reference(key: &str) -> String {
     format!("kareo-dock ref: {key}")
 }
 
+/// The ledger key of one (event, rule): `task#<tenant>#<event id>#<rule>` — by tenant, so that
+/// offboarding (`tenant purge`) finds a tenant's task items.
+pub fn task_key(tenant: &str, event: &str, rule: &str) -> String {
+    format!("task#{tenant}#{event}#{rule}")
+}
+
+/// The key versions before the tenant was in it used: `task#<event id>#<rule>`. An (event,
+/// rule) found under it stays there (see `Deliver::claim_task`); such items hold Dock ids and
+/// states only and expire or are settled like any other.
+fn legacy_task_key(event: &str, rule: &str) -> String {
+    format!("task#{event}#{rule}")
+}
+
 /// A failed (event, rule).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failure {
@@ -236,7 +249,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
         for event in events {
             for rule in tenant.mapping.matching(event) {
                 out.matched += 1;
-                let key = format!("task#{}#{}", event.id, rule.name);
+                let key = task_key(&tenant.tenant, &event.id, &rule.name);
                 // Shadow mode: the preview list's plain task, or the report only.
                 let preview = shadow.filter(|s| s.list.is_some()).map(|s| s.preview(rule));
                 let r = match (shadow, &preview) {
@@ -278,7 +291,10 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
     ) -> Result<(), DockFailure> {
         let store = store_failure;
         let now = self.clock.now();
-        let claim = self.claim(key, now).await?;
+        let (claim, key) = self
+            .claim_task(key, &legacy_task_key(&event.id, &rule.name), now)
+            .await?;
+        let key = key.as_str();
         fail::fail_point!("deliver.after_claim");
         let reference = reference(key);
         match claim {
@@ -440,6 +456,34 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
             }
         }
         Ok(())
+    }
+
+    /// Claims the (event, rule) under `key`, unless an earlier version recorded it under its
+    /// `legacy` key (done, under review, or claimed): then that item goes on deciding — the
+    /// new claim is given back and the legacy key claimed instead, so nothing delivered before
+    /// an upgrade is delivered again. Returns the claim and the key it holds. One read more,
+    /// and only for a new claim.
+    async fn claim_task(
+        &self,
+        key: &str,
+        legacy: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Claim, String), DockFailure> {
+        let claim = self.claim(key, now).await?;
+        if !matches!(claim, Claim::New) {
+            return Ok((claim, key.to_string()));
+        }
+        match self.ledger.get(legacy).await.map_err(store_failure)? {
+            Some(e) if e.state != LedgerState::Failed => {
+                self.ledger
+                    .release(key, &self.owner)
+                    .await
+                    .map_err(store_failure)?;
+                let claim = self.claim(legacy, now).await?;
+                Ok((claim, legacy.to_string()))
+            }
+            _ => Ok((claim, key.to_string())),
+        }
     }
 
     /// Claims `key` for this delivery, for its lease from `now`.
