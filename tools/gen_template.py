@@ -390,6 +390,22 @@ def poll(family, part, rate, window, lag, recheck_deletes):
       ComparisonOperator: GreaterThanThreshold
       TreatMissingData: breaching
 """
+    out += f"""
+  {name}ChangeToTask:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+      AlarmDescription: {what} change → task latency (a record's change in Kareo to its task in Dock), p95 over an hour, above {lag} s
+      Namespace: KareoDock
+      MetricName: ChangeToTaskSeconds
+      Dimensions: [{{Name: Family, Value: {family}}}]
+      ExtendedStatistic: p95
+      Period: 3600
+      EvaluationPeriods: 1
+      Threshold: {lag}
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+"""
     for metric, period, desc in [
         ("AuditHealed", 86400, "the coverage audit handed off versions no poll had (something upstream is off: the function's log names the windows)"),
         ("BreakerOpen", 900, "Kareo refused an account's credentials: its breaker is open and nothing calls Kareo for it (fix the secret, or kareo-dock tenant resume)"),
@@ -566,6 +582,42 @@ Outputs:
 """
 
 
+
+def dashboard():
+    """One dashboard: is practice X in sync, and if not why — lag and change → task latency per
+    tenant and family, runs by outcome and error class, throttles, dead-letter depth, misses the
+    audit healed, open credential breakers."""
+    import json
+    def search(expr, stat, label):
+        return [{"expression": f"SEARCH('{expr}', '{stat}', 300)", "label": label, "id": label.lower().replace(" ", "_")}]
+    def widget(title, metrics, x, y, w=12, h=6, stat=None):
+        props = {"title": title, "region": "${AWS::Region}", "view": "timeSeries", "stacked": False,
+                 "period": 300, "metrics": metrics}
+        if stat:
+            props["stat"] = stat
+        return {"type": "metric", "x": x, "y": y, "width": w, "height": h, "properties": props}
+    widgets = [
+        widget("Lag (now − cursor), per tenant and family", [search('{KareoDock,Tenant,Family} MetricName="LagSeconds"', "Maximum", "lag")], 0, 0),
+        widget("Change → task latency p95, per tenant and family", [search('{KareoDock,Function,Tenant,Family} MetricName="ChangeToTaskSeconds"', "p95", "p95")], 12, 0),
+        widget("Poll runs: events handed off, per family", [search('{KareoDock,Family} MetricName="EventsHandedOff"', "Sum", "events")], 0, 6),
+        widget("Failed runs by error class", [search('{KareoDock,Tenant,ErrorClass,Family} MetricName="Errors"', "Sum", "errors")], 12, 6),
+        widget("Throttled runs", [search('{KareoDock,Tenant,ErrorClass,Family} MetricName="Throttles"', "Sum", "throttles")], 0, 12),
+        widget("Dead letters (tasks not created; polls not delivered)", [
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${TaskDeadLetterQueue.QueueName}", {"label": "task dead letters"}],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${ScheduleDeadLetterQueue.QueueName}", {"label": "schedule dead letters"}],
+        ], 12, 12, stat="Maximum"),
+        widget("Misses the coverage audit healed", [search('{KareoDock,Tenant,Family} MetricName="AuditHealed"', "Sum", "healed")], 0, 18),
+        widget("Open credential breakers", [search('{KareoDock,Tenant,ErrorClass,Family} MetricName="BreakerOpen"', "Sum", "breakers")], 12, 18),
+    ]
+    body = json.dumps({"widgets": widgets}, ensure_ascii=False)
+    return f"""
+  Dashboard:
+    Type: AWS::CloudWatch::Dashboard
+    Properties:
+      DashboardName: !Sub ${{AWS::StackName}}-sync
+      DashboardBody: !Sub '{body.replace("'", "''")}'
+"""
+
 def template():
     out = HEADER
     for f in FAMILIES:
@@ -605,7 +657,7 @@ def template():
         secrets("kareo", "dock"),
     ])
     out += logs_and_alarm("Webhook", "webhook", "webhook")
-    out += FOOTER
+    out += FOOTER.replace("\nOutputs:", dashboard() + "\nOutputs:", 1)
     return out
 
 

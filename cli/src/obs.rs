@@ -61,4 +61,7 @@ pub fn poll_runs(reports: &[Report]) {
 /// Records a delivery's metrics.
 pub fn delivered(d: &Delivered) {
     emit(tasks::metrics::delivery(d).line(Utc::now()));
+    for l in tasks::metrics::latencies(d) {
+        emit(l.line(Utc::now()));
+    }
 }

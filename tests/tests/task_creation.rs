@@ -209,6 +209,12 @@ async fn a_cancellation_becomes_one_linked_task_in_the_right_list_and_group() {
     )
     .await;
     assert_eq!((d.matched, d.tasks, d.failures.len()), (1, 1, 0), "{d:?}");
+    // Its change → task latency: from the record's Kareo stamp to the task, on the clock.
+    let expected = (w.clock.now() - events[0].version).num_milliseconds() as f64 / 1000.0;
+    assert_eq!(
+        d.latencies,
+        vec![("acme".to_string(), Family::Appointments, expected)]
+    );
     let tasks = w.dock_sim.tasks();
     assert_eq!(tasks.len(), 1);
     let t = &tasks[0];

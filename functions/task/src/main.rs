@@ -78,7 +78,11 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         )),
     };
     let d = deliver_batch(&delivery, &app.secrets, &tenants, &batch.events).await;
-    println!("{}", tasks::metrics::delivery(&d).line(chrono::Utc::now()));
+    let now = chrono::Utc::now();
+    println!("{}", tasks::metrics::delivery(&d).line(now));
+    for l in tasks::metrics::latencies(&d) {
+        println!("{}", l.line(now));
+    }
     if !d.failures.is_empty() {
         let list: Vec<String> = d
             .failures

@@ -13,6 +13,7 @@
 //! | `Errors` | Count | a failed poll run (dimension `ErrorClass`) |
 //! | `LagSeconds` | Seconds | a poll run: now − the cursor position (the lag alarm's input) |
 //! | `TasksCreated`, `WorkflowsDeployed`, `DuplicatesAvoided`, `TaskFailures` | Count | a delivery |
+//! | `ChangeToTaskSeconds` | Seconds | a delivery, per family: for each task created or workflow deployed, its record's Kareo version stamp to its creation in Dock (every value, so CloudWatch's percentiles are exact) |
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -25,6 +26,7 @@ pub const NAMESPACE: &str = "KareoDock";
 pub struct Emf {
     dimensions: Vec<(&'static str, String)>,
     values: Vec<(&'static str, &'static str, f64)>,
+    arrays: Vec<(&'static str, &'static str, Vec<f64>)>,
 }
 
 impl Emf {
@@ -33,12 +35,22 @@ impl Emf {
         Emf {
             dimensions,
             values: Vec::new(),
+            arrays: Vec::new(),
         }
     }
 
     /// Adds a value.
     pub fn put(mut self, name: &'static str, unit: &'static str, value: f64) -> Emf {
         self.values.push((name, unit, value));
+        self
+    }
+
+    /// Adds every value of one metric (EMF takes an array: each is a datapoint, so
+    /// percentiles see them all). Nothing is added for no values.
+    pub fn put_all(mut self, name: &'static str, unit: &'static str, values: &[f64]) -> Emf {
+        if !values.is_empty() {
+            self.arrays.push((name, unit, values.to_vec()));
+        }
         self
     }
 
@@ -59,6 +71,11 @@ impl Emf {
             .values
             .iter()
             .map(|(n, u, _)| json!({"Name": n, "Unit": u}))
+            .chain(
+                self.arrays
+                    .iter()
+                    .map(|(n, u, _)| json!({"Name": n, "Unit": u})),
+            )
             .collect();
         let mut root = Map::new();
         root.insert(
@@ -76,6 +93,9 @@ impl Emf {
             root.insert((*k).into(), Value::String(v.clone()));
         }
         for (n, _, v) in &self.values {
+            root.insert((*n).into(), json!(v));
+        }
+        for (n, _, v) in &self.arrays {
             root.insert((*n).into(), json!(v));
         }
         Value::Object(root).to_string()

@@ -27,6 +27,12 @@ pub fn task_key(tenant: &str, event: &str, rule: &str) -> String {
     format!("task#{tenant}#{event}#{rule}")
 }
 
+/// An event's change → task latency at `now` (never negative: Kareo's clock may run ahead).
+fn latency(event: &ChangeEvent, now: DateTime<Utc>) -> (String, Family, f64) {
+    let secs = (now - event.version).num_milliseconds().max(0) as f64 / 1000.0;
+    (event.tenant.clone(), event.family, secs)
+}
+
 /// The key versions before the tenant was in it used: `task#<event id>#<rule>`. An (event,
 /// rule) found under it stays there (see `Deliver::claim_task`); such items hold Dock ids and
 /// states only and expire or are settled like any other.
@@ -71,6 +77,11 @@ pub struct Delivered {
     pub previewed: usize,
     /// Failures.
     pub failures: Vec<Failure>,
+    /// Change → task latency of each task created or workflow deployed: (tenant, family, seconds from
+    /// the record's version — Kareo's last-modified stamp — to its creation in Dock). Metrics
+    /// only: not in the JSON answer.
+    #[serde(skip)]
+    pub latencies: Vec<(String, Family, f64)>,
 }
 
 impl Delivered {
@@ -365,6 +376,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                         .map_err(store)?;
                     fail::fail_point!("deliver.after_settle");
                     out.workflows += 1;
+                    out.latencies.push(latency(event, self.clock.now()));
                     Ok(())
                 }
                 Err(f) if f.ambiguous => {
@@ -411,6 +423,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                     .map_err(store)?;
                 fail::fail_point!("deliver.after_settle");
                 out.tasks += 1;
+                out.latencies.push(latency(event, self.clock.now()));
                 Ok(())
             }
             Err(f) if f.ambiguous => {
@@ -428,6 +441,7 @@ impl<D: DockPort, L: Ledger + LinkStore, K: KareoSource, T: Clock> Delivery<'_, 
                         .await
                         .map_err(store)?;
                     out.tasks += 1;
+                    out.latencies.push(latency(event, self.clock.now()));
                     return Ok(());
                 }
                 Err(f)
@@ -768,6 +782,7 @@ where
         total.duplicates += d.duplicates;
         total.held += d.held;
         total.previewed += d.previewed;
+        total.latencies.extend(d.latencies);
         total.failures.extend(d.failures);
     }
     total
@@ -838,6 +853,7 @@ where
             t.duplicates += d.duplicates;
             t.held += d.held;
             t.previewed += d.previewed;
+            t.latencies.extend(d.latencies.iter().cloned());
         }
         let transient = d.has_transient();
         let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
