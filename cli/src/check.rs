@@ -409,7 +409,7 @@ async fn check_tenant(
 
     // Dock.
     let no_rules = t.mapping.rules.is_empty();
-    let secret = match dock_secret(secrets, &t.dock.secret).await {
+    let secret = match dock_secret(secrets, t).await {
         Ok(s) => Some(s),
         Err(SecretError::NotFound(_)) if no_rules => {
             say.say(

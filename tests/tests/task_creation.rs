@@ -484,6 +484,71 @@ async fn an_event_delivered_under_the_old_key_is_not_delivered_again() {
     assert_eq!(fresh.get(&old).await.unwrap(), None);
 }
 
+/// One partner secret for the deployment (Dock's client id, client secret and API key), each
+/// tenant's organisation and user ids in its config: the task is created as that tenant's
+/// user in that tenant's organisation.
+#[tokio::test]
+async fn a_shared_partner_secret_with_the_tenants_ids_in_its_config_creates_the_task() {
+    let mut w = world().await;
+    let full = serde_json::to_value(w.dock_sim.secret()).unwrap();
+    let (org, user) = (
+        full["organization_id"].as_str().unwrap().to_string(),
+        full["user_id"].as_str().unwrap().to_string(),
+    );
+    let mut partner = full.clone();
+    partner.as_object_mut().unwrap().remove("organization_id");
+    partner.as_object_mut().unwrap().remove("user_id");
+    let yaml = w.tenant.to_yaml().replace(
+        "dock:\n  secret: dock/acme\n",
+        &format!("dock:\n  secret: dock/partner\n  organization_id: {org}\n  user_id: {user}\n"),
+    );
+    w.tenant = TenantConfig::from_yaml(&yaml, "acme.yaml").unwrap();
+    let c = w.kareo_sim.config().clone();
+    w.secrets = LocalSecrets::from_map(BTreeMap::from([
+        (
+            "kareo/acme".to_string(),
+            serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
+        ),
+        ("dock/partner".to_string(), partner),
+    ]));
+    let (_, events) = cancellation(&w).await;
+    let d = deliver_batch(
+        &w.delivery("a"),
+        &w.secrets,
+        std::slice::from_ref(&w.tenant),
+        &events,
+    )
+    .await;
+    assert_eq!((d.tasks, d.failures.len()), (1, 0), "{d:?}");
+    assert_eq!(w.dock_sim.tasks().len(), 1);
+    // Without the ids anywhere, the failure names what is missing (and no value).
+    let bare = TenantConfig::from_yaml(
+        &yaml.replace(
+            &format!("  organization_id: {org}\n  user_id: {user}\n"),
+            "",
+        ),
+        "acme.yaml",
+    )
+    .unwrap();
+    let d = deliver_batch(
+        &w.delivery("b"),
+        &w.secrets,
+        std::slice::from_ref(&bare),
+        &events,
+    )
+    .await;
+    assert_eq!(d.failures.len(), 1, "{d:?}");
+    let reason = &d.failures[0].reason;
+    assert!(
+        reason.contains("missing organization_id, user_id"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains(full["client_secret"].as_str().unwrap()),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn a_429_storm_delays_but_never_duplicates() {
     let w = world().await;

@@ -88,7 +88,7 @@ async fn onboard(args: Args) -> Outcome {
         TenantConfig::from_file(&args.config).map_err(|e| Exit(common::CONFIG, e.to_string()))?;
     let tn = t.tenant.as_str();
     let secrets = common::open_secrets(args.secrets.as_deref(), true).await?;
-    let dock_secret = dock_secret(&secrets, &t.dock.secret)
+    let dock_secret = dock_secret(&secrets, &t)
         .await
         .map_err(|e| Exit(common::CONFIG, e.to_string()))?;
     let dock =

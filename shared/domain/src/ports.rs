@@ -339,6 +339,66 @@ pub async fn kareo_credentials<S: SecretSource>(
         .map_err(|_| malformed("expected {\"customer_key\",\"user\",\"password\"}".into()))
 }
 
+/// Reads a tenant's Dock credentials. Two layouts: the tenant's own secret with all five
+/// values (`{"client_id","client_secret","api_key","organization_id","user_id"}`), or one
+/// secret per deployment with Dock's partner credentials (`client_id`, `client_secret`,
+/// `api_key`, issued per integration) shared by every tenant, each tenant's
+/// `dock.organization_id` and `dock.user_id` in its config. The config's ids win over the
+/// secret's. Errors name the secret and the missing keys, never a value.
+pub async fn dock_credentials<S: SecretSource>(
+    secrets: &S,
+    side: &crate::tenant::DockSide,
+) -> Result<dock::DockSecret, SecretError> {
+    let v = secrets.get(&side.secret).await?;
+    dock_credentials_from(&side.secret, &v.0, side)
+}
+
+/// [`dock_credentials`] from the secret's text.
+pub fn dock_credentials_from(
+    name: &str,
+    text: &str,
+    side: &crate::tenant::DockSide,
+) -> Result<dock::DockSecret, SecretError> {
+    let malformed = |reason: String| SecretError::Malformed {
+        name: name.to_string(),
+        reason,
+    };
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| malformed(format!("not JSON ({:?})", e.classify())))?;
+    let text_of = |key: &str, config: Option<&String>| -> Result<String, String> {
+        if let Some(v) = config {
+            return Ok(v.clone());
+        }
+        match json.get(key) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(serde_json::Value::String(_)) | None => Err(key.to_string()),
+            Some(_) => Err(format!("{key} (must be a JSON string)")),
+        }
+    };
+    let mut missing = Vec::new();
+    let mut take = |key: &str, config: Option<&String>| {
+        text_of(key, config).unwrap_or_else(|m| {
+            missing.push(m);
+            String::new()
+        })
+    };
+    let secret = dock::DockSecret {
+        client_id: take("client_id", None),
+        client_secret: take("client_secret", None),
+        api_key: take("api_key", None),
+        organization_id: take("organization_id", side.organization_id.as_ref()),
+        user_id: take("user_id", side.user_id.as_ref()),
+    };
+    if !missing.is_empty() {
+        return Err(malformed(format!(
+            "missing {} (organization_id and user_id may be given in the tenant config's \
+             `dock:` instead, for a partner secret shared by tenants)",
+            missing.join(", ")
+        )));
+    }
+    Ok(secret)
+}
+
 /// A hand-off that failed: nothing after it is handed off, and the cursor does not move.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("hand-off failed ({class}): {message}")]
@@ -695,6 +755,49 @@ pub trait LinkStore: Send + Sync {
 mod tests {
     use super::*;
     use crate::local::LocalSecrets;
+
+    #[test]
+    fn dock_credentials_come_from_the_tenants_secret_or_a_partner_secret_and_its_config() {
+        let side = |org: Option<&str>, user: Option<&str>| crate::tenant::DockSide {
+            secret: "dock/x".into(),
+            organization_id: org.map(str::to_string),
+            user_id: user.map(str::to_string),
+        };
+        let own = r#"{"client_id":"c","client_secret":"s3cr3t","api_key":"k","organization_id":"o1","user_id":"u1"}"#;
+        let d = dock_credentials_from("dock/x", own, &side(None, None)).unwrap();
+        assert_eq!(
+            (d.organization_id.as_str(), d.user_id.as_str()),
+            ("o1", "u1")
+        );
+        // The config's ids win.
+        let d = dock_credentials_from("dock/x", own, &side(Some("o2"), Some("u2"))).unwrap();
+        assert_eq!(
+            (d.organization_id.as_str(), d.user_id.as_str()),
+            ("o2", "u2")
+        );
+        let partner = r#"{"client_id":"c","client_secret":"s3cr3t","api_key":"k"}"#;
+        let d = dock_credentials_from("dock/x", partner, &side(Some("o3"), Some("u3"))).unwrap();
+        assert_eq!(
+            (d.client_secret.as_str(), d.organization_id.as_str()),
+            ("s3cr3t", "o3")
+        );
+        let e = dock_credentials_from("dock/x", partner, &side(Some("o3"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dock/x") && e.contains("missing user_id"), "{e}");
+        let e = dock_credentials_from(
+            "dock/x",
+            r#"{"client_id":7,"client_secret":"s3cr3t"}"#,
+            &side(None, None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("client_id (must be a JSON string)") && e.contains("api_key"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t") && !e.contains('7'), "{e}");
+    }
 
     #[tokio::test]
     async fn a_malformed_kareo_secret_is_named_by_key_never_by_value() {

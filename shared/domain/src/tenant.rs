@@ -64,8 +64,13 @@ pub struct KareoSide {
 /// Dock settings of a tenant.
 #[derive(Clone)]
 pub struct DockSide {
-    /// Name of the secret holding the Dock credentials.
+    /// Name of the secret holding the Dock credentials: the tenant's own, or a partner secret
+    /// shared by the deployment's tenants (see [`crate::ports::dock_credentials`]).
     pub secret: String,
+    /// `x-organization-id`, when the secret does not hold it (a shared partner secret).
+    pub organization_id: Option<String>,
+    /// `x-user-id`, when the secret does not hold it.
+    pub user_id: Option<String>,
 }
 
 /// Per-family settings.
@@ -436,9 +441,18 @@ fn read(root: &MarkedYaml, r: &mut Reader, text: &str) -> Option<TenantConfig> {
     });
     let dock = required(r, "dock").and_then(|(_, v)| {
         let e = r.entries(v, line(v), "dock")?;
-        keys(r, &e, &["secret"], "dock");
+        keys(r, &e, &["secret", "organization_id", "user_id"], "dock");
+        let optional = |r: &mut Reader, key: &str| {
+            e.iter()
+                .find(|(k, _)| k.data.as_str() == Some(key))
+                .and_then(|(_, n)| scalar(r, n, &format!("dock.{key}")))
+        };
+        let organization_id = optional(r, "organization_id");
+        let user_id = optional(r, "user_id");
         Some(DockSide {
             secret: field(r, &e, v, "dock", "secret")?,
+            organization_id,
+            user_id,
         })
     });
     let safety_lag = match get("safety_lag") {

@@ -697,19 +697,13 @@ fn kareo_patient_of(event: &ChangeEvent) -> Option<String> {
     }
 }
 
-/// Reads Dock credentials (`{"client_id","client_secret","api_key","organization_id",
-/// "user_id"}`) from a secret.
+/// Reads a tenant's Dock credentials: its own secret, or a shared partner secret with the
+/// tenant's organisation and user ids from its config (`domain::ports::dock_credentials`).
 pub async fn dock_secret<S: SecretSource>(
     secrets: &S,
-    name: &str,
+    tenant: &TenantConfig,
 ) -> Result<DockSecret, SecretError> {
-    let v = secrets.get(name).await?;
-    serde_json::from_str(&v.0).map_err(|_| SecretError::Malformed {
-        name: name.to_string(),
-        reason:
-            "expected {\"client_id\",\"client_secret\",\"api_key\",\"organization_id\",\"user_id\"}"
-                .into(),
-    })
+    dock_credentials(secrets, &tenant.dock).await
 }
 
 /// Delivers a batch that may hold several tenants' events: groups them by tenant, reads each
@@ -763,7 +757,7 @@ where
             total.events += evs.len();
             continue;
         }
-        let secret = match dock_secret(secrets, &tenant.dock.secret).await {
+        let secret = match dock_secret(secrets, tenant).await {
             Ok(s) => s,
             Err(e) => {
                 let permanent = !matches!(e, SecretError::Unavailable(_));

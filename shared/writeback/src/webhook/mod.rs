@@ -372,7 +372,7 @@ impl<L: Ledger, T: Clock, S: SecretSource, St: HookStore + LinkStore> Hooks<'_, 
             }
         };
         match (
-            serde_json::from_str::<DockSecret>(&raw.0),
+            domain::ports::dock_credentials_from(&tenant.dock.secret, &raw.0, &tenant.dock),
             serde_json::from_str::<WebhookSecret>(&raw.0),
         ) {
             (Ok(d), Ok(w)) if !w.webhook_secret.is_empty() => Ok((d, w)),
