@@ -181,7 +181,16 @@ impl Projection {
         plain || (same(REST_MEMBERS) && same(REST_KEY) && !same(REST))
     }
 
-    /// A snapshot's plain-text members (what a deletion's event carries).
+    /// What a deletion's event carries: the snapshot's plain-text members that this
+    /// projection carries (a snapshot written before projection holds every member).
+    pub fn deleted(&self, snapshot: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        Projection::plain(snapshot)
+            .into_iter()
+            .filter(|(k, _)| self.carried.contains(k))
+            .collect()
+    }
+
+    /// A snapshot's plain-text members.
     pub fn plain(snapshot: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         snapshot
             .iter()
@@ -299,6 +308,19 @@ mod tests {
             .into();
         assert!(!p.revised(&old, &kept));
         assert_eq!(Projection::plain(&kept), BTreeMap::new());
+        // A deletion from a snapshot written before projection carries the projection only.
+        let a = Projection::of(&t, Family::Appointments);
+        let old_appt: BTreeMap<String, String> = [
+            ("ServiceLocationName", "Main"),
+            ("Notes", "private"),
+            ("ConfirmationStatus", "Scheduled"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()))
+        .into();
+        assert_eq!(
+            a.deleted(&old_appt).keys().collect::<Vec<_>>(),
+            ["ConfirmationStatus", "ServiceLocationName"]
+        );
         assert!(!format!("{key:?}").contains("customer"));
     }
 }

@@ -970,6 +970,7 @@ where
             self.cursors.release(lease).await?;
             return Ok(());
         }
+        let projection = Projection::of(tenant, family);
         let now = self.clock.now();
         let horizon = now + chrono::Duration::days(RECHECK_HORIZON_DAYS);
         let mut upcoming: Vec<(String, Snapshot)> = self
@@ -1028,7 +1029,7 @@ where
                     version,
                     kind: ChangeKind::Deleted,
                     changes: Vec::new(),
-                    record: Projection::plain(&snap.fields),
+                    record: projection.deleted(&snap.fields),
                 });
                 snaps.push((
                     id.clone(),
