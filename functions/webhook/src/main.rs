@@ -13,8 +13,10 @@
 //! log could not be read fails the invocation (counted by the function's error alarm).
 //!
 //! Environment: `KAREO_DOCK_TABLE`, `KAREO_ENDPOINT` (optional), `DOCK_API_URL` /
-//! `DOCK_AUTH_URL` (optional). IAM: DynamoDB item access on the table,
-//! secretsmanager:GetSecretValue on the tenants' Kareo and Dock secrets.
+//! `DOCK_AUTH_URL` (optional). IAM (the template's `WebhookRole`, held to it by
+//! `tools/check_template.py`): the table's `tenant`, `hook`, `ledger#webhook#…`,
+//! `ledger#write#…#dock-…` and `link#…` items only (never snapshots or cursors), and the
+//! tenants' Kareo and Dock secrets.
 
 use aws::function_url;
 use aws::{DynamoStore, SecretsManagerSource};
