@@ -58,3 +58,50 @@ pub fn thread_cpu_ns() -> u64 {
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
+
+/// The Kareo client of a benchmark against the simulator: no throttle waits (the simulator
+/// does not throttle here), this request timeout.
+pub fn kareo_client(sim: &kareo_sim::KareoSim, timeout: std::time::Duration) -> kareo::KareoClient {
+    let kareo = kareo::KareoClient::new(kareo::ClientConfig {
+        endpoint: sim.url(),
+        timeout,
+        ..kareo::ClientConfig::default()
+    })
+    .unwrap();
+    kareo.throttle().set_live(
+        &sim.config().customer_key,
+        kareo::schema::op_names().map(|o| (o.to_string(), std::time::Duration::ZERO)),
+    );
+    kareo
+}
+
+/// The Dock port of a benchmark against the simulator, unthrottled.
+pub fn dock_tasks(sim: &dock_sim::DockSim) -> tasks::dock::DockTasks {
+    tasks::dock::DockTasks::new(
+        dock::DockClient::new(dock::DockConfig {
+            api_url: sim.api_url(),
+            auth_url: sim.auth_url(),
+            rate_per_sec: 0,
+            ..dock::DockConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// The secrets of the benchmark tenant: `kareo/bench` and `dock/bench` for the simulators.
+pub fn bench_secrets(
+    kareo: &kareo_sim::KareoSim,
+    dock: &dock_sim::DockSim,
+) -> domain::local::LocalSecrets {
+    let c = kareo.config();
+    domain::local::LocalSecrets::from_map(std::collections::BTreeMap::from([
+        (
+            "kareo/bench".to_string(),
+            serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
+        ),
+        (
+            "dock/bench".to_string(),
+            serde_json::to_value(dock.secret()).unwrap(),
+        ),
+    ]))
+}

@@ -3,8 +3,6 @@
 //! outcomes reconciled or surfaced as needs_review; every request valid against Kareo's XSD.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command as Process;
 use std::time::Duration;
 
 use domain::local::{LocalSecrets, LocalStore};
@@ -781,12 +779,8 @@ async fn an_unreconcilable_outcome_is_marked_needs_review_and_never_re_sent() {
 /// Every command's request envelope validates against Kareo's own XSD (xmllint).
 #[test]
 fn every_command_request_validates_against_kareos_xsd() {
-    let Some(xsd) = std::env::var_os("KAREO_XSD").map(PathBuf::from) else {
-        if std::env::var("KAREO_XSD_SKIP").as_deref() == Ok("1") {
-            eprintln!("\n!!!!!!!! XSD VALIDATION DID NOT RUN (KAREO_XSD_SKIP=1) !!!!!!!!\n");
-            return;
-        }
-        panic!("XSD VALIDATION DID NOT RUN: set KAREO_XSD (see scripts/test) or KAREO_XSD_SKIP=1");
+    let Some(xsd) = testkit::kareo_xsd("XSD VALIDATION") else {
+        return;
     };
     let tenant = TenantConfig::from_yaml(&tenant_yaml_static(), "acme.yaml").unwrap();
     let commands = [
@@ -899,21 +893,14 @@ fn every_command_request_validates_against_kareos_xsd() {
     ))
     .unwrap();
     write("UpdateEncounterStatus", &ue.request_body(&tenant).unwrap());
-    let out = Process::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(&xsd)
-        .args(&files)
-        .output()
-        .expect("xmllint runs (apt-get install libxml2-utils)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = testkit::xmllint(&xsd, &files);
     for f in &files {
         assert!(
             stderr.contains(&format!("{} validates", f.display())),
             "{stderr}"
         );
     }
-    assert!(out.status.success(), "{stderr}");
+    assert!(ok, "{stderr}");
     assert_eq!(files.len(), 8);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -29,7 +29,6 @@ use domain::{ChangeEvent, ChangeKind, Family, TenantConfig};
 use kareo::{Credentials, KareoError, Record};
 use kareo_dock_bench::{arg, thread_cpu_ns};
 use tasks::deliver::*;
-use tasks::dock::DockTasks;
 
 struct Fixed(DateTime<Utc>);
 impl Clock for Fixed {
@@ -255,15 +254,7 @@ fn main() {
     let evs = events(n);
 
     let rows = rt.block_on(async {
-        let dock = DockTasks::new(
-            dock::DockClient::new(dock::DockConfig {
-                api_url: dock_sim.api_url(),
-                auth_url: dock_sim.auth_url(),
-                rate_per_sec: 0,
-                ..dock::DockConfig::default()
-            })
-            .unwrap(),
-        );
+        let dock = kareo_dock_bench::dock_tasks(&dock_sim);
         let ledger = LocalStore::memory();
         let first = run(
             "Dock simulator (HTTP)",

@@ -6,18 +6,18 @@
 //!
 //!     cargo run --release -p kareo-dock-bench --bin bench-e2e [-- --records 100000]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use domain::local::{LocalSecrets, LocalStore};
+use domain::local::LocalStore;
 use domain::ports::FnClock;
 use domain::TenantConfig;
 use embedded::Embedded;
-use kareo::{ClientConfig, Credentials, Family, KareoClient};
-use kareo_dock_bench::{arg, mib, peak_rss_bytes, thread_cpu_ns};
+use kareo::{Credentials, Family};
+use kareo_dock_bench::{
+    arg, bench_secrets, dock_tasks, kareo_client, mib, peak_rss_bytes, thread_cpu_ns,
+};
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, Outcome};
-use tasks::dock::DockTasks;
 
 fn main() {
     let n: usize = arg("--records", 100_000);
@@ -58,16 +58,7 @@ fn main() {
         c.practice_name
     );
     let tenant = TenantConfig::from_yaml(&yaml, "bench.yaml").unwrap();
-    let mut secrets = BTreeMap::new();
-    secrets.insert(
-        "kareo/bench".to_string(),
-        serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
-    );
-    secrets.insert(
-        "dock/bench".to_string(),
-        serde_json::to_value(dock_sim.secret()).unwrap(),
-    );
-    let secrets = LocalSecrets::from_map(secrets);
+    let secrets = bench_secrets(&kareo_sim, &dock_sim);
     let creds = Credentials {
         customer_key: c.customer_key.clone(),
         user: c.user.clone(),
@@ -79,25 +70,8 @@ fn main() {
         .build()
         .unwrap();
     let (report, totals, wall, cpu) = rt.block_on(async {
-        let kareo = KareoClient::new(ClientConfig {
-            endpoint: kareo_sim.url(),
-            timeout: Duration::from_secs(120),
-            ..ClientConfig::default()
-        })
-        .unwrap();
-        kareo.throttle().set_live(
-            &c.customer_key,
-            kareo::schema::op_names().map(|o| (o.to_string(), Duration::ZERO)),
-        );
-        let dock = DockTasks::new(
-            dock::DockClient::new(dock::DockConfig {
-                api_url: dock_sim.api_url(),
-                auth_url: dock_sim.auth_url(),
-                rate_per_sec: 0,
-                ..dock::DockConfig::default()
-            })
-            .unwrap(),
-        );
+        let kareo = kareo_client(&kareo_sim, Duration::from_secs(120));
+        let dock = dock_tasks(&dock_sim);
         let store = LocalStore::memory();
         let clock = FnClock::new({
             let sim = kareo_sim.clone();

@@ -8,18 +8,16 @@
 //!
 //!     cargo run --release -p kareo-dock-bench --bin bench-latency [-- --hours 24 --per-tick 3]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use domain::local::{LocalSecrets, LocalStore};
+use domain::local::LocalStore;
 use domain::ports::FnClock;
 use domain::TenantConfig;
 use embedded::Embedded;
-use kareo::{ClientConfig, Family, KareoClient};
-use kareo_dock_bench::arg;
+use kareo::{ClientConfig, Family};
+use kareo_dock_bench::{arg, bench_secrets, dock_tasks, kareo_client};
 use kareo_sim::{KareoSim, SimConfig};
 use sync::{Mode, Outcome};
-use tasks::dock::DockTasks;
 
 /// A small deterministic generator (xorshift): the same run every time.
 struct Rng(u64);
@@ -64,34 +62,9 @@ fn main() {
             c.practice_name
         );
         let tenant = TenantConfig::from_yaml(&yaml, "bench.yaml").unwrap();
-        let mut secrets = BTreeMap::new();
-        secrets.insert(
-            "kareo/bench".to_string(),
-            serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": c.password}),
-        );
-        secrets.insert(
-            "dock/bench".to_string(),
-            serde_json::to_value(dock_sim.secret()).unwrap(),
-        );
-        let secrets = LocalSecrets::from_map(secrets);
-        let kareo = KareoClient::new(ClientConfig {
-            endpoint: sim.url(),
-            ..ClientConfig::default()
-        })
-        .unwrap();
-        kareo.throttle().set_live(
-            &c.customer_key,
-            kareo::schema::op_names().map(|o| (o.to_string(), Duration::ZERO)),
-        );
-        let dock = DockTasks::new(
-            dock::DockClient::new(dock::DockConfig {
-                api_url: dock_sim.api_url(),
-                auth_url: dock_sim.auth_url(),
-                rate_per_sec: 0,
-                ..dock::DockConfig::default()
-            })
-            .unwrap(),
-        );
+        let secrets = bench_secrets(&sim, &dock_sim);
+        let kareo = kareo_client(&sim, ClientConfig::default().timeout);
+        let dock = dock_tasks(&dock_sim);
         let store = LocalStore::memory();
         let clock = FnClock::new({
             let sim = sim.clone();

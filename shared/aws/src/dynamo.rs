@@ -147,6 +147,41 @@ impl DynamoStore {
         }
     }
 
+    /// Sends `requests` in `BatchWriteItem`s of at most 25, retrying what DynamoDB leaves
+    /// unprocessed (waits from [`backoff`]; then `Throttled`). Returns the calls made.
+    pub(crate) async fn write_batches(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<u32, StoreError> {
+        let mut calls = 0u32;
+        for chunk in requests.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk.to_vec();
+            let mut waits = backoff();
+            let mut first = true;
+            while !pending.is_empty() {
+                if !std::mem::take(&mut first) {
+                    let Some(wait) = waits.next() else {
+                        return Err(StoreError::Throttled);
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+                calls += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(|e| store_error("BatchWriteItem", e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(calls)
+    }
+
     /// Every item of one partition (`pk = :pk`, consistent, all pages).
     pub(crate) async fn partition(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
@@ -399,7 +434,7 @@ fn snapshot_from(item: &Item) -> Result<(String, Snapshot), StoreError> {
 
 /// The waits before retrying the unprocessed part of a batch: 100 ms doubling, at most 3.2 s,
 /// `BATCH_ATTEMPTS - 1` of them (then the call fails as throttled).
-pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
+fn backoff() -> impl Iterator<Item = Duration> {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -728,33 +763,9 @@ impl SnapshotStore for DynamoStore {
                     .map_err(|e| StoreError::Unavailable(format!("BatchWriteItem: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let mut calls = 0u32;
-        for chunk in requests.chunks(BATCH_WRITE_MAX) {
-            let mut pending = chunk.to_vec();
-            let mut waits = backoff();
-            let mut first = true;
-            while !pending.is_empty() {
-                if !std::mem::take(&mut first) {
-                    let Some(wait) = waits.next() else {
-                        tracing::warn!(tenant, family = %family, left = pending.len(), "snapshot writes still unprocessed");
-                        return Err(StoreError::Throttled);
-                    };
-                    tokio::time::sleep(wait).await;
-                }
-                calls += 1;
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, std::mem::take(&mut pending))
-                    .send()
-                    .await
-                    .map_err(|e| store_error("BatchWriteItem", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-            }
-        }
+        let calls = self.write_batches(requests).await.inspect_err(|_| {
+            tracing::warn!(tenant, family = %family, "snapshot writes still unprocessed");
+        })?;
         tracing::debug!(tenant, family = %family, count, calls, "snapshots written");
         Ok(())
     }

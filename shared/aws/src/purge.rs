@@ -6,11 +6,8 @@ use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 use domain::ports::{pause_key, PurgeCounts, StoreError, TenantPurge};
 use kareo::Family;
 
-use crate::dynamo::{backoff, s, store_error, Item};
+use crate::dynamo::{s, store_error, Item};
 use crate::DynamoStore;
-
-/// `BatchWriteItem` takes at most this many requests.
-const BATCH: usize = 25;
 
 fn key_of(item: &Item) -> Item {
     item.iter()
@@ -55,41 +52,19 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// Deletes these keys in batches, retrying what DynamoDB leaves unprocessed.
+    /// Deletes these keys (batched, as every batch write of the store).
     async fn delete_keys(&self, keys: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in keys.chunks(BATCH) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| StoreError::Unavailable(format!("BatchWriteItem: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let mut waits = backoff();
-            while !pending.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, std::mem::take(&mut pending))
-                    .send()
-                    .await
-                    .map_err(|e| store_error("BatchWriteItem", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    let Some(wait) = waits.next() else {
-                        return Err(StoreError::Throttled);
-                    };
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-        Ok(())
+        let requests = keys
+            .into_iter()
+            .map(|k| {
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(|e| StoreError::Unavailable(format!("BatchWriteItem: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        self.write_batches(requests).await.map(|_| ())
     }
 
     /// The keys of the single items `(pk, sk)` that exist.

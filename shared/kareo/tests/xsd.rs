@@ -8,7 +8,6 @@
 //! (`.ci/run` sets it to `../shared/reference/kareo-wsdl/soapui-2025/all.xsd`).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use kareo::envelope::{self, Credentials};
 use kareo::schema::{self, Ty, TypeDef};
@@ -91,18 +90,9 @@ fn everything(ty: &'static TypeDef, depth: usize) -> Value {
 
 #[test]
 fn every_request_validates_against_kareos_xsd() {
-    let Some(xsd) = std::env::var_os("KAREO_XSD").map(PathBuf::from) else {
-        if std::env::var("KAREO_XSD_SKIP").as_deref() == Ok("1") {
-            eprintln!("\n!!!!!!!! XSD VALIDATION DID NOT RUN (KAREO_XSD_SKIP=1) !!!!!!!!\n");
-            return;
-        }
-        panic!(
-            "XSD VALIDATION DID NOT RUN: set KAREO_XSD to Kareo's schema \
-             (../shared/reference/kareo-wsdl/soapui-2025/all.xsd) and install xmllint \
-             (apt-get install libxml2-utils), or set KAREO_XSD_SKIP=1 to skip it knowingly"
-        );
+    let Some(xsd) = testkit::kareo_xsd("XSD VALIDATION") else {
+        return;
     };
-    assert!(xsd.exists(), "KAREO_XSD={} does not exist", xsd.display());
     let dir = std::env::temp_dir().join(format!("kareo-xsd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let creds = Credentials {
@@ -145,14 +135,7 @@ fn every_request_validates_against_kareos_xsd() {
     let negatives = [dir.join("negative-order.xml"), dir.join("negative-ns.xml")];
     std::fs::write(&negatives[0], bad_order).unwrap();
     std::fs::write(&negatives[1], bad_ns).unwrap();
-    let neg = Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(&xsd)
-        .args(&negatives)
-        .output()
-        .expect("xmllint runs");
-    let neg_err = String::from_utf8_lossy(&neg.stderr);
+    let (_, neg_err) = testkit::xmllint(&xsd, &negatives);
     for n in &negatives {
         assert!(
             neg_err.contains(&format!("{} fails to validate", n.display())),
@@ -160,14 +143,7 @@ fn every_request_validates_against_kareos_xsd() {
         );
     }
 
-    let out = Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(&xsd)
-        .args(&files)
-        .output()
-        .expect("xmllint runs (apt-get install libxml2-utils)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = testkit::xmllint(&xsd, &files);
     for f in &files {
         let ok = format!("{} validates", f.display());
         assert!(
@@ -176,7 +152,7 @@ fn every_request_validates_against_kareos_xsd() {
             f.display()
         );
     }
-    assert!(out.status.success(), "{stderr}");
+    assert!(ok, "{stderr}");
     assert_eq!(files.len(), 69);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -58,6 +58,45 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.")
 }
 
+/// Kareo's own schema for the XSD suites: `KAREO_XSD` (scripts/test sets it to
+/// `../shared/reference/kareo-wsdl/soapui-2025/all.xsd`). `None` — a loud skip — only with
+/// `KAREO_XSD_SKIP=1`; unset otherwise, the test FAILS naming what is missing (`what`).
+pub fn kareo_xsd(what: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os("KAREO_XSD") {
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            assert!(p.exists(), "KAREO_XSD={} does not exist", p.display());
+            Some(p)
+        }
+        None if std::env::var("KAREO_XSD_SKIP").as_deref() == Ok("1") => {
+            eprintln!("\n!!!!!!!! {what} DID NOT RUN (KAREO_XSD_SKIP=1) !!!!!!!!\n");
+            None
+        }
+        None => panic!(
+            "{what} DID NOT RUN: set KAREO_XSD to Kareo's schema \
+             (../shared/reference/kareo-wsdl/soapui-2025/all.xsd; scripts/test sets it) and \
+             install xmllint (apt-get install libxml2-utils), or set KAREO_XSD_SKIP=1 to skip \
+             it knowingly"
+        ),
+    }
+}
+
+/// `xmllint --noout --schema xsd` over `files`: whether all validate, and its report
+/// (stderr), one `<file> validates` or `<file> fails to validate` line per file.
+pub fn xmllint(xsd: &std::path::Path, files: &[std::path::PathBuf]) -> (bool, String) {
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(xsd)
+        .args(files)
+        .output()
+        .expect("xmllint runs (apt-get install libxml2-utils)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
