@@ -149,6 +149,11 @@ for path in workspace_crates():
                 lines[j].startswith(" " * indent + "}")
                 and len(lines[j]) - len(lines[j].lstrip()) == indent
             ):
+                # A declaration without a body (a trait's method) ends at its `;`.
+                if (len(lines[j]) - len(lines[j].lstrip()) == indent
+                        and lines[j].rstrip().endswith(";")
+                        and "{" not in "".join(lines[i:j])):
+                    break
                 j += 1
             if j - i + 1 > 100:
                 k = i - 1

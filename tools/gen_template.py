@@ -77,6 +77,17 @@ Parameters:
     Type: String
     Default: rate(6 hours)
     Description: Schedule of practices, providers, service locations and procedure codes.
+  PollConcurrency:
+    Type: Number
+    Default: 10
+    MinValue: 1
+    MaxValue: 100
+    Description: Concurrent invocations of each family's poll function (its reserved concurrency) and so the most shards a period is split into.
+  PollShardSize:
+    Type: Number
+    Default: 200
+    MinValue: 1
+    Description: Tenants per shard before a family's scheduled poll fans out to another concurrent invocation (shards grow past this once PollConcurrency is reached).
   ScheduleTimezone:
     Type: String
     Default: UTC
@@ -161,7 +172,18 @@ Resources:
       checkov:
         skip:
           - id: CKV_AWS_27
-            comment: "SQS-managed SSE; holds only undelivered schedule inputs ('{}'), no PHI, and EventBridge Scheduler's role needs no key grant"
+            comment: "SQS-managed SSE; holds only undelivered schedule inputs (a mode and the scheduled time), no PHI, and EventBridge Scheduler's role needs no key grant"
+    Properties:
+      MessageRetentionPeriod: 1209600
+      SqsManagedSseEnabled: true
+
+  ShardDeadLetterQueue:
+    Type: AWS::SQS::Queue
+    Metadata:
+      checkov:
+        skip:
+          - id: CKV_AWS_27
+            comment: "SQS-managed SSE; holds only failed poll invocations' payloads (tenant ids, mode, period) and error classes, no PHI"
     Properties:
       MessageRetentionPeriod: 1209600
       SqsManagedSseEnabled: true
@@ -175,7 +197,7 @@ Resources:
   DeadLetterQueuePolicy:
     Type: AWS::SQS::QueuePolicy
     Properties:
-      Queues: [!Ref ScheduleDeadLetterQueue, !Ref TaskDeadLetterQueue]
+      Queues: [!Ref ScheduleDeadLetterQueue, !Ref ShardDeadLetterQueue, !Ref TaskDeadLetterQueue]
       PolicyDocument:
         Version: "2012-10-17"
         Statement:
@@ -183,7 +205,7 @@ Resources:
             Effect: Deny
             Principal: "*"
             Action: "sqs:*"
-            Resource: [!GetAtt ScheduleDeadLetterQueue.Arn, !GetAtt TaskDeadLetterQueue.Arn]
+            Resource: [!GetAtt ScheduleDeadLetterQueue.Arn, !GetAtt ShardDeadLetterQueue.Arn, !GetAtt TaskDeadLetterQueue.Arn]
             Condition: {Bool: {"aws:SecureTransport": "false"}}
 """
 
@@ -309,7 +331,7 @@ def poll(family, part, rate, window, lag, recheck_deletes):
             ScheduleExpression: rate(1 hour)
             ScheduleExpressionTimezone: !Ref ScheduleTimezone
             FlexibleTimeWindow: {Mode: FLEXIBLE, MaximumWindowInMinutes: 10}
-            Input: '{"mode": "deletes"}'
+            Input: '{"mode": "deletes", "scheduled": "<aws.scheduler.scheduled-time>"}'
             RetryPolicy: {MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 900}
             DeadLetterConfig: {Arn: !GetAtt ScheduleDeadLetterQueue.Arn}
 """
@@ -327,11 +349,11 @@ def poll(family, part, rate, window, lag, recheck_deletes):
           - id: CKV_AWS_173
             comment: "the environment holds endpoints and names only; credentials live in Secrets Manager"
           - id: CKV_AWS_116
-            comment: "the schedule's own retry policy and dead-letter queue hold undelivered polls; a failed poll leaves its cursor in place"
+            comment: "the schedule's own retry policy and dead-letter queue hold undelivered polls, the EventInvokeConfig's on-failure destination (ShardDeadLetterQueue) failed invocations; a failed poll leaves its cursor in place"
     Properties:
       FunctionName: !Sub ${{AWS::StackName}}-{slug}
       Description: Polls Kareo {what} for changes and hands them to the task function
-      ReservedConcurrentExecutions: 1
+      ReservedConcurrentExecutions: !Ref PollConcurrency
       CodeUri: .
       Timeout: 600
       Role: !GetAtt {name}Role.Arn
@@ -339,8 +361,19 @@ def poll(family, part, rate, window, lag, recheck_deletes):
         Variables:
           KAREO_DOCK_FAMILY: {family}
           KAREO_DOCK_TASK_FUNCTION: !Ref TaskFunction
+          KAREO_DOCK_SHARD_SIZE: !Ref PollShardSize
+          KAREO_DOCK_MAX_SHARDS: !Ref PollConcurrency
       LoggingConfig:
         LogGroup: !Ref {name}Logs
+      # Shards (and scheduled runs) are asynchronous invocations: one retry, then the
+      # shard dead-letter queue; a shard older than a period is left to the next one.
+      EventInvokeConfig:
+        MaximumRetryAttempts: 1
+        MaximumEventAgeInSeconds: 900
+        DestinationConfig:
+          OnFailure:
+            Type: SQS
+            Destination: !GetAtt ShardDeadLetterQueue.Arn
       Events:
         Schedule:
           Type: ScheduleV2
@@ -348,7 +381,7 @@ def poll(family, part, rate, window, lag, recheck_deletes):
             ScheduleExpression: !Ref {rate}
             ScheduleExpressionTimezone: !Ref ScheduleTimezone
             FlexibleTimeWindow: {{Mode: FLEXIBLE, MaximumWindowInMinutes: {window}}}
-            Input: '{{}}'
+            Input: '{{"scheduled": "<aws.scheduler.scheduled-time>"}}'
             RetryPolicy: {{MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300}}
             DeadLetterConfig: {{Arn: !GetAtt ScheduleDeadLetterQueue.Arn}}
         Audit:
@@ -358,20 +391,27 @@ def poll(family, part, rate, window, lag, recheck_deletes):
             ScheduleExpression: rate(1 day)
             ScheduleExpressionTimezone: !Ref ScheduleTimezone
             FlexibleTimeWindow: {{Mode: FLEXIBLE, MaximumWindowInMinutes: 60}}
-            Input: '{{"mode": "audit"}}'
+            Input: '{{"mode": "audit", "scheduled": "<aws.scheduler.scheduled-time>"}}'
             RetryPolicy: {{MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 3600}}
             DeadLetterConfig: {{Arn: !GetAtt ScheduleDeadLetterQueue.Arn}}
 {deletes}"""
     # This family's cursors (`load` a GetItem; `acquire`/`checkpoint`/`release`/`fail`
     # UpdateItems) and snapshots (`get` a BatchGetItem, `put` a BatchWriteItem, `upcoming` a
-    # Query): shared/sync/src/poll.rs only ever passes the run's family. Kareo secrets only.
+    # Query): shared/sync/src/poll.rs only ever passes the run's family. Its period claims
+    # (`claim_period` a conditional PutItem on `period#<family>`), its shards (an asynchronous
+    # Invoke of itself, by name: its own ARN would be a circular reference) and their failures
+    # (Lambda sends them to the destination with this role). Kareo secrets only.
     out += role(name, [
         state("StateCursors", ["GetItem", "UpdateItem"], f"cursor#*#{family}"),
         state("StateSnapshots", ["BatchGetItem", "BatchWriteItem", "Query"], f"snap#*#{family}"),
+        state("StatePeriods", ["PutItem"], f"period#{family}"),
         TENANTS,
         BREAKERS,
         secrets("kareo"),
         ("HandOff", ["lambda:InvokeFunction"], "!GetAtt TaskFunction.Arn", None),
+        ("Shards", ["lambda:InvokeFunction"],
+         f"!Sub arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:${{AWS::StackName}}-{slug}", None),
+        ("ShardFailures", ["sqs:SendMessage"], "!GetAtt ShardDeadLetterQueue.Arn", None),
     ])
     out += logs_and_alarm(name, slug, f"{what} poll")
     out += f"""
@@ -549,6 +589,21 @@ FOOTER = """
       ComparisonOperator: GreaterThanOrEqualToThreshold
       TreatMissingData: notBreaching
 
+  ShardDeadLetterAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+      AlarmDescription: Poll invocations (scheduled runs or a coordinator's shards) that failed twice; their tenants are polled by the next period
+      Namespace: AWS/SQS
+      MetricName: ApproximateNumberOfMessagesVisible
+      Dimensions: [{Name: QueueName, Value: !GetAtt ShardDeadLetterQueue.QueueName}]
+      Statistic: Maximum
+      Period: 300
+      EvaluationPeriods: 1
+      Threshold: 1
+      ComparisonOperator: GreaterThanOrEqualToThreshold
+      TreatMissingData: notBreaching
+
   ScheduleDeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
@@ -573,6 +628,8 @@ Outputs:
     Value: !Ref TaskDeadLetterQueue
   ScheduleDeadLetterQueueUrl:
     Value: !Ref ScheduleDeadLetterQueue
+  ShardDeadLetterQueueUrl:
+    Value: !Ref ShardDeadLetterQueue
   WriteFunctionUrl:
     Description: Write commands over HTTPS (SigV4-signed, lambda:InvokeFunctionUrl)
     Value: !GetAtt WriteFunctionUrl.FunctionUrl
@@ -605,6 +662,7 @@ def dashboard():
         widget("Dead letters (tasks not created; polls not delivered)", [
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${TaskDeadLetterQueue.QueueName}", {"label": "task dead letters"}],
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${ScheduleDeadLetterQueue.QueueName}", {"label": "schedule dead letters"}],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${ShardDeadLetterQueue.QueueName}", {"label": "failed poll invocations"}],
         ], 12, 12, stat="Maximum"),
         widget("Misses the coverage audit healed", [search('{KareoDock,Tenant,Family} MetricName="AuditHealed"', "Sum", "healed")], 0, 18),
         widget("Open credential breakers", [search('{KareoDock,Tenant,ErrorClass,Family} MetricName="BreakerOpen"', "Sum", "breakers")], 12, 18),

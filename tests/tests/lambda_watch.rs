@@ -318,14 +318,18 @@ async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
     let mut watch = Watch::start(port, &watch_env);
     watch.ready(Duration::from_secs(60)).await;
 
-    // 1. A scheduled poll (EventBridge Scheduler's payload: `{}`), invoked synchronously.
+    // 1. A scheduled poll (EventBridge Scheduler's payload: the schedule's nominal time),
+    //    invoked synchronously; it claims its period in the table.
     let payments = sim.rows(Family::Payments).len();
     assert!(payments > 0);
+    let first = json!({"scheduled": "2026-12-04T21:05:00Z"});
     let out = watch
-        .invoke("poll", json!({}), Duration::from_secs(240))
+        .invoke("poll", first.clone(), Duration::from_secs(240))
         .await;
     let report = &out["reports"][0];
     assert_eq!(out["family"], "payments", "{out:#}");
+    assert_eq!(out["role"], "single", "{out:#}");
+    assert_eq!(out["period"], "poll#2026-12-04T21:05:00Z", "{out:#}");
     assert_eq!(report["tenant"], "acme", "{out:#}");
     assert_eq!(report["events"], payments, "{out:#}");
     // The task function runs on its own, after the Event invoke was accepted.
@@ -340,8 +344,16 @@ async fn a_scheduled_poll_through_cargo_lambda_watch_creates_each_task_once() {
     sim.set_now(Utc::now());
     let new_id = sim.insert(Family::Payments, row);
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The same schedule delivered again (another request id): nothing polled.
+    let again = watch.invoke("poll", first, Duration::from_secs(120)).await;
+    assert_eq!(again["role"], "duplicate", "{again:#}");
+    assert_eq!(again["reports"], json!([]), "{again:#}");
     let out = watch
-        .invoke("poll", json!({}), Duration::from_secs(120))
+        .invoke(
+            "poll",
+            json!({"scheduled": "2026-12-04T21:10:00Z"}),
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(out["reports"][0]["events"], 1, "{out:#}");
     tasks_settle(&dock, &watch, payments + 1, Duration::from_secs(120)).await;

@@ -1,10 +1,14 @@
 //! The poll function. Deployed once per Kareo record family (`KAREO_DOCK_FAMILY`), each on its
-//! own EventBridge schedule. One invocation polls every tenant that enables the family, with
-//! bounded concurrency, and hands change events to the task-creation function.
+//! own EventBridge schedule. A scheduled invocation claims its period, then polls every tenant
+//! that enables the family with bounded concurrency — or, with more tenants than a shard,
+//! dispatches shards to concurrent invocations of itself and polls the first (`sync::fanout`)
+//! — and hands change events to the task-creation function.
 //!
 //! Environment: `KAREO_DOCK_FAMILY` (e.g. `appointments`), `KAREO_DOCK_TABLE` (the state
 //! table), `KAREO_DOCK_TASK_FUNCTION` (the task-creation function), `KAREO_ENDPOINT` (optional),
-//! `KAREO_DOCK_CONCURRENCY` (default 8). Payload: see `sync::run::Payload`.
+//! `KAREO_DOCK_CONCURRENCY` (default 8), `KAREO_DOCK_SHARD_SIZE` (default 200),
+//! `KAREO_DOCK_MAX_SHARDS` (default 10), `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda: where
+//! shards go). Payload: see `sync::run::Payload`.
 
 use aws::{DynamoStore, LambdaSink, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
@@ -12,7 +16,8 @@ use domain::ports::{SystemClock, TenantStore};
 use kareo::{ClientConfig, Family, KareoClient};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
-use sync::run::{poll_tenants, Payload};
+use sync::fanout::FanOut;
+use sync::run::{invoke, Payload};
 use sync::{Outcome, PollConfig, Poller};
 
 /// Everything built once per container and borrowed by every invocation.
@@ -22,6 +27,8 @@ struct App {
     store: DynamoStore,
     secrets: CachedSecrets<SecretsManagerSource>,
     sink: LambdaSink,
+    shards: LambdaSink,
+    fan: FanOut,
     concurrency: usize,
 }
 
@@ -36,15 +43,15 @@ async fn main() -> Result<(), Error> {
     let family = Family::from_name(&family_name)
         .ok_or_else(|| format!("KAREO_DOCK_FAMILY={family_name} is not a Kareo family"))?;
     let sdk = aws::sdk_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
     let app = App {
         family,
         kareo: KareoClient::new(ClientConfig::from_env())?,
         store: aws::state_store(&sdk)?,
         secrets: aws::cached_secrets(&sdk),
-        sink: LambdaSink::new(
-            aws_sdk_lambda::Client::new(&sdk),
-            env("KAREO_DOCK_TASK_FUNCTION")?,
-        ),
+        sink: LambdaSink::new(lambda.clone(), env("KAREO_DOCK_TASK_FUNCTION")?),
+        shards: LambdaSink::new(lambda, env("AWS_LAMBDA_FUNCTION_NAME")?),
+        fan: FanOut::from_env(),
         concurrency: std::env::var("KAREO_DOCK_CONCURRENCY")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -62,12 +69,11 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         Value::Null => Payload::default(),
         v => serde_json::from_value(v).map_err(|e| {
             format!(
-                "payload is not {{\"mode\", \"tenant\", \"since\"}}: {}",
+                "payload is not {{\"mode\", \"tenant\", \"since\", \"scheduled\", \"shard\"}}: {}",
                 e.to_string().split(" at line").next().unwrap_or("")
             )
         })?,
     };
-    let mode = payload.mode().map_err(Error::from)?;
     let remaining =
         domain::invocation::time_budget(event.context.deadline, std::time::SystemTime::now());
     let deadline = tokio::time::Instant::now() + remaining;
@@ -84,34 +90,40 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         config: &config,
     };
     let tenants = app.store.tenants().await?;
-    let reports = poll_tenants(
+    let invoked = invoke(
         &poller,
         &app.secrets,
         &app.store,
+        &app.store,
+        &app.shards,
         &tenants,
         app.family,
-        payload.tenant.as_deref(),
-        mode,
+        &payload,
+        app.fan,
         app.concurrency,
         Some(deadline),
     )
-    .await;
+    .await
+    .map_err(Error::from)?;
+    let reports = &invoked.reports;
     let failed = reports
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .count();
     let now = chrono::Utc::now();
-    for r in &reports {
+    for r in reports {
         // Embedded Metric Format: stdout lines Lambda turns into CloudWatch metrics.
         println!("{}", sync::metrics::poll_run(r, now).line(now));
     }
     tracing::info!(
         family = %app.family,
+        role = invoked.role,
+        dispatched = invoked.dispatched,
         tenants = reports.len(),
         failed,
         budget_ms = remaining.as_millis() as u64,
         events = reports.iter().map(|r| r.events).sum::<usize>(),
         "poll invocation"
     );
-    Ok(json!({"family": app.family, "reports": reports}))
+    Ok(json!(invoked))
 }

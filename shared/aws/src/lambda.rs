@@ -1,9 +1,10 @@
-//! Change events to the task-creation function, by asynchronous Lambda invocation.
+//! Asynchronous Lambda invocations: change events to the task-creation function, and a poll
+//! coordinator's shards to the poll function itself.
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_sdk_lambda::Client;
-use domain::ports::{ErrorClass, EventSink, SinkError};
+use domain::ports::{ErrorClass, EventSink, ShardDispatch, SinkError};
 use domain::ChangeEvent;
 
 use crate::error::describe;
@@ -17,6 +18,9 @@ use crate::error::describe;
 /// Emulators (`cargo lambda watch`) run an `Event` invoke to completion and answer 200: that is
 /// a hand-off too, unless the function failed (`X-Amz-Function-Error`), in which case nothing
 /// will retry the batch and the hand-off fails (`unavailable`), so the cursor stays put.
+///
+/// Pointed at the calling function itself (`AWS_LAMBDA_FUNCTION_NAME`), it is the poll
+/// coordinator's [`ShardDispatch`]: the same asynchronous `Invoke`, with a shard's payload.
 #[derive(Clone, Debug)]
 pub struct LambdaSink {
     /// The Lambda client.
@@ -74,12 +78,16 @@ fn class(code: Option<&str>, status: Option<u16>) -> ErrorClass {
     }
 }
 
-impl EventSink for LambdaSink {
-    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let body = payload(batch)?;
+impl LambdaSink {
+    /// One asynchronous `Invoke` of the function with `body` (`what`: `count` events or shard
+    /// tenants, for the log line).
+    // Long: the answer's three shapes (accepted, refused by status, failed) each logged.
+    async fn invoke_event(
+        &self,
+        body: Vec<u8>,
+        what: &'static str,
+        count: usize,
+    ) -> Result<(), SinkError> {
         let bytes = body.len();
         let started = std::time::Instant::now();
         let out = self
@@ -97,10 +105,11 @@ impl EventSink for LambdaSink {
             {
                 tracing::debug!(
                     function = %self.function,
-                    events = batch.len(),
+                    what,
+                    count,
                     bytes,
                     ms = started.elapsed().as_millis() as u64,
-                    "batch handed off"
+                    "invocation accepted"
                 );
                 Ok(())
             }
@@ -109,6 +118,7 @@ impl EventSink for LambdaSink {
                 let failed = out.function_error().unwrap_or("none");
                 tracing::warn!(
                     function = %self.function,
+                    what,
                     status,
                     function_error = failed,
                     "unexpected Invoke answer"
@@ -129,7 +139,8 @@ impl EventSink for LambdaSink {
                     function = %self.function,
                     error = %label,
                     class = class.name(),
-                    events = batch.len(),
+                    what,
+                    count,
                     bytes,
                     "Invoke failed"
                 );
@@ -139,6 +150,27 @@ impl EventSink for LambdaSink {
                 })
             }
         }
+    }
+}
+
+impl EventSink for LambdaSink {
+    async fn hand_off(&self, batch: &[ChangeEvent]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.invoke_event(payload(batch)?, "events", batch.len())
+            .await
+    }
+}
+
+impl ShardDispatch for LambdaSink {
+    async fn dispatch(&self, payload: &serde_json::Value) -> Result<(), SinkError> {
+        let tenants = payload["shard"]["tenants"].as_array().map_or(0, Vec::len);
+        let body = serde_json::to_vec(payload).map_err(|_| SinkError {
+            class: ErrorClass::SinkRejected,
+            message: "a shard payload could not be serialised".into(),
+        })?;
+        self.invoke_event(body, "shard tenants", tenants).await
     }
 }
 

@@ -76,6 +76,7 @@ pub mod function_url;
 mod lambda;
 mod ledger;
 mod links;
+mod periods;
 mod purge;
 mod secrets;
 

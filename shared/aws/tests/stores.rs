@@ -16,8 +16,8 @@ use domain::local::LocalStore;
 use domain::ports::{
     kareo_credentials, pause_key, Breaker, BreakerStore, Claim, Cursor, CursorError, CursorStore,
     ErrorClass, HookRegistration, HookStore, Ledger, LedgerEntry, LedgerState, Link, LinkKey,
-    LinkStore, PurgeCounts, SecretError, SecretSource, Snapshot, SnapshotStore, StoreError,
-    TenantPurge, TenantStore,
+    LinkStore, PeriodStore, PurgeCounts, SecretError, SecretSource, Snapshot, SnapshotStore,
+    StoreError, TenantPurge, TenantStore,
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
 use kareo::Family;
@@ -791,6 +791,42 @@ mod suite {
         assert_eq!(s.breaker("kareo/acme").await.unwrap(), None);
     }
 
+    /// Period claims: the first owner wins, claims again (Lambda's retry of one invocation);
+    /// another owner does not; another period, or another family, is another claim.
+    pub async fn periods<S: PeriodStore>(s: &S) {
+        let run = "poll#2026-12-04T21:05:00Z";
+        let until = mins(60 * 24);
+        assert!(s
+            .claim_period(Family::Patients, run, "req-1", until)
+            .await
+            .unwrap());
+        assert!(s
+            .claim_period(Family::Patients, run, "req-1", until)
+            .await
+            .unwrap());
+        assert!(!s
+            .claim_period(Family::Patients, run, "req-2", until)
+            .await
+            .unwrap());
+        assert!(s
+            .claim_period(Family::Charges, run, "req-2", until)
+            .await
+            .unwrap());
+        assert!(s
+            .claim_period(
+                Family::Patients,
+                "poll#2026-12-04T21:10:00Z",
+                "req-2",
+                until
+            )
+            .await
+            .unwrap());
+        assert!(!s
+            .claim_period(Family::Patients, run, "req-3", until)
+            .await
+            .unwrap());
+    }
+
     /// A settled entry keeps its own expiry (the table's TTL attribute); a new claim replaces
     /// it with the ledger's retention from the claim.
     pub async fn ledger_expiry<S: Ledger>(s: &S) {
@@ -1008,7 +1044,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, purge);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, periods, purge);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {
@@ -1356,6 +1392,30 @@ fn events() -> Vec<ChangeEvent> {
             record: BTreeMap::from([("ConfirmationStatus".into(), "Scheduled".into())]),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn a_shard_is_an_asynchronous_invoke_of_the_function_itself() {
+    let (endpoint, st) = lambda_endpoint().await;
+    let shards = LambdaSink::new(lambda_client(&endpoint), "kareo-dock-poll-patients");
+    let payload = serde_json::json!({"shard": {"index": 1, "of": 2, "tenants": ["acme", "zeta"]}});
+    domain::ports::ShardDispatch::dispatch(&shards, &payload)
+        .await
+        .unwrap();
+    let seen = st.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (name, kind, body) = &seen[0];
+    assert_eq!(name, "kareo-dock-poll-patients");
+    assert_eq!(kind.as_deref(), Some("Event"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(body).unwrap(),
+        payload
+    );
+    *st.answer.lock().unwrap() = Some((429, "TooManyRequestsException"));
+    let e = domain::ports::ShardDispatch::dispatch(&shards, &payload)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, "sink_throttled");
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ struct State {
     links: BTreeMap<String, Link>,
     #[serde(default)]
     breakers: BTreeMap<String, Breaker>,
+    /// Period claims: `<family>#<run>` → (owner, when the claim may be forgotten).
+    #[serde(default)]
+    periods: BTreeMap<String, (String, DateTime<Utc>)>,
 }
 
 fn key(tenant: &str, family: Family) -> String {
@@ -555,6 +558,29 @@ impl BreakerStore for LocalStore {
         self.with(|s| {
             s.breakers.remove(account);
             Ok(())
+        })
+    }
+}
+
+impl PeriodStore for LocalStore {
+    async fn claim_period(
+        &self,
+        family: Family,
+        run: &str,
+        owner: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // Claims expiring a day before this one are forgotten (on the claimant's clock, which
+        // a simulation may run ahead of the machine's).
+        let forget = expires - chrono::Duration::days(1);
+        self.with(|s| {
+            s.periods.retain(|_, (_, until)| *until > forget);
+            let key = format!("{family}#{run}");
+            if let Some((holder, _)) = s.periods.get(&key) {
+                return Ok(holder == owner);
+            }
+            s.periods.insert(key, (owner.to_string(), expires));
+            Ok(true)
         })
     }
 }

@@ -677,6 +677,34 @@ pub trait BreakerStore: Send + Sync {
     fn close_breaker(&self, account: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Scheduled runs claim their period, so that a schedule delivered twice (EventBridge and
+/// Lambda's asynchronous invocation both deliver at least once) or two coordinators started
+/// at once poll no tenant twice in one period.
+pub trait PeriodStore: Send + Sync {
+    /// Claims `run` (e.g. `poll#2026-12-04T21:05:00Z`) of `family` for `owner` (conditional
+    /// write: the first claim of a key wins, and a later claim by the same owner — Lambda's
+    /// retry of the same invocation — too). `Ok(true)`: `owner` holds it; `Ok(false)`: another
+    /// invocation does. The claim is forgotten at `expires`.
+    fn claim_period(
+        &self,
+        family: Family,
+        run: &str,
+        owner: &str,
+        expires: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Starts a concurrent invocation of the calling function with a payload, without waiting for
+/// it (Lambda: an asynchronous self-invoke; Lambda retries it and sends it to the function's
+/// on-failure destination if it keeps failing). `Ok`: the invocation was accepted.
+pub trait ShardDispatch: Send + Sync {
+    /// Dispatches one shard's payload (tenant ids, mode and period only: no PHI).
+    fn dispatch(
+        &self,
+        payload: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
 /// What a link is keyed by: an id on one side, whose counterpart the product recorded itself
 /// when it created (or first linked) the other side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,6 +3,7 @@
 //! every tenant that enables the family ([`run`]). What the poll function needs and nothing
 //! else.
 
+pub mod fanout;
 pub mod metrics;
 pub mod poll;
 pub mod run;

@@ -2,14 +2,15 @@
 //! with bounded concurrency; one tenant's failure is recorded on its cursor and never stops the
 //! others; when the time budget runs low no new tenant is started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use kareo::Family;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::fanout::{self, FanOut, Shard};
 use crate::poll::{Mode, Outcome, Poller, Report};
 use domain::ports::*;
 use domain::source::KareoSource;
@@ -18,19 +19,26 @@ use domain::tenant::TenantConfig;
 /// The invocation payload: `{}` (a scheduled poll), `{"tenant": "acme"}`,
 /// `{"mode": "dry-run"}`, `{"mode": "backfill", "since": "2026-09-01T00:00:00Z"}`,
 /// `{"mode": "deletes"}` (appointments), `{"mode": "resync"}` (patients), `{"mode": "audit"}`
-/// (the daily coverage audit). Other members (an
-/// EventBridge envelope) are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// (the daily coverage audit); a coordinator's shard carries `"shard": {…}` ([`Shard`]). Other
+/// members (an EventBridge envelope) are ignored.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Payload {
     /// Only this tenant.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// `poll` (default), `dry-run`, `backfill`, `deletes`, `resync`, `audit`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Start of a backfill.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// The schedule's nominal time (`<aws.scheduler.scheduled-time>` in the template's schedule
+    /// inputs): the run claims its period before polling. Absent: a run by hand, never claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<DateTime<Utc>>,
+    /// Only these tenants, and no fan-out: a shard dispatched by a coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl Payload {
@@ -74,11 +82,54 @@ where
     Sec: SecretSource,
     B: BreakerStore,
 {
-    let chosen: Vec<&TenantConfig> = tenants
+    let chosen = enabled(tenants, family, only);
+    poll_chosen(
+        poller,
+        secrets,
+        breakers,
+        chosen,
+        family,
+        mode,
+        concurrency,
+        deadline,
+    )
+    .await
+}
+
+/// The tenants that enable `family` (only `only`, when named).
+fn enabled<'t>(
+    tenants: &'t [TenantConfig],
+    family: Family,
+    only: Option<&str>,
+) -> Vec<&'t TenantConfig> {
+    tenants
         .iter()
         .filter(|t| t.families.contains_key(&family))
         .filter(|t| only.is_none_or(|o| o == t.tenant))
-        .collect();
+        .collect()
+}
+
+/// Polls `family` for each of `chosen`, `concurrency` at a time.
+#[allow(clippy::too_many_arguments)]
+async fn poll_chosen<K, C, S, E, T, Sec, B>(
+    poller: &Poller<'_, K, C, S, E, T>,
+    secrets: &Sec,
+    breakers: &B,
+    chosen: Vec<&TenantConfig>,
+    family: Family,
+    mode: Mode,
+    concurrency: usize,
+    deadline: Option<Instant>,
+) -> Vec<Report>
+where
+    K: KareoSource,
+    C: CursorStore,
+    S: SnapshotStore,
+    E: EventSink,
+    T: Clock,
+    Sec: SecretSource,
+    B: BreakerStore,
+{
     // One read of every open breaker per invocation (not one per tenant): an empty poll stays
     // at three remote calls per (tenant, family), plus this one per invocation.
     if chosen.is_empty() {
@@ -128,6 +179,194 @@ where
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await
+}
+
+/// What one invocation of a family's function did.
+#[derive(Debug, Serialize)]
+pub struct Invoked {
+    /// The family.
+    pub family: Family,
+    /// `single` (every tenant polled here), `coordinator` (shards dispatched, the first polled
+    /// here), `shard` (a coordinator's shard), or `duplicate` (another invocation holds this
+    /// scheduled period: nothing polled).
+    pub role: &'static str,
+    /// The period claimed (`<mode>#<scheduled time>`), for a scheduled run or its shards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// Shards dispatched to other invocations.
+    pub dispatched: usize,
+    /// One report per tenant polled here (or whose shard could not be dispatched).
+    pub reports: Vec<Report>,
+}
+
+/// One invocation of a family's function as Lambda runs it (see [`fanout`]): a shard polls its
+/// tenants; a scheduled run claims its period, then polls every tenant itself when they fit
+/// in one shard, or else coordinates: dispatches the other shards through `dispatch` and polls
+/// the first. A shard that cannot be dispatched is reported failed for each of its tenants
+/// (their cursors stay; the next period polls them). Store failures are reported per tenant,
+/// as [`poll_tenants`] does; only a payload that cannot be read is an error.
+// Long: the three roles (shard, claim, coordinator) in order, written once.
+#[allow(clippy::too_many_arguments)]
+pub async fn invoke<K, C, S, E, T, Sec, B, P, D>(
+    poller: &Poller<'_, K, C, S, E, T>,
+    secrets: &Sec,
+    breakers: &B,
+    periods: &P,
+    dispatch: &D,
+    tenants: &[TenantConfig],
+    family: Family,
+    payload: &Payload,
+    fan: FanOut,
+    concurrency: usize,
+    deadline: Option<Instant>,
+) -> Result<Invoked, String>
+where
+    K: KareoSource,
+    C: CursorStore,
+    S: SnapshotStore,
+    E: EventSink,
+    T: Clock,
+    Sec: SecretSource,
+    B: BreakerStore,
+    P: PeriodStore,
+    D: ShardDispatch,
+{
+    let mode = payload.mode()?;
+    let mut invoked = Invoked {
+        family,
+        role: "single",
+        period: None,
+        dispatched: 0,
+        reports: Vec::new(),
+    };
+    macro_rules! poll {
+        ($chosen:expr) => {
+            poll_chosen(
+                poller,
+                secrets,
+                breakers,
+                $chosen,
+                family,
+                mode,
+                concurrency,
+                deadline,
+            )
+        };
+    }
+    let members = |ids: &[String]| -> HashSet<String> { ids.iter().cloned().collect() };
+    let enabled_now = enabled(tenants, family, payload.tenant.as_deref());
+    if let Some(shard) = &payload.shard {
+        let ids = members(&shard.tenants);
+        let chosen = enabled_now
+            .into_iter()
+            .filter(|t| ids.contains(&t.tenant))
+            .collect();
+        invoked.role = "shard";
+        invoked.period = shard.period.clone();
+        invoked.reports = poll!(chosen).await;
+        tracing::info!(
+            %family, shard = shard.index, of = shard.of, tenants = shard.tenants.len(),
+            polled = invoked.reports.len(), "shard polled"
+        );
+        return Ok(invoked);
+    }
+    if enabled_now.is_empty() {
+        return Ok(invoked);
+    }
+    if let (Some(at), None) = (payload.scheduled, payload.tenant.as_deref()) {
+        let run = format!(
+            "{}#{}",
+            payload.mode.as_deref().unwrap_or("poll"),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let expires = poller.clock.now().max(at) + chrono::Duration::days(1);
+        match periods
+            .claim_period(family, &run, &poller.config.owner, expires)
+            .await
+        {
+            Ok(true) => invoked.period = Some(run),
+            Ok(false) => {
+                tracing::info!(%family, period = %run, "period claimed by another invocation: nothing polled");
+                invoked.role = "duplicate";
+                invoked.period = Some(run);
+                return Ok(invoked);
+            }
+            Err(e) => {
+                tracing::warn!(%family, error = %e, "period not claimed");
+                invoked.reports = enabled_now
+                    .iter()
+                    .map(|t| Report::failed(&t.tenant, family, e.class(), e.to_string()))
+                    .collect();
+                return Ok(invoked);
+            }
+        }
+    }
+    let mut shards = fanout::plan(&enabled_now, fan);
+    if shards.len() <= 1 {
+        invoked.reports = poll!(enabled_now).await;
+        return Ok(invoked);
+    }
+    invoked.role = "coordinator";
+    for s in &mut shards {
+        s.period.clone_from(&invoked.period);
+    }
+    let own = shards.remove(0);
+    let sent: Vec<(Shard, Result<(), SinkError>)> = stream::iter(shards)
+        .map(|shard| async move {
+            let body = Payload {
+                tenant: None,
+                mode: payload.mode.clone(),
+                since: payload.since,
+                scheduled: None,
+                shard: Some(shard.clone()),
+            };
+            let result = match serde_json::to_value(&body) {
+                Ok(v) => dispatch.dispatch(&v).await,
+                Err(_) => Err(SinkError {
+                    class: ErrorClass::SinkRejected,
+                    message: "a shard payload could not be serialised".into(),
+                }),
+            };
+            (shard, result)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (shard, result) in sent {
+        match result {
+            Ok(()) => invoked.dispatched += 1,
+            Err(e) => {
+                tracing::warn!(
+                    %family, shard = shard.index, of = shard.of, tenants = shard.tenants.len(),
+                    class = e.class.name(), "shard not dispatched: its tenants wait for the next period"
+                );
+                invoked.reports.extend(shard.tenants.iter().map(|t| {
+                    Report::failed(
+                        t,
+                        family,
+                        e.class,
+                        format!(
+                            "shard {} of {} not dispatched: {}",
+                            shard.index + 1,
+                            shard.of,
+                            e.message
+                        ),
+                    )
+                }));
+            }
+        }
+    }
+    let ids = members(&own.tenants);
+    let mine = enabled_now
+        .into_iter()
+        .filter(|t| ids.contains(&t.tenant))
+        .collect();
+    invoked.reports.extend(poll!(mine).await);
+    tracing::info!(
+        %family, shards = own.of, dispatched = invoked.dispatched, own = own.tenants.len(),
+        "period coordinated"
+    );
+    Ok(invoked)
 }
 
 /// Runs `run` unless the tenant's Kareo account has an open breaker for these credentials
