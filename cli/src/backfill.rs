@@ -295,6 +295,41 @@ impl<C: CursorStore> CursorStore for Progress<'_, C> {
         self.inner.acquire(tenant, family, owner, now, until).await
     }
 
+    async fn load_many(
+        &self,
+        tenants: &[&str],
+        family: Family,
+    ) -> Result<std::collections::HashMap<String, Cursor>, StoreError> {
+        self.inner.load_many(tenants, family).await
+    }
+
+    async fn acquire_seen(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.inner
+            .acquire_seen(tenant, family, seen, owner, now, until)
+            .await
+    }
+
+    async fn advance(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        position: DateTime<Utc>,
+        run_start: DateTime<Utc>,
+    ) -> Result<Cursor, StoreError> {
+        self.inner
+            .advance(tenant, family, seen, position, run_start)
+            .await
+    }
+
     async fn checkpoint(
         &self,
         lease: &mut Lease,

@@ -173,6 +173,34 @@ impl CursorStore for Store {
     ) -> Result<Lease, StoreError> {
         each!(self, s => s.acquire(tenant, family, owner, now, until).await)
     }
+    async fn load_many(
+        &self,
+        tenants: &[&str],
+        family: Family,
+    ) -> Result<std::collections::HashMap<String, Cursor>, StoreError> {
+        each!(self, s => s.load_many(tenants, family).await)
+    }
+    async fn acquire_seen(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        each!(self, s => s.acquire_seen(tenant, family, seen, owner, now, until).await)
+    }
+    async fn advance(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        position: DateTime<Utc>,
+        run_start: DateTime<Utc>,
+    ) -> Result<Cursor, StoreError> {
+        each!(self, s => s.advance(tenant, family, seen, position, run_start).await)
+    }
     async fn checkpoint(
         &self,
         lease: &mut Lease,

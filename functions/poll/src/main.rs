@@ -48,7 +48,7 @@ async fn main() -> Result<(), Error> {
         family,
         kareo: KareoClient::new(ClientConfig::from_env())?,
         store: aws::state_store(&sdk)?,
-        secrets: aws::cached_secrets(&sdk),
+        secrets: aws::cached_secrets(&sdk, aws::POLL_SECRET_TTL),
         sink: LambdaSink::new(lambda.clone(), env("KAREO_DOCK_TASK_FUNCTION")?),
         shards: LambdaSink::new(lambda, env("AWS_LAMBDA_FUNCTION_NAME")?),
         fan: FanOut::from_env(),

@@ -40,7 +40,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::sdk_config().await;
     let app = App {
         store: aws::state_store(&sdk)?,
-        secrets: aws::cached_secrets(&sdk),
+        secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
         dock: DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?),
         kareo: KareoClient::new(ClientConfig::from_env())?,
     };

@@ -78,7 +78,7 @@ async fn main() -> Result<(), Error> {
     let app = App {
         store: aws::state_store(&sdk)?,
         directory: DirectoryCache::new(DIRECTORY_TTL),
-        secrets: aws::cached_secrets(&sdk),
+        secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
         kareo: KareoClient::new(ClientConfig::from_env())?,
         dock: dock::DockClient::new(dock::DockConfig::from_env())?,
     };

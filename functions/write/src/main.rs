@@ -53,7 +53,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::sdk_config().await;
     let app = App {
         store: aws::state_store(&sdk)?,
-        secrets: aws::cached_secrets(&sdk),
+        secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
         kareo: KareoClient::new(ClientConfig::from_env())?,
         direct_invoke: direct_invoke()?,
     };

@@ -214,6 +214,46 @@ impl DynamoStore {
         ])
     }
 
+    /// One BatchGetItem of at most [`BATCH_GET_MAX`] `keys`, read consistently, with its
+    /// unprocessed keys asked again (backing off) until none are left; `what` names the
+    /// items in the log line when they stay unprocessed.
+    async fn batch_get(&self, what: &str, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(format!("BatchGetItem: {e}")))?,
+        );
+        let mut items = Vec::new();
+        let mut waits = backoff();
+        let mut first = true;
+        while let Some(request) = pending.take() {
+            if !std::mem::take(&mut first) {
+                let Some(wait) = waits.next() else {
+                    tracing::warn!(what, "batch reads still unprocessed");
+                    return Err(StoreError::Throttled);
+                };
+                tokio::time::sleep(wait).await;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| store_error("BatchGetItem", e))?;
+            if let Some(got) = out.responses.and_then(|mut r| r.remove(&self.table)) {
+                items.extend(got);
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        Ok(items)
+    }
+
     /// A conditional write on a held lease: `version = :held AND lease_owner = :owner`.
     async fn leased_update(
         &self,
@@ -512,6 +552,139 @@ impl CursorStore for DynamoStore {
         }
     }
 
+    async fn load_many(
+        &self,
+        tenants: &[&str],
+        family: Family,
+    ) -> Result<HashMap<String, Cursor>, StoreError> {
+        let mut unique: Vec<&str> = tenants.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut found = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(BATCH_GET_MAX) {
+            let keys: Vec<Item> = chunk.iter().map(|t| Self::cursor_key(t, family)).collect();
+            let suffix = format!("#{family}");
+            for item in self.batch_get("cursor reads", keys).await? {
+                let tenant = get_str(&item, "pk")?
+                    .and_then(|pk| pk.strip_prefix("cursor#")?.strip_suffix(suffix.as_str()))
+                    .ok_or_else(|| corrupt(&item, "pk"))?
+                    .to_string();
+                found.insert(tenant, cursor_from(&item)?);
+            }
+        }
+        tracing::debug!(family = %family, asked = tenants.len(), found = found.len(), "cursors read");
+        Ok(found)
+    }
+
+    async fn acquire_seen(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::cursor_key(tenant, family)))
+            .update_expression(
+                "SET #lease_owner = :owner, #lease_until = :until, #tenant = :tenant, \
+                 #family = :family ADD #version :one",
+            )
+            .expression_attribute_names("#lease_owner", "lease_owner")
+            .expression_attribute_names("#lease_until", "lease_until")
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#family", "family")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", t(until))
+            .expression_attribute_values(":tenant", s(tenant))
+            .expression_attribute_values(":family", s(family.name()))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        req = match seen {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(c) => req
+                .condition_expression(
+                    "#version = :seen AND (attribute_not_exists(#lease_owner) \
+                     OR attribute_not_exists(#lease_until) OR #lease_until <= :now)",
+                )
+                .expression_attribute_values(":seen", n(c.version))
+                .expression_attribute_values(":now", t(now)),
+        };
+        match req.send().await {
+            Ok(out) => Ok(Lease {
+                tenant: tenant.to_string(),
+                family,
+                owner: owner.to_string(),
+                cursor: cursor_from(&out.attributes.unwrap_or_default())?,
+            }),
+            Err(e) => match store_error("UpdateItem", e) {
+                StoreError::Conflict(_) => Err(StoreError::Conflict(format!(
+                    "cursor {tenant}/{family} moved since it was read, or is leased"
+                ))),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn advance(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        position: DateTime<Utc>,
+        run_start: DateTime<Utc>,
+    ) -> Result<Cursor, StoreError> {
+        // Conditional on the version read, so the item is `seen`: the maximum is computed
+        // from it.
+        let position = seen
+            .and_then(|c| c.position)
+            .map_or(position, |p| p.max(position));
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::cursor_key(tenant, family)))
+            .update_expression(
+                "SET #position = :position, #last_success_start = :start, #tenant = :tenant, \
+                 #family = :family REMOVE #last_error, #lease_owner, #lease_until \
+                 ADD #version :one",
+            )
+            .expression_attribute_names("#position", "position")
+            .expression_attribute_names("#last_success_start", "last_success_start")
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#family", "family")
+            .expression_attribute_names("#last_error", "last_error")
+            .expression_attribute_names("#lease_owner", "lease_owner")
+            .expression_attribute_names("#lease_until", "lease_until")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":position", t(position))
+            .expression_attribute_values(":start", t(run_start))
+            .expression_attribute_values(":tenant", s(tenant))
+            .expression_attribute_values(":family", s(family.name()))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        req = match seen {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(c) => req
+                .condition_expression("#version = :seen")
+                .expression_attribute_values(":seen", n(c.version)),
+        };
+        match req.send().await {
+            Ok(out) => cursor_from(&out.attributes.unwrap_or_default()),
+            Err(e) => match store_error("UpdateItem", e) {
+                StoreError::Conflict(_) => Err(StoreError::Conflict(format!(
+                    "cursor {tenant}/{family} moved since it was read"
+                ))),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn checkpoint(
         &self,
         lease: &mut Lease,
@@ -686,7 +859,6 @@ impl SnapshotStore for DynamoStore {
         unique.sort();
         unique.dedup();
         let mut found = HashMap::with_capacity(unique.len());
-        let mut calls = 0u32;
         for chunk in unique.chunks(BATCH_GET_MAX) {
             let keys: Vec<Item> = chunk
                 .iter()
@@ -697,48 +869,16 @@ impl SnapshotStore for DynamoStore {
                     ])
                 })
                 .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(format!("BatchGetItem: {e}")))?,
-            );
-            let mut waits = backoff();
-            let mut first = true;
-            while let Some(request) = pending.take() {
-                if !std::mem::take(&mut first) {
-                    let Some(wait) = waits.next() else {
-                        tracing::warn!(tenant, family = %family, "snapshot reads still unprocessed");
-                        return Err(StoreError::Throttled);
-                    };
-                    tokio::time::sleep(wait).await;
+            // TTL deletion lags (up to days): an expired snapshot reads as absent.
+            let now = Utc::now();
+            for item in self.batch_get("snapshot reads", keys).await? {
+                let (id, snap) = snapshot_from(&item)?;
+                if !snap.expired(now) {
+                    found.insert(id, snap);
                 }
-                calls += 1;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("BatchGetItem", e))?;
-                if let Some(items) = out.responses.and_then(|mut r| r.remove(&self.table)) {
-                    // TTL deletion lags (up to days): an expired snapshot reads as absent.
-                    let now = Utc::now();
-                    for item in &items {
-                        let (id, snap) = snapshot_from(item)?;
-                        if !snap.expired(now) {
-                            found.insert(id, snap);
-                        }
-                    }
-                }
-                pending = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .filter(|k| !k.keys().is_empty());
             }
         }
-        tracing::debug!(tenant, family = %family, asked = ids.len(), found = found.len(), calls, "snapshots read");
+        tracing::debug!(tenant, family = %family, asked = ids.len(), found = found.len(), "snapshots read");
         Ok(found)
     }
 

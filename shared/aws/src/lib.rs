@@ -155,13 +155,24 @@ pub fn state_store(sdk: &aws_config::SdkConfig) -> Result<DynamoStore, String> {
     Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table))
 }
 
-/// Secrets Manager, cached across warm invocations for five minutes.
+/// How long the task, write and webhook functions keep a secret: five minutes.
+pub const SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long the poll functions keep a Kareo secret: an hour (what AWS's own caching clients
+/// default to). They read it every period, so a shorter cache is most of a practice's Secrets
+/// Manager bill; a fixed secret is read at once all the same, because an account whose
+/// breaker opened on the cached value is read past the cache (`SecretSource::refresh`).
+pub const POLL_SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Secrets Manager, cached across warm invocations for `ttl` ([`SECRET_TTL`], or the poll
+/// functions' [`POLL_SECRET_TTL`]).
 pub fn cached_secrets(
     sdk: &aws_config::SdkConfig,
+    ttl: std::time::Duration,
 ) -> domain::invocation::CachedSecrets<SecretsManagerSource> {
     domain::invocation::CachedSecrets::new(
         SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(sdk)),
-        std::time::Duration::from_secs(300),
+        ttl,
     )
 }
 

@@ -791,6 +791,89 @@ mod suite {
         assert_eq!(s.breaker("kareo/acme").await.unwrap(), None);
     }
 
+    /// A poll that reads before leasing: the shard's cursors in one read; a lease taken only
+    /// on the cursor as read; one conditional write that moves an unleased cursor.
+    pub async fn unleased<S: CursorStore>(s: &S) {
+        assert!(s.load_many(&["acme", "zeta"], A).await.unwrap().is_empty());
+        // Absent as read: the first advance creates it; a second with the same view loses.
+        let c = s.advance("acme", A, None, mins(-2), mins(0)).await.unwrap();
+        assert_eq!(
+            (c.position, c.last_success_start, c.version),
+            (Some(mins(-2)), Some(mins(0)), 1)
+        );
+        assert!(is_conflict(
+            s.advance("acme", A, None, mins(-1), mins(1)).await
+        ));
+        assert!(is_conflict(
+            s.acquire_seen("acme", A, None, "run-a", mins(1), mins(6))
+                .await
+        ));
+        let read = s.load_many(&["acme", "zeta", "acme"], A).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read["acme"], c);
+        assert_eq!(s.load("acme", A).await.unwrap().as_ref(), Some(&c));
+        // Never backwards; the view it was conditional on is now stale.
+        let c2 = s
+            .advance("acme", A, Some(&c), mins(-5), mins(1))
+            .await
+            .unwrap();
+        assert_eq!((c2.position, c2.version), (Some(mins(-2)), 2));
+        assert!(is_conflict(
+            s.advance("acme", A, Some(&c), mins(3), mins(3)).await
+        ));
+        assert!(is_conflict(
+            s.acquire_seen("acme", A, Some(&c), "run-a", mins(1), mins(6))
+                .await
+        ));
+        // As read: leased; a live lease refuses another view of the same version.
+        let l = s
+            .acquire_seen("acme", A, Some(&c2), "run-a", mins(2), mins(7))
+            .await
+            .unwrap();
+        assert_eq!(
+            (l.cursor.version, l.cursor.lease_owner.as_deref()),
+            (3, Some("run-a"))
+        );
+        assert!(is_conflict(
+            s.acquire_seen("acme", A, Some(&l.cursor), "run-b", mins(3), mins(8))
+                .await
+        ));
+        // The lease expires unreleased (a dead run); then a failure: an advance as read
+        // clears both, and the dead run's writes lose.
+        let mut dead = l.clone();
+        s.fail(
+            &l,
+            CursorError {
+                class: ErrorClass::KareoThrottled,
+                message: "GetAppointments: throttled".into(),
+                at: mins(3),
+            },
+        )
+        .await
+        .unwrap();
+        let failed = s.load("acme", A).await.unwrap().unwrap();
+        let c3 = s
+            .advance("acme", A, Some(&failed), mins(8), mins(9))
+            .await
+            .unwrap();
+        assert_eq!(
+            (c3.position, c3.last_error, c3.lease_owner, c3.lease_until),
+            (Some(mins(8)), None, None, None)
+        );
+        assert!(is_conflict(
+            s.checkpoint(&mut dead, mins(9), None, mins(9), true).await
+        ));
+        // Other tenants and families are their own cursors.
+        assert!(s
+            .load_many(&["acme"], Family::Patients)
+            .await
+            .unwrap()
+            .is_empty());
+        let z = s.advance("zeta", A, None, mins(1), mins(1)).await.unwrap();
+        let both = s.load_many(&["acme", "zeta", "nobody"], A).await.unwrap();
+        assert_eq!((both.len(), &both["zeta"]), (2, &z));
+    }
+
     /// Period claims: the first owner wins, claims again (Lambda's retry of one invocation);
     /// another owner does not; another period, or another family, is another claim.
     pub async fn periods<S: PeriodStore>(s: &S) {
@@ -1044,7 +1127,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, periods, purge);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, periods, unleased, purge);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {
@@ -1119,26 +1202,35 @@ async fn local_dir_persists() {
 
 /// A poll that finds nothing costs exactly two DynamoDB calls: acquire and checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_empty_poll_costs_two_calls() {
+async fn dynamodb_empty_poll_costs_one_call_or_none() {
     let Some(fx) = dynamo().await else { return };
     let s = &fx.store;
-    let mut l = s
-        .acquire("acme", A, "run-a", mins(0), mins(5))
-        .await
-        .unwrap();
-    s.checkpoint(&mut l, mins(-2), None, mins(0), true)
-        .await
-        .unwrap();
-    assert_eq!(*fx.calls.lock().unwrap(), ["UpdateItem", "UpdateItem"]);
-    // A lost race costs one call.
+    // A shard's cursors: one BatchGetItem for up to 100 tenants.
+    let tenants: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let ids: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    assert!(s.load_many(&ids, A).await.unwrap().is_empty());
+    assert_eq!(*fx.calls.lock().unwrap(), ["BatchGetItem"]);
+    // An empty poll's one write (when the stored cursor needs it): a conditional UpdateItem,
+    // no lease taken or released.
     fx.calls.lock().unwrap().clear();
-    s.acquire("acme", A, "run-b", mins(1), mins(6))
+    let c = s.advance("acme", A, None, mins(-2), mins(0)).await.unwrap();
+    assert_eq!(*fx.calls.lock().unwrap(), ["UpdateItem"]);
+    // A lost race costs one call; a poll with something to hand off leases first.
+    fx.calls.lock().unwrap().clear();
+    assert!(is_conflict(
+        s.advance("acme", A, None, mins(-1), mins(1)).await
+    ));
+    let mut l = s
+        .acquire_seen("acme", A, Some(&c), "run-a", mins(1), mins(6))
         .await
         .unwrap();
-    assert!(is_conflict(
-        s.acquire("acme", A, "run-c", mins(1), mins(6)).await
-    ));
-    assert_eq!(*fx.calls.lock().unwrap(), ["UpdateItem", "UpdateItem"]);
+    s.checkpoint(&mut l, mins(-1), None, mins(1), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        *fx.calls.lock().unwrap(),
+        ["UpdateItem", "UpdateItem", "UpdateItem"]
+    );
 }
 
 /// Batches are cut at DynamoDB's limits (100 keys per read, 25 items per write); queries are

@@ -40,6 +40,11 @@ impl<S> CachedSecrets<S> {
             cache: Mutex::new(HashMap::new()),
         }
     }
+
+    /// The source behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: SecretSource> SecretSource for CachedSecrets<S> {
@@ -54,6 +59,10 @@ impl<S: SecretSource> SecretSource for CachedSecrets<S> {
                 return Ok(v.clone());
             }
         }
+        self.refresh(name).await
+    }
+
+    async fn refresh(&self, name: &str) -> Result<SecretValue, SecretError> {
         let v = self.inner.get(name).await?;
         self.cache
             .lock()

@@ -166,6 +166,22 @@ fn lease_matches(c: &Cursor, lease: &Lease) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `Conflict` unless the stored cursor is still as `seen` (same version; both absent).
+fn unchanged(
+    stored: Option<&Cursor>,
+    seen: Option<&Cursor>,
+    tenant: &str,
+    family: Family,
+) -> Result<(), StoreError> {
+    match (stored, seen) {
+        (None, None) => Ok(()),
+        (Some(c), Some(s)) if c.version == s.version => Ok(()),
+        _ => Err(StoreError::Conflict(format!(
+            "cursor {tenant}/{family} moved since it was read"
+        ))),
+    }
+}
+
 impl CursorStore for LocalStore {
     async fn load(&self, tenant: &str, family: Family) -> Result<Option<Cursor>, StoreError> {
         Ok(self.read(|s| s.cursors.get(&key(tenant, family)).cloned()))
@@ -195,6 +211,75 @@ impl CursorStore for LocalStore {
                 owner: owner.to_string(),
                 cursor: c.clone(),
             })
+        })
+    }
+
+    async fn load_many(
+        &self,
+        tenants: &[&str],
+        family: Family,
+    ) -> Result<HashMap<String, Cursor>, StoreError> {
+        Ok(self.read(|s| {
+            tenants
+                .iter()
+                .filter_map(|t| {
+                    s.cursors
+                        .get(&key(t, family))
+                        .map(|c| (t.to_string(), c.clone()))
+                })
+                .collect()
+        }))
+    }
+
+    async fn acquire_seen(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.with(|s| {
+            let k = key(tenant, family);
+            unchanged(s.cursors.get(&k), seen, tenant, family)?;
+            let c = s.cursors.entry(k).or_default();
+            if c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > now) {
+                return Err(StoreError::Conflict(format!(
+                    "cursor {tenant}/{family} is leased by another run"
+                )));
+            }
+            c.lease_owner = Some(owner.to_string());
+            c.lease_until = Some(until);
+            c.version += 1;
+            Ok(Lease {
+                tenant: tenant.to_string(),
+                family,
+                owner: owner.to_string(),
+                cursor: c.clone(),
+            })
+        })
+    }
+
+    async fn advance(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        position: DateTime<Utc>,
+        run_start: DateTime<Utc>,
+    ) -> Result<Cursor, StoreError> {
+        self.with(|s| {
+            let k = key(tenant, family);
+            unchanged(s.cursors.get(&k), seen, tenant, family)?;
+            let c = s.cursors.entry(k).or_default();
+            c.position = Some(c.position.map_or(position, |p| p.max(position)));
+            c.last_success_start = Some(run_start);
+            c.last_error = None;
+            c.lease_owner = None;
+            c.lease_until = None;
+            c.version += 1;
+            Ok(c.clone())
         })
     }
 

@@ -106,6 +106,39 @@ pub trait CursorStore: Send + Sync {
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<Lease, StoreError>> + Send;
 
+    /// The cursors of `tenants` for `family` (one batched read for a shard's tenants; an
+    /// absent cursor is absent from the map), read consistently.
+    fn load_many(
+        &self,
+        tenants: &[&str],
+        family: Family,
+    ) -> impl Future<Output = Result<HashMap<String, Cursor>, StoreError>> + Send;
+
+    /// Takes the lease only if the cursor is still as `seen` (its version; `None`: absent)
+    /// and not leased: a poll that read before leasing hands off nothing another run has
+    /// moved past since. `Conflict` otherwise.
+    fn acquire_seen(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send;
+
+    /// Moves a cursor no lease was taken on, if it is still as `seen` (`None`: absent): the
+    /// position (never backwards), the last success, no error, no (expired) lease — the one
+    /// write of a poll that had nothing to hand off. `Conflict` if another run wrote it since.
+    fn advance(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<&Cursor>,
+        position: DateTime<Utc>,
+        run_start: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Cursor, StoreError>> + Send;
+
     /// Moves the cursor (conditional on the lease's version and owner), clears the last error,
     /// and releases the lease when `release`. Updates `lease.cursor`.
     fn checkpoint(
@@ -267,6 +300,12 @@ pub enum SecretError {
 pub trait SecretSource: Send + Sync {
     /// The secret's value.
     fn get(&self, name: &str) -> impl Future<Output = Result<SecretValue, SecretError>> + Send;
+
+    /// The secret's value as stored now, past any cache (a breaker opened on the cached value:
+    /// the secret may have been fixed since). Uncached sources: [`Self::get`].
+    fn refresh(&self, name: &str) -> impl Future<Output = Result<SecretValue, SecretError>> + Send {
+        self.get(name)
+    }
 }
 
 /// What a tenant purge found (and, unless a dry run, deleted), by kind. Counts only.
@@ -307,7 +346,14 @@ pub async fn kareo_credentials<S: SecretSource>(
     secrets: &S,
     name: &str,
 ) -> Result<kareo::Credentials, SecretError> {
-    let v = secrets.get(name).await?;
+    kareo_credentials_from(name, &secrets.get(name).await?)
+}
+
+/// [`kareo_credentials`] of a value already read (`name`: the secret, for the messages).
+pub fn kareo_credentials_from(
+    name: &str,
+    v: &SecretValue,
+) -> Result<kareo::Credentials, SecretError> {
     let malformed = |reason: String| SecretError::Malformed {
         name: name.to_string(),
         reason,

@@ -59,6 +59,11 @@ pub struct PollConfig {
     pub margin: Duration,
     /// GetAllPatients page size.
     pub resync_batch: i32,
+    /// A poll that hands off nothing leaves the stored cursor as it is while its last
+    /// success is more recent than this, its window's start would not move, and nothing
+    /// else needs writing (a last error, a cadence): an empty poll then costs its Kareo read
+    /// and no write. The next run reads from the stored position, a superset.
+    pub persist_every: Duration,
 }
 
 impl Default for PollConfig {
@@ -70,6 +75,7 @@ impl Default for PollConfig {
             max_records: 1000,
             margin: Duration::from_secs(20),
             resync_batch: 500,
+            persist_every: Duration::from_secs(3600),
         }
     }
 }
@@ -224,6 +230,9 @@ enum RunError {
     Store(StoreError),
     Sink(SinkError),
     Data(String),
+    /// A poll that read before leasing found the cursor moved (or leased) by another run when
+    /// it came to write: that run has it; nothing was handed off here.
+    Moved,
 }
 
 impl RunError {
@@ -233,6 +242,7 @@ impl RunError {
             RunError::Store(e) => e.class(),
             RunError::Sink(e) => e.class,
             RunError::Data(_) => ErrorClass::Data,
+            RunError::Moved => ErrorClass::Conflict,
         }
     }
 
@@ -242,6 +252,7 @@ impl RunError {
             RunError::Store(e) => e.to_string(),
             RunError::Sink(e) => e.to_string(),
             RunError::Data(m) => m.clone(),
+            RunError::Moved => "the cursor moved since it was read".into(),
         }
     }
 }
@@ -276,6 +287,41 @@ struct SliceRead {
     records: Vec<Record>,
     markers: Vec<(String, Snapshot)>,
     complete: bool,
+}
+
+/// How a run holds its cursor.
+enum Hold {
+    /// A dry run: nothing is written.
+    Reading,
+    /// The lease is held.
+    Leased(Lease),
+    /// A poll that read the cursor (`seen`; `None`: there is none) and has written nothing.
+    /// The lease is taken, conditional on `seen`, before the first hand-off; a poll with
+    /// nothing to hand off moves the cursor with one conditional write — or none, see
+    /// [`PollConfig::persist_every`]. `reached`: how far its windows were read.
+    Unleased {
+        seen: Option<Cursor>,
+        reached: Option<DateTime<Utc>>,
+    },
+}
+
+impl Hold {
+    /// The position the run starts from.
+    fn position(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Hold::Reading => None,
+            Hold::Leased(l) => l.cursor.position,
+            Hold::Unleased { seen, .. } => seen.as_ref().and_then(|c| c.position),
+        }
+    }
+
+    /// How far the run got: the stored position, or where an unleased poll's reads reached.
+    fn reached(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Hold::Unleased { reached, .. } => self.position().max(*reached),
+            _ => self.position(),
+        }
+    }
 }
 
 /// How far ahead the `deletes` run re-checks upcoming appointments.
@@ -403,7 +449,6 @@ where
 {
     /// Runs one (tenant, family). Never panics on bad data; every failure ends up in the
     /// report and on the cursor.
-    // Long: the run protocol's steps (lease, windows, hand-off, cursor) in order.
     pub async fn run(
         &self,
         tenant: &TenantConfig,
@@ -412,6 +457,28 @@ where
         mode: Mode,
         deadline: Option<Instant>,
     ) -> Report {
+        self.run_from(tenant, creds, family, mode, deadline, None)
+            .await
+    }
+
+    /// [`Self::run`], from the cursor as already read (`seen`: `Some(None)` when there is
+    /// none; `None`: read it here) — a shard reads all its tenants' cursors in one call.
+    ///
+    /// A poll reads before it leases: a run with nothing to hand off costs its Kareo reads
+    /// and at most one conditional write ([`CursorStore::advance`]); one with something takes
+    /// the lease conditional on the cursor it read before its first hand-off
+    /// ([`CursorStore::acquire_seen`]), so a run that lost a race hands off nothing. Other
+    /// modes take the lease first.
+    // Long: the run protocol's steps (cursor, lease, windows, hand-off, failure) in order.
+    pub async fn run_from(
+        &self,
+        tenant: &TenantConfig,
+        creds: &Credentials,
+        family: Family,
+        mode: Mode,
+        deadline: Option<Instant>,
+        seen: Option<Option<Cursor>>,
+    ) -> Report {
         let mut report = Report::new(&tenant.tenant, family);
         let Some(settings) = tenant.family(family) else {
             report.outcome = Outcome::Skipped;
@@ -419,15 +486,24 @@ where
         };
         let run_start = self.clock.now();
         let started = std::time::Instant::now();
+        let seen = match seen {
+            Some(c) => Ok(c),
+            None if matches!(mode, Mode::Poll | Mode::DryRun) => {
+                self.cursors.load(&tenant.tenant, family).await
+            }
+            None => Ok(None),
+        };
+        let seen = match seen {
+            Ok(c) => c,
+            Err(e) => {
+                report.outcome = failed(&RunError::Store(e));
+                return report;
+            }
+        };
         if mode == Mode::DryRun {
-            let position = match self.cursors.load(&tenant.tenant, family).await {
-                Ok(c) => c.and_then(|c| c.position),
-                Err(e) => {
-                    report.outcome = failed(&RunError::Store(e));
-                    return report;
-                }
-            };
+            let position = seen.and_then(|c| c.position);
             let window = self.bounds(tenant, settings, position, mode, run_start);
+            let mut hold = Hold::Reading;
             if let Err(e) = self
                 .windows(
                     tenant,
@@ -435,7 +511,7 @@ where
                     family,
                     window,
                     window.from,
-                    None,
+                    &mut hold,
                     deadline,
                     &mut report,
                 )
@@ -446,42 +522,49 @@ where
             report.position = position;
             return report;
         }
-        if mode == Mode::Poll {
-            if let Some(cadence) = tenant.cadence(family, run_start) {
-                // One read, no write: a run that is not due costs one call.
-                match self.cursors.load(&tenant.tenant, family).await {
-                    Ok(c) if c.as_ref().is_some_and(|c| !due(c, cadence, run_start)) => {
-                        report.outcome = Outcome::NotDue;
-                        report.position = c.and_then(|c| c.position);
-                        return report;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        report.outcome = failed(&RunError::Store(e));
-                        return report;
-                    }
+        let mut hold = if mode == Mode::Poll {
+            if let (Some(cadence), Some(c)) = (tenant.cadence(family, run_start), &seen) {
+                if !due(c, cadence, run_start) {
+                    report.outcome = Outcome::NotDue;
+                    report.position = c.position;
+                    return report;
                 }
             }
-        }
-        let until =
-            run_start + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
-        let mut lease = match self
-            .cursors
-            .acquire(&tenant.tenant, family, &self.config.owner, run_start, until)
-            .await
-        {
-            Ok(l) => l,
-            Err(StoreError::Conflict(_)) => {
+            if seen.as_ref().is_some_and(|c| {
+                c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > run_start)
+            }) {
                 report.outcome = Outcome::Skipped;
+                report.position = seen.and_then(|c| c.position);
                 tracing::info!(tenant = %tenant.tenant, %family, "lease held by another run: skipped");
                 return report;
             }
-            Err(e) => {
-                report.outcome = failed(&RunError::Store(e));
-                return report;
+            Hold::Unleased {
+                seen,
+                reached: None,
+            }
+        } else {
+            let until =
+                run_start + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
+            match self
+                .cursors
+                .acquire(&tenant.tenant, family, &self.config.owner, run_start, until)
+                .await
+            {
+                Ok(l) => Hold::Leased(l),
+                Err(StoreError::Conflict(_)) => {
+                    report.outcome = Outcome::Skipped;
+                    tracing::info!(tenant = %tenant.tenant, %family, "lease held by another run: skipped");
+                    return report;
+                }
+                Err(e) => {
+                    report.outcome = failed(&RunError::Store(e));
+                    return report;
+                }
             }
         };
-        fail::fail_point!("poll.after_lease");
+        if matches!(hold, Hold::Leased(_)) {
+            fail::fail_point!("poll.after_lease");
+        }
         // Kareo's live throttle intervals, once per account per process. Refused credentials
         // fail the run here (recorded on the cursor; the breaker opens); anything else leaves
         // the documented intervals.
@@ -498,43 +581,45 @@ where
             }
             Ok(()) => Ok(()),
         };
-        let result = match (prepared, mode) {
-            (Err(e), _) => Err(e),
-            (Ok(()), mode) => match mode {
-                Mode::Deletes => {
-                    self.deletes(tenant, creds, family, &mut lease, deadline, &mut report)
-                        .await
-                }
-                Mode::Resync => {
-                    self.resync(tenant, creds, family, &mut lease, deadline, &mut report)
-                        .await
-                }
-                _ => {
-                    let position = lease.cursor.position;
-                    let window = self.bounds(tenant, settings, position, mode, run_start);
-                    // `created` is judged against what this run reads, not the cursor: a record
-                    // first read in the overlap was never handed off. A backfill re-reads the
-                    // past: only what was created after the cursor is new.
-                    let threshold = match mode {
-                        Mode::Backfill { .. } => position.unwrap_or(window.from),
-                        _ => window.from,
-                    };
-                    self.windows(
-                        tenant,
-                        creds,
-                        family,
-                        window,
-                        threshold,
-                        Some(&mut lease),
-                        deadline,
-                        &mut report,
-                    )
+        let result = match (prepared, mode, &mut hold) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), Mode::Deletes, Hold::Leased(lease)) => {
+                self.deletes(tenant, creds, family, lease, deadline, &mut report)
                     .await
-                }
-            },
+            }
+            (Ok(()), Mode::Resync, Hold::Leased(lease)) => {
+                self.resync(tenant, creds, family, lease, deadline, &mut report)
+                    .await
+            }
+            (Ok(()), mode, hold) => {
+                let position = hold.position();
+                let window = self.bounds(tenant, settings, position, mode, run_start);
+                // `created` is judged against what this run reads, not the cursor: a record
+                // first read in the overlap was never handed off. A backfill re-reads the
+                // past: only what was created after the cursor is new.
+                let threshold = match mode {
+                    Mode::Backfill { .. } => position.unwrap_or(window.from),
+                    _ => window.from,
+                };
+                self.windows(
+                    tenant,
+                    creds,
+                    family,
+                    window,
+                    threshold,
+                    hold,
+                    deadline,
+                    &mut report,
+                )
+                .await
+            }
         };
         match result {
             Ok(()) => {}
+            Err(RunError::Moved) => {
+                report.outcome = Outcome::Skipped;
+                tracing::info!(tenant = %tenant.tenant, %family, "cursor moved by another run since it was read: skipped");
+            }
             Err(e) => {
                 report.outcome = failed(&e);
                 let err = CursorError {
@@ -542,12 +627,18 @@ where
                     message: e.message(),
                     at: self.clock.now(),
                 };
-                if let Err(se) = self.cursors.fail(&lease, err).await {
+                let recorded = match self.lease_now(tenant, family, &mut hold).await {
+                    Ok(Some(lease)) => self.cursors.fail(lease, err).await,
+                    Ok(None) => Ok(()),
+                    Err(RunError::Store(se)) => Err(se),
+                    Err(_) => Ok(()),
+                };
+                if let Err(se) = recorded {
                     tracing::warn!(tenant = %tenant.tenant, %family, error = %se, "could not record the failure on the cursor");
                 }
             }
         }
-        report.position = lease.cursor.position;
+        report.position = hold.reached();
         tracing::info!(
             tenant = %tenant.tenant, %family, outcome = report.outcome.name(),
             class = report.outcome.class().map_or("", ErrorClass::name), windows = report.windows,
@@ -555,6 +646,101 @@ where
             unreadable = report.unreadable, elapsed_ms = started.elapsed().as_millis() as u64, "poll run"
         );
         report
+    }
+
+    /// The lease, taken now if the run read before leasing (conditional on what it read:
+    /// `Moved` when another run got there first). `None`: a dry run.
+    async fn lease_now<'h>(
+        &self,
+        tenant: &TenantConfig,
+        family: Family,
+        hold: &'h mut Hold,
+    ) -> Result<Option<&'h mut Lease>, RunError> {
+        if let Hold::Unleased { seen, .. } = hold {
+            let now = self.clock.now();
+            let until = now + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
+            let lease = match self
+                .cursors
+                .acquire_seen(
+                    &tenant.tenant,
+                    family,
+                    seen.as_ref(),
+                    &self.config.owner,
+                    now,
+                    until,
+                )
+                .await
+            {
+                Ok(l) => l,
+                Err(StoreError::Conflict(_)) => return Err(RunError::Moved),
+                Err(e) => return Err(RunError::Store(e)),
+            };
+            *hold = Hold::Leased(lease);
+            fail::fail_point!("poll.after_lease");
+        }
+        Ok(match hold {
+            Hold::Leased(l) => Some(l),
+            _ => None,
+        })
+    }
+
+    /// Gives the lease back, if one is held (a run that stopped for its time budget, an
+    /// audit's end).
+    async fn release(&self, hold: &Hold) -> Result<(), RunError> {
+        if let Hold::Leased(l) = hold {
+            self.cursors.release(l).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of a poll that read every window and handed off nothing: one conditional write
+    /// moves the cursor to where the reads reached — or none, while the stored cursor needs
+    /// nothing (see [`PollConfig::persist_every`]).
+    async fn settle_unleased(
+        &self,
+        tenant: &TenantConfig,
+        family: Family,
+        hold: &Hold,
+        run_start: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let Hold::Unleased {
+            seen,
+            reached: Some(reached),
+        } = hold
+        else {
+            return Ok(());
+        };
+        let persist_every =
+            chrono::Duration::from_std(self.config.persist_every).unwrap_or_default();
+        let settings = tenant.family(family).expect("enabled");
+        let from = |p| {
+            self.bounds(tenant, settings, Some(p), Mode::Poll, run_start)
+                .from
+        };
+        let needed = match seen {
+            None => true,
+            Some(c) => {
+                c.last_error.is_some()
+                    || c.lease_owner.is_some()
+                    || tenant.cadence(family, run_start).is_some()
+                    || c.last_success_start
+                        .is_none_or(|l| run_start - l >= persist_every)
+                    || c.position.is_none_or(|p| from(p) != from(p.max(*reached)))
+            }
+        };
+        if !needed {
+            tracing::debug!(tenant = %tenant.tenant, %family, "nothing handed off: the cursor stays");
+            return Ok(());
+        }
+        match self
+            .cursors
+            .advance(&tenant.tenant, family, seen.as_ref(), *reached, run_start)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict(_)) => Err(RunError::Moved),
+            Err(e) => Err(RunError::Store(e)),
+        }
     }
 
     /// What a run reads: `(from, to, horizon)`. `[from, to]` is read; the cursor never moves
@@ -601,7 +787,7 @@ where
         family: Family,
         window: Window,
         created_after: DateTime<Utc>,
-        mut lease: Option<&mut Lease>,
+        hold: &mut Hold,
         deadline: Option<Instant>,
         report: &mut Report,
     ) -> Result<(), RunError> {
@@ -610,20 +796,14 @@ where
         let run_start = self.clock.now();
         let mut queue: VecDeque<_> = slices(window.from, window.to, settings.max_window).into();
         if queue.is_empty() {
-            if let Some(l) = lease {
-                self.cursors.release(l).await?;
-            }
-            return Ok(());
+            return self.release(hold).await;
         }
         while let Some((a, b)) = queue.pop_front() {
             if deadline
                 .is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.config.margin)
             {
                 report.outcome = Outcome::Partial;
-                if let Some(l) = lease.as_deref() {
-                    self.cursors.release(l).await?;
-                }
-                return Ok(());
+                return self.release(hold).await;
             }
             let read = self
                 .read_slice(
@@ -692,11 +872,30 @@ where
                     healed.push((a, b));
                 }
             }
-            let Some(lease) = lease.as_deref_mut() else {
+            if matches!(hold, Hold::Reading) {
                 continue; // dry run
+            }
+            let snaps: Vec<_> = snaps.into_iter().chain(markers).collect();
+            let last = queue.is_empty();
+            if let Hold::Unleased { reached, .. } = hold {
+                if events.is_empty() && snaps.is_empty() {
+                    // Nothing to write for this slice: the reads go on unleased.
+                    if !complete {
+                        report.outcome = Outcome::Partial;
+                        return Ok(());
+                    }
+                    *reached = Some(b.min(window.horizon));
+                    if last {
+                        self.settle_unleased(tenant, family, hold, run_start)
+                            .await?;
+                    }
+                    continue;
+                }
+            }
+            let Some(lease) = self.lease_now(tenant, family, hold).await? else {
+                continue;
             };
             self.hand_off(&events).await?;
-            let snaps: Vec<_> = snaps.into_iter().chain(markers).collect();
             if !snaps.is_empty() {
                 self.snapshots.put(&tenant.tenant, family, snaps).await?;
             }
@@ -708,7 +907,6 @@ where
                 self.cursors.release(lease).await?;
                 return Ok(());
             }
-            let last = queue.is_empty();
             if window.audit {
                 if last {
                     self.cursors.release(lease).await?;

@@ -130,8 +130,8 @@ where
     Sec: SecretSource,
     B: BreakerStore,
 {
-    // One read of every open breaker per invocation (not one per tenant): an empty poll stays
-    // at three remote calls per (tenant, family), plus this one per invocation.
+    // One read of every open breaker per invocation (not one per tenant), as of the cursors
+    // below: an empty poll of a (tenant, family) is its Kareo read and at most one write.
     if chosen.is_empty() {
         return Vec::new();
     }
@@ -145,6 +145,22 @@ where
         }
     };
     let open = &open;
+    // One batched read of every chosen tenant's cursor (a poll starts from what it read).
+    let cursors = if matches!(mode, Mode::Poll | Mode::DryRun) {
+        let ids: Vec<&str> = chosen.iter().map(|t| t.tenant.as_str()).collect();
+        match poller.cursors.load_many(&ids, family).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return chosen
+                    .iter()
+                    .map(|t| Report::failed(&t.tenant, family, e.class(), e.to_string()))
+                    .collect();
+            }
+        }
+    } else {
+        None
+    };
+    let cursors = &cursors;
     let margin = poller.config.margin;
     stream::iter(chosen)
         .map(|t| async move {
@@ -165,8 +181,10 @@ where
             }
             match kareo_credentials(secrets, &t.kareo.secret).await {
                 Ok(creds) => {
+                    let creds = fresh_if_refused(secrets, open, &t.kareo.secret, creds).await;
+                    let seen = cursors.as_ref().map(|c| c.get(&t.tenant).cloned());
                     guarded(breakers, open, poller.clock, t, family, &creds, || {
-                        poller.run(t, &creds, family, mode, deadline)
+                        poller.run_from(t, &creds, family, mode, deadline, seen)
                     })
                     .await
                 }
@@ -179,6 +197,29 @@ where
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await
+}
+
+/// The credentials, read past the secrets' cache when the account's breaker opened on exactly
+/// these: the secret may have been fixed since this process cached it (an unreadable fresh
+/// value keeps the cached one, and the breaker stays open).
+async fn fresh_if_refused<Sec: SecretSource>(
+    secrets: &Sec,
+    open: &std::sync::Mutex<HashMap<String, Breaker>>,
+    account: &str,
+    creds: kareo::Credentials,
+) -> kareo::Credentials {
+    let refused = open
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(account)
+        .is_some_and(|b| b.fingerprint == credentials_fingerprint(&creds));
+    if !refused {
+        return creds;
+    }
+    match secrets.refresh(account).await {
+        Ok(v) => kareo_credentials_from(account, &v).unwrap_or(creds),
+        Err(_) => creds,
+    }
 }
 
 /// What one invocation of a family's function did.

@@ -706,3 +706,184 @@ async fn a_record_whose_version_cannot_be_read_is_skipped_and_counted_and_the_fa
         "the cursor moved on"
     );
 }
+
+#[tokio::test]
+async fn a_poll_with_nothing_to_hand_off_reads_unleased_and_writes_at_most_once() {
+    let w = world("  appointments: {}\n").await;
+    let mut seen = 0;
+    w.run(Family::Appointments, Mode::Poll).await;
+    assert!(!w.take(&mut seen).is_empty());
+    let load = || async {
+        w.store
+            .load("acme", Family::Appointments)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let after_first = load().await;
+
+    // Five minutes later, nothing changed: the run reads, hands off nothing, writes nothing;
+    // its report says how far it read.
+    w.sim.advance(chrono::Duration::minutes(5));
+    let r = w.run(Family::Appointments, Mode::Poll).await;
+    assert_eq!((r.outcome.clone(), r.events), (Outcome::Done, 0));
+    assert_eq!(load().await, after_first, "no write at all");
+    let read_to = w.sim.now() - chrono::Duration::minutes(1);
+    assert_eq!(r.position, Some(read_to));
+
+    // An hour after the last stored success: one write moves the cursor (no lease).
+    w.sim.advance(chrono::Duration::minutes(60));
+    let r = w.run(Family::Appointments, Mode::Poll).await;
+    let c = load().await;
+    assert_eq!(c.version, after_first.version + 1, "one write");
+    assert_eq!(c.position, r.position);
+    assert!(c.lease_owner.is_none() && c.last_error.is_none());
+
+    // A change: leased (conditional on the cursor read), handed off, checkpointed.
+    let id = w.sim.rows(Family::Appointments)[3]["ID"].clone();
+    w.sim.update(
+        Family::Appointments,
+        &id,
+        &[("ConfirmationStatus", "Cancelled")],
+    );
+    w.sim.advance(chrono::Duration::minutes(5));
+    let r = w.run(Family::Appointments, Mode::Poll).await;
+    assert_eq!(r.events, 1);
+    assert_eq!(
+        w.take(&mut seen),
+        BTreeSet::from([(id, ChangeKind::Updated)])
+    );
+    let leased = load().await;
+    assert!(leased.version > c.version && leased.lease_owner.is_none());
+}
+
+#[tokio::test]
+async fn a_poll_that_read_a_cursor_another_run_moved_hands_off_nothing() {
+    let w = world("  appointments: {}\n").await;
+    let mut seen = 0;
+    w.run(Family::Appointments, Mode::Poll).await;
+    w.take(&mut seen);
+    let rows = w.sim.rows(Family::Appointments);
+    w.sim.update(
+        Family::Appointments,
+        &rows[1]["ID"],
+        &[("ConfirmationStatus", "Cancelled")],
+    );
+    w.sim.advance(chrono::Duration::minutes(5));
+    // This run read the cursor, then another run handed the change off and moved it.
+    let stale = w.store.load("acme", Family::Appointments).await.unwrap();
+    w.run(Family::Appointments, Mode::Poll).await;
+    assert_eq!(w.take(&mut seen).len(), 1);
+    // A second change, which the stale run reads and must not hand off: the other run's
+    // cursor is not the one it read, so its lease is refused.
+    let second = rows[2]["ID"].clone();
+    w.sim.update(
+        Family::Appointments,
+        &second,
+        &[("ConfirmationStatus", "Cancelled")],
+    );
+    w.sim.advance(chrono::Duration::minutes(1));
+    let r = w
+        .poller()
+        .run_from(
+            &w.tenant,
+            &w.creds(),
+            Family::Appointments,
+            Mode::Poll,
+            None,
+            Some(stale),
+        )
+        .await;
+    assert_eq!(r.outcome, Outcome::Skipped, "{r:?}");
+    assert!(w.take(&mut seen).is_empty(), "nothing handed off twice");
+    let c = w
+        .store
+        .load("acme", Family::Appointments)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.lease_owner.is_none() && c.last_error.is_none());
+    // The next run, from the cursor as it is, hands it off.
+    w.run(Family::Appointments, Mode::Poll).await;
+    assert_eq!(
+        w.take(&mut seen),
+        BTreeSet::from([(second, ChangeKind::Updated)])
+    );
+}
+
+#[tokio::test]
+async fn a_fixed_secret_is_read_past_an_hours_cache_once_the_breaker_opened_on_it() {
+    use domain::invocation::CachedSecrets;
+    use domain::ports::{SecretError, SecretSource, SecretValue};
+    use std::sync::Mutex;
+
+    /// A secret an operator can fix, counting reads of the store behind the cache.
+    struct Swappable {
+        value: Mutex<String>,
+        reads: Mutex<usize>,
+    }
+    impl SecretSource for Swappable {
+        async fn get(&self, _: &str) -> Result<SecretValue, SecretError> {
+            *self.reads.lock().unwrap() += 1;
+            Ok(SecretValue(self.value.lock().unwrap().clone()))
+        }
+    }
+    let w = world("  patients: {}\n").await;
+    let c = w.sim.config();
+    let value = |password: &str| {
+        serde_json::json!({"customer_key": c.customer_key, "user": c.user, "password": password})
+            .to_string()
+    };
+    let store = Swappable {
+        value: Mutex::new(value("wrong")),
+        reads: Mutex::new(0),
+    };
+    let secrets = CachedSecrets::new(store, std::time::Duration::from_secs(3600));
+    let tenants = vec![w.tenant.clone()];
+    let poll = || async {
+        poll_tenants(
+            &w.poller(),
+            &secrets,
+            &w.store,
+            &tenants,
+            Family::Patients,
+            None,
+            Mode::Poll,
+            1,
+            None,
+        )
+        .await
+        .remove(0)
+    };
+    let class = |r: &sync::Report| r.outcome.class().map(|c| c.name());
+    assert_eq!(class(&poll().await), Some("kareo_credentials"));
+    assert_eq!(class(&poll().await), Some("kareo_breaker_open"));
+    let refused_sign_ins = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| !c.credentials_valid)
+        .count();
+    assert_eq!(refused_sign_ins, 1, "the breaker holds");
+    // The operator fixes the secret; the cached value is still the refused one.
+    let fixed = secrets_reads(&secrets);
+    *secrets_store(&secrets).value.lock().unwrap() = value(&c.password);
+    let r = poll().await;
+    assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+    assert_eq!(
+        secrets_reads(&secrets),
+        fixed + 1,
+        "one read past the cache"
+    );
+    // From then on the cache serves it.
+    w.sim.advance(chrono::Duration::minutes(5));
+    assert_eq!(poll().await.outcome, Outcome::Done);
+    assert_eq!(secrets_reads(&secrets), fixed + 1);
+
+    fn secrets_store(s: &CachedSecrets<Swappable>) -> &Swappable {
+        s.inner()
+    }
+    fn secrets_reads(s: &CachedSecrets<Swappable>) -> usize {
+        *s.inner().reads.lock().unwrap()
+    }
+}
