@@ -42,6 +42,10 @@ fn start_to_ready(bin: &std::path::Path) -> Duration {
         .env("KAREO_DOCK_FAMILY", "payments")
         .env("KAREO_DOCK_TABLE", "bench")
         .env("KAREO_DOCK_TASK_FUNCTION", "bench-task")
+        // The webhook function reads its tenant directory before it is ready: here DynamoDB
+        // answers at once (a closed port, one attempt), so the figure is the start itself.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_MAX_ATTEMPTS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -68,7 +72,7 @@ fn main() {
         )
     }));
     let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(30);
-    println!("Each function binary started {runs} times as Lambda starts it (a local Runtime API); ready = its first `GET …/invocation/next`.\n");
+    println!("Each function binary started {runs} times as Lambda starts it (a local Runtime API); ready = its first `GET …/invocation/next` (the webhook function's read of its tenant directory before that answered at once: on Lambda it is one DynamoDB query of the init phase).\n");
     println!("| function | start → ready, median | p90 | stripped size | targets |");
     println!("|---|---:|---:|---:|---|");
     for name in ["poll", "task", "write", "webhook"] {
@@ -83,7 +87,7 @@ fn main() {
         let median = times[runs / 2];
         let p90 = times[(runs * 9 / 10).min(runs - 1)];
         println!(
-            "| {name} | {:.2} ms | {:.2} ms | {:.1} MB | ≤ 5 ms, ≤ 12 MB |",
+            "| {name} | {:.2} ms | {:.2} ms | {:.1} MB | ≤ 3 ms, ≤ 12 MB |",
             median.as_secs_f64() * 1e3,
             p90.as_secs_f64() * 1e3,
             size as f64 / 1e6

@@ -158,11 +158,12 @@ pub fn state_store(sdk: &aws_config::SdkConfig) -> Result<DynamoStore, String> {
 /// How long the task, write and webhook functions keep a secret: five minutes.
 pub const SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// How long the poll functions keep a Kareo secret: an hour (what AWS's own caching clients
-/// default to). They read it every period, so a shorter cache is most of a practice's Secrets
-/// Manager bill; a fixed secret is read at once all the same, because an account whose
-/// breaker opened on the cached value is read past the cache (`SecretSource::refresh`).
-pub const POLL_SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long the poll functions keep a Kareo secret: six hours. They read it every period, and
+/// with shards a tenant meets several containers, so a short cache is most of a practice's
+/// Secrets Manager bill. A fixed secret is read at once all the same: an account whose breaker
+/// opened on the cached value is read past the cache (`SecretSource::refresh`); a rotation that
+/// keeps the old credentials valid is picked up within the six hours.
+pub const POLL_SECRET_TTL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Secrets Manager, cached across warm invocations for `ttl` ([`SECRET_TTL`], or the poll
 /// functions' [`POLL_SECRET_TTL`]).
