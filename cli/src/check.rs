@@ -281,7 +281,7 @@ pub(crate) async fn read_families(
             f => f.op(),
         };
         let r = kareo
-            .window(creds, t, family, from, to)
+            .window(creds, t, family, (from, to), usize::MAX)
             .await
             .map(|rs| rs.len());
         out.push((family, op, r));

@@ -184,7 +184,7 @@ pub async fn kareo_probes(
     let mut rows: Vec<(Family, usize)> = Vec::new();
     let mut failure = None;
     for family in [Family::Patients, Family::Appointments] {
-        match read_window(kareo, creds, t, family, span, &[]).await {
+        match read_window(kareo, creds, t, family, span, &[], usize::MAX).await {
             Ok(rs) => {
                 rows.push((family, rs.len()));
                 versions.extend(rs.iter().filter_map(|r| r.version(tz).ok().flatten()));
@@ -286,8 +286,17 @@ async fn appointment_window(
 ) -> (Result<String, String>, Option<Setting>) {
     let horizon = std::time::Duration::from_secs(PROBE_HORIZON_DAYS * 86_400);
     let slices = start_date_slices(span.1, horizon);
-    let plain = read_window(kareo, creds, t, Family::Appointments, span, &[]).await;
-    let sliced = read_window(kareo, creds, t, Family::Appointments, span, &slices).await;
+    let plain = read_window(kareo, creds, t, Family::Appointments, span, &[], usize::MAX).await;
+    let sliced = read_window(
+        kareo,
+        creds,
+        t,
+        Family::Appointments,
+        span,
+        &slices,
+        usize::MAX,
+    )
+    .await;
     let configured = t
         .family(Family::Appointments)
         .and_then(|s| s.start_date_horizon);
@@ -327,8 +336,8 @@ async fn posting_window(
     let span = (now - Duration::days(7), now + Duration::hours(7));
     let horizon = std::time::Duration::from_secs(PROBE_HORIZON_DAYS * 86_400);
     let slices = posting_date_slices(span.1, horizon);
-    let plain = read_window(kareo, creds, t, Family::Charges, span, &[]).await;
-    let sliced = read_window(kareo, creds, t, Family::Charges, span, &slices).await;
+    let plain = read_window(kareo, creds, t, Family::Charges, span, &[], usize::MAX).await;
+    let sliced = read_window(kareo, creds, t, Family::Charges, span, &slices, usize::MAX).await;
     let configured: Vec<Family> = [Family::Charges, Family::Encounters]
         .into_iter()
         .filter(|f| t.families.contains_key(f))
@@ -440,7 +449,7 @@ async fn touch(
         .map_err(|e| format!("UpdatePatient {patient}: {}", kareo_fail(&e)))?;
     // The stamp: the patient among those changed within 14 h of the write, either way.
     let span = (written - Duration::hours(14), written + Duration::hours(14));
-    let rs = read_window(kareo, creds, t, Family::Patients, span, &[])
+    let rs = read_window(kareo, creds, t, Family::Patients, span, &[], usize::MAX)
         .await
         .map_err(|e| kareo_fail(&e))?;
     let stamp = rs
@@ -465,7 +474,7 @@ async fn bound_semantics(
     let one = Duration::seconds(1);
     let mut found = Vec::new();
     for (a, b) in [(stamp, stamp), (stamp, stamp + one), (stamp - one, stamp)] {
-        let rs = read_window(kareo, creds, t, Family::Patients, (a, b), &[])
+        let rs = read_window(kareo, creds, t, Family::Patients, (a, b), &[], usize::MAX)
             .await
             .map_err(|e| kareo_fail(&e))?;
         found.push(rs.iter().any(|r| r.id() == Some(&patient.to_string())));

@@ -48,8 +48,8 @@ impl KareoSource for NoKareo {
         _: &Credentials,
         _: &TenantConfig,
         _: Family,
-        _: DateTime<Utc>,
-        _: DateTime<Utc>,
+        _: (DateTime<Utc>, DateTime<Utc>),
+        _: usize,
     ) -> Result<Vec<Record>, KareoError> {
         unreachable!("no Kareo reads in this benchmark")
     }

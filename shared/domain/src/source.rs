@@ -18,14 +18,15 @@ pub trait KareoSource: Send + Sync {
     /// weigh (refused credentials stop the run; anything else leaves the documented table).
     fn prepare(&self, creds: &Credentials) -> impl Future<Output = Result<(), KareoError>> + Send;
 
-    /// The records of `family` modified in `[from, to]` (both ends inclusive).
+    /// The records of `family` modified in `[from, to]` (both ends inclusive), at most `cap`
+    /// of them: a window with more is one the caller splits, and is not read further.
     fn window(
         &self,
         creds: &Credentials,
         tenant: &TenantConfig,
         family: Family,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        span: (DateTime<Utc>, DateTime<Utc>),
+        cap: usize,
     ) -> impl Future<Output = Result<Vec<Record>, KareoError>> + Send;
 
     /// One encounter's details (GetEncounterDetails).
@@ -177,6 +178,7 @@ pub async fn read_window(
     read: Family,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     starts: &[(DateTime<Utc>, DateTime<Utc>)],
+    cap: usize,
 ) -> Result<Vec<Record>, KareoError> {
     let op = kareo::op(read.op()).expect("every family's read is in the schema");
     let practice = match filter_type(read).and_then(|t| t.member("PracticeID")) {
@@ -185,15 +187,19 @@ pub async fn read_window(
     };
     let body = window_body(tenant, practice, read, from, to);
     if starts.is_empty() {
-        return Ok(client.call(creds, op, &body).await?.records);
+        return Ok(client.call_up_to(creds, op, &body, cap).await?.records);
     }
     let mut records = Vec::new();
     let (lo, hi) = slice_members(read);
     for (a, b) in starts {
+        if records.len() >= cap {
+            break;
+        }
         let mut body = body.clone();
         body["Filter"][lo] = json!(kareo::dates::format_filter(*a, tenant.timezone));
         body["Filter"][hi] = json!(kareo::dates::format_filter(*b, tenant.timezone));
-        records.extend(client.call(creds, op, &body).await?.records);
+        let left = cap - records.len();
+        records.extend(client.call_up_to(creds, op, &body, left).await?.records);
     }
     Ok(records)
 }
@@ -208,8 +214,8 @@ impl KareoSource for KareoClient {
         creds: &Credentials,
         tenant: &TenantConfig,
         family: Family,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        cap: usize,
     ) -> Result<Vec<Record>, KareoError> {
         let read = match family {
             Family::Encounters => Family::Charges,
@@ -230,7 +236,7 @@ impl KareoSource for KareoClient {
             _ => None,
         }
         .unwrap_or_default();
-        read_window(self, creds, tenant, read, (from, to), &starts).await
+        read_window(self, creds, tenant, read, (from, to), &starts, cap).await
     }
 
     async fn encounter(

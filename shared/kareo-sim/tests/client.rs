@@ -687,3 +687,29 @@ async fn large_responses_stream_record_by_record() {
     }
     assert_eq!(n, 3_000);
 }
+
+#[tokio::test]
+async fn a_capped_call_stops_reading_at_the_cap_and_the_next_call_is_whole() {
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: false,
+        patients: 1500,
+        ..SimConfig::default()
+    })
+    .await;
+    let (c, cr) = (client(&sim), creds(&sim));
+    let getp = op(Family::Patients.op()).unwrap();
+    let body = list_body(&sim, Family::Patients);
+    let all = c.call(&cr, getp, &body).await.unwrap().records;
+    assert!(all.len() >= 1500);
+    // The caller splits a window of `cap` or more: the rest of the answer is not read.
+    let capped = c.call_up_to(&cr, getp, &body, 100).await.unwrap().records;
+    assert_eq!(capped.len(), 100);
+    assert_eq!(
+        capped[..],
+        all[..100],
+        "the same records, in the answer's order"
+    );
+    // The dropped connection costs the client nothing: the next call reads everything.
+    let again = c.call_up_to(&cr, getp, &body, usize::MAX).await.unwrap();
+    assert_eq!(again.records.len(), all.len());
+}

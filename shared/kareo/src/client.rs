@@ -303,12 +303,28 @@ impl KareoClient {
         op: &'static OpDef,
         body: &Value,
     ) -> Result<Response, KareoError> {
+        self.call_up_to(creds, op, body, usize::MAX).await
+    }
+
+    /// [`Self::call`], collecting at most `cap` records: a response with more is not read to
+    /// its end (the connection is dropped), so a window the caller will split anyway costs
+    /// the parse of `cap` records, not of all of them.
+    pub async fn call_up_to(
+        &self,
+        creds: &Credentials,
+        op: &'static OpDef,
+        body: &Value,
+        cap: usize,
+    ) -> Result<Response, KareoError> {
         let xml: Bytes = envelope::write(op, creds, &self.cfg.client_version, body)?.into();
         self.retrying(op, || async {
             let mut s = self.attempt(creds, op, xml.clone()).await?;
             let mut records = Vec::new();
-            while let Some(r) = s.next().await? {
-                records.push(r);
+            while records.len() < cap {
+                match s.next().await? {
+                    Some(r) => records.push(r),
+                    None => break,
+                }
             }
             Ok(Response {
                 next_start_key: s.next_start_key(),

@@ -937,9 +937,10 @@ where
         b: DateTime<Utc>,
         deadline: Option<Instant>,
     ) -> Result<SliceRead, RunError> {
+        let cap = tenant.kareo.row_cap.unwrap_or(self.config.max_records);
         let records = self
             .kareo
-            .window(creds, tenant, family, a, b)
+            .window(creds, tenant, family, (a, b), cap)
             .await
             .map_err(RunError::Kareo)?;
         let rows = records.len();

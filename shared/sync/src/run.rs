@@ -1,6 +1,8 @@
-//! One invocation of a family's function: every enabled tenant (or the one named) is polled
-//! with bounded concurrency; one tenant's failure is recorded on its cursor and never stops the
-//! others; when the time budget runs low no new tenant is started.
+//! One invocation of a family's function ([`invoke`]): a scheduled run claims its period and
+//! polls every enabled tenant, or coordinates shards of them ([`crate::fanout`]); a shard, or a
+//! run by hand, polls its tenants (or the one named). Tenants are polled with bounded
+//! concurrency; one tenant's failure is recorded on its cursor and never stops the others;
+//! when the time budget runs low no new tenant is started.
 
 use std::collections::{HashMap, HashSet};
 
