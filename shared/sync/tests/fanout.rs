@@ -100,8 +100,19 @@ async fn deployment() -> Deployment {
 }
 
 impl Deployment {
-    /// One invocation with request id `owner`, handing off to `sink`.
+    /// One invocation with request id `owner`, handing off to `sink`, its shards queued.
     async fn invoke<E: EventSink>(&self, owner: &str, sink: &E, payload: &Payload) -> Invoked {
+        self.invoke_with(owner, sink, &self.queue, payload).await
+    }
+
+    /// One invocation dispatching its shards through `dispatch`.
+    async fn invoke_with<E: EventSink, D: ShardDispatch>(
+        &self,
+        owner: &str,
+        sink: &E,
+        dispatch: &D,
+        payload: &Payload,
+    ) -> Invoked {
         let config = PollConfig {
             owner: owner.into(),
             ..PollConfig::default()
@@ -119,7 +130,7 @@ impl Deployment {
             &self.secrets,
             &self.w.store,
             &self.w.store,
-            &self.queue,
+            dispatch,
             &self.tenants,
             Family::Appointments,
             payload,
@@ -339,33 +350,14 @@ async fn a_shard_that_cannot_be_dispatched_is_reported_for_each_of_its_tenants()
         }
     }
     let d = deployment().await;
-    let config = PollConfig {
-        owner: "c".into(),
-        ..PollConfig::default()
-    };
-    let poller = Poller {
-        kareo: &d.w.client,
-        cursors: &d.w.store,
-        snapshots: &d.w.store,
-        sink: &d.w.sink,
-        clock: &d.w.clock,
-        config: &config,
-    };
-    let out = invoke(
-        &poller,
-        &d.secrets,
-        &d.w.store,
-        &d.w.store,
-        &Refusing,
-        &d.tenants,
-        Family::Appointments,
-        &Deployment::scheduled(d.w.sim.now()),
-        FAN,
-        4,
-        None,
-    )
-    .await
-    .unwrap();
+    let out = d
+        .invoke_with(
+            "c",
+            &d.w.sink,
+            &Refusing,
+            &Deployment::scheduled(d.w.sim.now()),
+        )
+        .await;
     assert_eq!(out.dispatched, 0);
     assert_eq!(out.reports.len(), TENANTS);
     let failed: Vec<_> = out
