@@ -33,7 +33,14 @@ struct State {
     /// Period claims: `<family>#<run>` → (owner, when the claim may be forgotten).
     #[serde(default)]
     periods: BTreeMap<String, (String, DateTime<Utc>)>,
+    /// Ledger and link items left after the last sweep of expired ones (not saved).
+    #[serde(skip)]
+    swept: usize,
 }
+
+/// The ledger and links are swept of expired items once they have doubled since the last
+/// sweep (and hold at least this many): a sweep per claim made a run of N claims cost N².
+const SWEEP_FLOOR: usize = 1024;
 
 fn key(tenant: &str, family: Family) -> String {
     format!("{tenant}/{family}")
@@ -454,10 +461,18 @@ impl Ledger for LocalStore {
         until: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
         self.with(|s| {
-            // Items past their expiry are forgotten, as DynamoDB's TTL forgets them.
-            s.ledger.retain(|_, e| e.expires.is_none_or(|x| x > now));
-            s.links.retain(|_, l| l.expires.is_none_or(|x| x > now));
-            let prev = s.ledger.get(key).cloned();
+            // Items past their expiry are forgotten, as DynamoDB's TTL forgets them: this one
+            // at once, the others in a sweep when the maps have doubled.
+            if s.ledger.len() + s.links.len() >= (2 * s.swept).max(SWEEP_FLOOR) {
+                s.ledger.retain(|_, e| e.expires.is_none_or(|x| x > now));
+                s.links.retain(|_, l| l.expires.is_none_or(|x| x > now));
+                s.swept = s.ledger.len() + s.links.len();
+            }
+            let prev = s
+                .ledger
+                .get(key)
+                .filter(|e| e.expires.is_none_or(|x| x > now))
+                .cloned();
             let claim = match &prev {
                 None => Claim::New,
                 Some(e) => match e.state {
@@ -904,5 +919,41 @@ mod tests {
         JsonlSink::new(events.clone()).hand_off(&[]).await.unwrap();
         assert_eq!(mode(&events), 0o600);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn expired_ledger_items_are_absent_at_once_and_swept_when_the_ledger_has_doubled() {
+        let store = LocalStore::memory();
+        let t0 = DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let day = chrono::Duration::days(1);
+        let settle = |k: String| {
+            let store = store.clone();
+            async move {
+                store.claim(&k, "a", t0, t0 + day).await.unwrap();
+                let done = LedgerEntry {
+                    expires: Some(t0 + day),
+                    ..LedgerEntry::settled(LedgerState::Done, t0)
+                };
+                store.settle(&k, "a", done).await.unwrap();
+            }
+        };
+        for i in 0..SWEEP_FLOOR {
+            settle(format!("webhook#acme#{i}")).await;
+        }
+        let later = t0 + day * 2;
+        // Expired: a new claim is New at once, sweep or not.
+        let first = "webhook#acme#0";
+        assert_eq!(
+            store.claim(first, "b", later, later + day).await.unwrap(),
+            Claim::New
+        );
+        // The sweep ran when the ledger reached the floor: every other expired item is gone.
+        let left = store.read(|s| s.ledger.len());
+        assert_eq!(left, 1, "only the new claim is left");
+        // Claims below twice what the last sweep left do not sweep again.
+        settle("webhook#acme#x".into()).await;
+        assert_eq!(store.read(|s| s.ledger.len()), 2);
     }
 }
