@@ -214,6 +214,65 @@ impl DynamoStore {
         ])
     }
 
+    /// The lease, by one conditional UpdateItem: no live lease, and when `seen` is given the
+    /// cursor as read (`Some(None)`: absent). Creates the cursor if absent.
+    async fn take_lease(
+        &self,
+        tenant: &str,
+        family: Family,
+        seen: Option<Option<&Cursor>>,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::cursor_key(tenant, family)))
+            .update_expression(
+                "SET #lease_owner = :owner, #lease_until = :until, #tenant = :tenant, \
+                 #family = :family ADD #version :one",
+            )
+            .expression_attribute_names("#lease_owner", "lease_owner")
+            .expression_attribute_names("#lease_until", "lease_until")
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#family", "family")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", t(until))
+            .expression_attribute_values(":tenant", s(tenant))
+            .expression_attribute_values(":family", s(family.name()))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        let free = "(attribute_not_exists(#lease_owner) OR attribute_not_exists(#lease_until) \
+                    OR #lease_until <= :now)";
+        req = match seen {
+            None => req
+                .condition_expression(format!("attribute_not_exists(pk) OR {free}"))
+                .expression_attribute_values(":now", t(now)),
+            Some(None) => req.condition_expression("attribute_not_exists(pk)"),
+            Some(Some(c)) => req
+                .condition_expression(format!("#version = :seen AND {free}"))
+                .expression_attribute_values(":seen", n(c.version))
+                .expression_attribute_values(":now", t(now)),
+        };
+        match req.send().await {
+            Ok(out) => Ok(Lease {
+                tenant: tenant.to_string(),
+                family,
+                owner: owner.to_string(),
+                cursor: cursor_from(&out.attributes.unwrap_or_default())?,
+            }),
+            Err(e) => match store_error("UpdateItem", e) {
+                StoreError::Conflict(_) => Err(StoreError::Conflict(format!(
+                    "cursor {tenant}/{family} is leased by another run, or moved since it was read"
+                ))),
+                other => Err(other),
+            },
+        }
+    }
+
     /// One BatchGetItem of at most [`BATCH_GET_MAX`] `keys`, read consistently, with its
     /// unprocessed keys asked again (backing off) until none are left; `what` names the
     /// items in the log line when they stay unprocessed.
@@ -505,51 +564,8 @@ impl CursorStore for DynamoStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::cursor_key(tenant, family)))
-            .update_expression(
-                "SET #lease_owner = :owner, #lease_until = :until, #tenant = :tenant, \
-                 #family = :family ADD #version :one",
-            )
-            .condition_expression(
-                "attribute_not_exists(pk) OR attribute_not_exists(#lease_owner) \
-                 OR attribute_not_exists(#lease_until) OR #lease_until <= :now",
-            )
-            .expression_attribute_names("#lease_owner", "lease_owner")
-            .expression_attribute_names("#lease_until", "lease_until")
-            .expression_attribute_names("#tenant", "tenant")
-            .expression_attribute_names("#family", "family")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":until", t(until))
-            .expression_attribute_values(":now", t(now))
-            .expression_attribute_values(":tenant", s(tenant))
-            .expression_attribute_values(":family", s(family.name()))
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let cursor = cursor_from(&out.attributes.unwrap_or_default())?;
-                tracing::debug!(tenant, family = %family, version = cursor.version, "lease acquired");
-                Ok(Lease {
-                    tenant: tenant.to_string(),
-                    family,
-                    owner: owner.to_string(),
-                    cursor,
-                })
-            }
-            Err(e) => match store_error("UpdateItem", e) {
-                StoreError::Conflict(_) => Err(StoreError::Conflict(format!(
-                    "cursor {tenant}/{family} is leased by another run"
-                ))),
-                other => Err(other),
-            },
-        }
+        self.take_lease(tenant, family, None, owner, now, until)
+            .await
     }
 
     async fn load_many(
@@ -585,50 +601,8 @@ impl CursorStore for DynamoStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::cursor_key(tenant, family)))
-            .update_expression(
-                "SET #lease_owner = :owner, #lease_until = :until, #tenant = :tenant, \
-                 #family = :family ADD #version :one",
-            )
-            .expression_attribute_names("#lease_owner", "lease_owner")
-            .expression_attribute_names("#lease_until", "lease_until")
-            .expression_attribute_names("#tenant", "tenant")
-            .expression_attribute_names("#family", "family")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":until", t(until))
-            .expression_attribute_values(":tenant", s(tenant))
-            .expression_attribute_values(":family", s(family.name()))
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew);
-        req = match seen {
-            None => req.condition_expression("attribute_not_exists(pk)"),
-            Some(c) => req
-                .condition_expression(
-                    "#version = :seen AND (attribute_not_exists(#lease_owner) \
-                     OR attribute_not_exists(#lease_until) OR #lease_until <= :now)",
-                )
-                .expression_attribute_values(":seen", n(c.version))
-                .expression_attribute_values(":now", t(now)),
-        };
-        match req.send().await {
-            Ok(out) => Ok(Lease {
-                tenant: tenant.to_string(),
-                family,
-                owner: owner.to_string(),
-                cursor: cursor_from(&out.attributes.unwrap_or_default())?,
-            }),
-            Err(e) => match store_error("UpdateItem", e) {
-                StoreError::Conflict(_) => Err(StoreError::Conflict(format!(
-                    "cursor {tenant}/{family} moved since it was read, or is leased"
-                ))),
-                other => Err(other),
-            },
-        }
+        self.take_lease(tenant, family, Some(seen), owner, now, until)
+            .await
     }
 
     async fn advance(

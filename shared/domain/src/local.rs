@@ -173,6 +173,32 @@ fn lease_matches(c: &Cursor, lease: &Lease) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Takes the cursor's lease unless a live one is held, creating the cursor if absent.
+fn take_lease(
+    s: &mut State,
+    tenant: &str,
+    family: Family,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Lease, StoreError> {
+    let c = s.cursors.entry(key(tenant, family)).or_default();
+    if c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > now) {
+        return Err(StoreError::Conflict(format!(
+            "cursor {tenant}/{family} is leased by another run"
+        )));
+    }
+    c.lease_owner = Some(owner.to_string());
+    c.lease_until = Some(until);
+    c.version += 1;
+    Ok(Lease {
+        tenant: tenant.to_string(),
+        family,
+        owner: owner.to_string(),
+        cursor: c.clone(),
+    })
+}
+
 /// `Conflict` unless the stored cursor is still as `seen` (same version; both absent).
 fn unchanged(
     stored: Option<&Cursor>,
@@ -202,23 +228,7 @@ impl CursorStore for LocalStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        self.with(|s| {
-            let c = s.cursors.entry(key(tenant, family)).or_default();
-            if c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > now) {
-                return Err(StoreError::Conflict(format!(
-                    "cursor {tenant}/{family} is leased by another run"
-                )));
-            }
-            c.lease_owner = Some(owner.to_string());
-            c.lease_until = Some(until);
-            c.version += 1;
-            Ok(Lease {
-                tenant: tenant.to_string(),
-                family,
-                owner: owner.to_string(),
-                cursor: c.clone(),
-            })
-        })
+        self.with(|s| take_lease(s, tenant, family, owner, now, until))
     }
 
     async fn load_many(
@@ -248,23 +258,8 @@ impl CursorStore for LocalStore {
         until: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
         self.with(|s| {
-            let k = key(tenant, family);
-            unchanged(s.cursors.get(&k), seen, tenant, family)?;
-            let c = s.cursors.entry(k).or_default();
-            if c.lease_owner.is_some() && c.lease_until.is_some_and(|u| u > now) {
-                return Err(StoreError::Conflict(format!(
-                    "cursor {tenant}/{family} is leased by another run"
-                )));
-            }
-            c.lease_owner = Some(owner.to_string());
-            c.lease_until = Some(until);
-            c.version += 1;
-            Ok(Lease {
-                tenant: tenant.to_string(),
-                family,
-                owner: owner.to_string(),
-                cursor: c.clone(),
-            })
+            unchanged(s.cursors.get(&key(tenant, family)), seen, tenant, family)?;
+            take_lease(s, tenant, family, owner, now, until)
         })
     }
 
