@@ -9,15 +9,28 @@
 //! few records change first, the first round is every client's cold start (GetThrottles). The
 //! share of Kareo calls answered with the throttle text, runs failed, and changes missed.
 //!
+//! The scenario runs twice in one process: **isolated** (each client spaces its own calls
+//! only, as before the shared budget) and **shared** (each client takes turns through one
+//! shared budget as the functions do on Lambda: live intervals read once per account; a slot
+//! per call of GetPatient in the task function, of every operation in the write function, of
+//! GetAppointment in the polls). The shared budget's store operations are counted, and the
+//! DynamoDB writes they would be (a reservation is one conditional write, two when the free
+//! slot was already taken).
+//!
 //!     cargo run --release -p kareo-dock-bench --bin bench-account [-- --rounds 4 --seconds-per-minute 10]
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::local::{LocalStore, RecordingSink};
 use domain::ports::FnClock;
 use domain::source::KareoSource;
 use domain::TenantConfig;
+use kareo::budget::{
+    AccountId, BudgetFuture, LiveIntervals, MemoryBudget, SharedBudget, SharedOps, Sharing,
+};
 use kareo::{ClientConfig, Credentials, Family, KareoClient};
 use kareo_dock_bench::arg;
 use kareo_sim::{KareoSim, SimConfig};
@@ -51,15 +64,87 @@ impl Rng {
     }
 }
 
-fn client(sim: &KareoSim) -> KareoClient {
-    KareoClient::new(ClientConfig {
+/// The shared budget, counting what a DynamoDB store would be asked.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryBudget,
+    reserves: AtomicUsize,
+    taken: AtomicUsize,
+    reads: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl SharedBudget for Counting {
+    fn reserve<'a>(
+        &'a self,
+        account: &'a AccountId,
+        op: &'a str,
+        interval_ms: u64,
+        now_ms: u64,
+    ) -> BudgetFuture<'a, u64> {
+        Box::pin(async move {
+            let slot = self.inner.reserve(account, op, interval_ms, now_ms).await?;
+            self.reserves.fetch_add(1, Ordering::Relaxed);
+            if slot > now_ms {
+                self.taken.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(slot)
+        })
+    }
+
+    fn live<'a>(&'a self, account: &'a AccountId) -> BudgetFuture<'a, Option<LiveIntervals>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.live(account)
+    }
+
+    fn claim_read<'a>(
+        &'a self,
+        account: &'a AccountId,
+        owner: &'a str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BudgetFuture<'a, bool> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim_read(account, owner, now_ms, until_ms)
+    }
+
+    fn store_live<'a>(
+        &'a self,
+        account: &'a AccountId,
+        live: &'a LiveIntervals,
+    ) -> BudgetFuture<'a, ()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.store_live(account, live)
+    }
+}
+
+fn client(sim: &KareoSim, budget: Option<&Arc<Counting>>, ops: SharedOps) -> KareoClient {
+    let client = KareoClient::new(ClientConfig {
         endpoint: sim.url(),
         ..ClientConfig::default()
     })
-    .unwrap()
+    .unwrap();
+    match budget {
+        Some(b) => client.with_sharing(Sharing::new(b.clone(), ops)),
+        None => client,
+    }
 }
 
-// Long: the benchmark's one scenario, set up and measured in order.
+/// What one scenario measured.
+struct Measured {
+    calls: usize,
+    throttled: usize,
+    by_op: std::collections::BTreeMap<String, usize>,
+    runs: usize,
+    failed: usize,
+    reads: usize,
+    writes: usize,
+    missed: usize,
+    changed: usize,
+    wall: f64,
+    budget: Option<Arc<Counting>>,
+}
+
 fn main() {
     let rounds: usize = arg("--rounds", 4);
     let per_minute: f64 = arg("--seconds-per-minute", 10.0);
@@ -68,7 +153,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let isolated = rt.block_on(scenario(rounds, per_minute, false));
+    let shared = rt.block_on(scenario(rounds, per_minute, true));
+    report(rounds, per_minute, &isolated, &shared);
+}
+
+// Long: the benchmark's one scenario, set up and measured in order.
+async fn scenario(rounds: usize, per_minute: f64, sharing: bool) -> Measured {
+    let budget = sharing.then(|| Arc::new(Counting::default()));
+    let budget = budget.as_ref();
+    {
         let sim = KareoSim::start(SimConfig {
             enforce_throttle: true,
             ..SimConfig::default()
@@ -105,11 +199,16 @@ fn main() {
                     owner: format!("poll-{f}"),
                     ..PollConfig::default()
                 };
-                (*f, *w, client(&sim), config)
+                (
+                    *f,
+                    *w,
+                    client(&sim, budget, SharedOps::Only(vec!["GetAppointment"])),
+                    config,
+                )
             })
             .collect();
-        let task_client = client(&sim);
-        let write_client = client(&sim);
+        let task_client = client(&sim, budget, SharedOps::Only(vec!["GetPatient"]));
+        let write_client = client(&sim, budget, SharedOps::Every);
         let writer = Writer::new(&write_client, &store, &clock, "write".into());
         let patients: Vec<i64> = sim
             .rows(Family::Patients)
@@ -129,7 +228,11 @@ fn main() {
                 let rows = sim.rows(family);
                 let row = &rows[(round * 7 + 3) % rows.len()];
                 let id = row[family.id_member()].clone();
-                let member = if family == Family::Appointments { "Notes" } else { "City" };
+                let member = if family == Family::Appointments {
+                    "Notes"
+                } else {
+                    "City"
+                };
                 sim.update(family, &id, &[(member, &format!("round {round}"))]);
                 changed.insert((family, id));
             }
@@ -139,21 +242,25 @@ fn main() {
                 .map(|(_, w, _, _)| Duration::from_secs_f64(rng.unit() * *w as f64 * per_minute))
                 .collect();
             let span = offsets.iter().max().copied().unwrap_or_default();
-            let polls = pollers.iter().zip(&offsets).map(|((f, _, client, config), at)| {
-                let (tenant, store, sink, clock, creds) = (&tenant, &store, &sink, &clock, &creds);
-                async move {
-                    tokio::time::sleep(*at).await;
-                    let poller = Poller {
-                        kareo: client,
-                        cursors: store,
-                        snapshots: store,
-                        sink,
-                        clock,
-                        config,
-                    };
-                    poller.run(tenant, creds, *f, Mode::Poll, None).await
-                }
-            });
+            let polls = pollers
+                .iter()
+                .zip(&offsets)
+                .map(|((f, _, client, config), at)| {
+                    let (tenant, store, sink, clock, creds) =
+                        (&tenant, &store, &sink, &clock, &creds);
+                    async move {
+                        tokio::time::sleep(*at).await;
+                        let poller = Poller {
+                            kareo: client,
+                            cursors: store,
+                            snapshots: store,
+                            sink,
+                            clock,
+                            config,
+                        };
+                        poller.run(tenant, creds, *f, Mode::Poll, None).await
+                    }
+                });
             // The task function's patient reads: one every half second over the period.
             let task_reads = async {
                 let mut n = 0;
@@ -185,7 +292,11 @@ fn main() {
                 }
                 n
             };
-            let (reports, r, w) = tokio::join!(futures_util::future::join_all(polls), task_reads, write_stream);
+            let (reports, r, w) = tokio::join!(
+                futures_util::future::join_all(polls),
+                task_reads,
+                write_stream
+            );
             reads += r;
             writes += w;
             for rep in &reports {
@@ -206,25 +317,76 @@ fn main() {
             .iter()
             .filter(|c| c.outcome == kareo_sim::Outcome::Throttled)
             .count();
-        let mut by_op: std::collections::BTreeMap<&str, usize> = Default::default();
-        for c in calls.iter().filter(|c| c.outcome == kareo_sim::Outcome::Throttled) {
-            *by_op.entry(c.op.as_str()).or_default() += 1;
+        let mut by_op: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in calls
+            .iter()
+            .filter(|c| c.outcome == kareo_sim::Outcome::Throttled)
+        {
+            *by_op.entry(c.op.clone()).or_default() += 1;
         }
+        Measured {
+            calls: calls.len(),
+            throttled,
+            by_op,
+            runs,
+            failed,
+            reads,
+            writes,
+            missed,
+            changed: changed.len(),
+            wall: started.elapsed().as_secs_f64(),
+            budget: budget.cloned(),
+        }
+    }
+}
+
+fn report(rounds: usize, per_minute: f64, a: &Measured, b: &Measured) {
+    println!(
+        "One account: ten family polls, the task function's patient reads (one per 0.5 s) and write commands (one UpdatePatient per 3 s), each its own client; {rounds} periods, flexible windows compressed to {per_minute} s a minute; the simulator enforces the guide's per-account intervals across clients. Isolated: each client spaces its own calls; shared: the clients take turns through one shared budget (the state table on Lambda)\n"
+    );
+    let pct = |m: &Measured| 100.0 * m.throttled as f64 / m.calls.max(1) as f64;
+    let ops = |m: &Measured| {
+        let v: Vec<String> = m.by_op.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("| measure | isolated | shared | target (shared) |");
+    println!("|---|---:|---:|---:|");
+    println!("| Kareo calls | {} | {} | |", a.calls, b.calls);
+    println!(
+        "| answered with the throttle text (429) | {} ({:.2}%) | {} ({:.2}%) | ≤ 1% |",
+        a.throttled,
+        pct(a),
+        b.throttled,
+        pct(b)
+    );
+    println!("| 429s by operation | {} | {} | |", ops(a), ops(b));
+    println!(
+        "| poll runs (failed) | {} ({}) | {} ({}) | 0 failed |",
+        a.runs, a.failed, b.runs, b.failed
+    );
+    println!(
+        "| patient reads, write commands | {}, {} | {}, {} | |",
+        a.reads, a.writes, b.reads, b.writes
+    );
+    println!(
+        "| changes missed | {} of {} | {} of {} | 0 |",
+        a.missed, a.changed, b.missed, b.changed
+    );
+    if let Some(c) = &b.budget {
+        let reserves = c.reserves.load(Ordering::Relaxed);
+        let taken = c.taken.load(Ordering::Relaxed);
+        let writes = reserves + taken + c.writes.load(Ordering::Relaxed);
         println!(
-            "One account: ten family polls, the task function's patient reads (one per 0.5 s) and write commands (one UpdatePatient per 3 s), each its own client; {rounds} periods, flexible windows compressed to {per_minute} s a minute; the simulator enforces the guide's per-account intervals across clients\n"
+            "| shared budget: slots reserved (of them already taken, so waited) | – | {reserves} ({taken}) | |"
         );
-        println!("| measure | value | target |");
-        println!("|---|---:|---:|");
-        println!("| Kareo calls | {} | |", calls.len());
         println!(
-            "| answered with the throttle text (429) | {throttled} ({:.2}%) | ≤ 1% |",
-            100.0 * throttled as f64 / calls.len().max(1) as f64
+            "| shared budget: DynamoDB writes, reads (a slot: 1 write, 2 when taken; live intervals: claim + store, one read per cold start) | – | {writes}, {} | |",
+            c.reads.load(Ordering::Relaxed)
         );
-        let ops: Vec<String> = by_op.iter().map(|(o, n)| format!("{o} {n}")).collect();
-        println!("| 429s by operation | {} | |", if ops.is_empty() { "none".into() } else { ops.join(", ") });
-        println!("| poll runs (failed) | {runs} ({failed}) | 0 failed |");
-        println!("| patient reads, write commands | {reads}, {writes} | |");
-        println!("| changes missed | {missed} of {} | 0 |", changed.len());
-        println!("| wall | {:.0} s | |", started.elapsed().as_secs_f64());
-    });
+    }
+    println!("| wall | {:.0} s | {:.0} s | |", a.wall, b.wall);
 }

@@ -13,7 +13,8 @@
 use aws::{DynamoStore, LambdaSink, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
 use domain::ports::{SystemClock, TenantStore};
-use kareo::{ClientConfig, Family, KareoClient};
+use kareo::budget::SharedOps;
+use kareo::{Family, KareoClient};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use sync::fanout::FanOut;
@@ -44,10 +45,13 @@ async fn main() -> Result<(), Error> {
         .ok_or_else(|| format!("KAREO_DOCK_FAMILY={family_name} is not a Kareo family"))?;
     let sdk = aws::sdk_config().await;
     let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let store = aws::state_store(&sdk)?;
     let app = App {
         family,
-        kareo: KareoClient::new(ClientConfig::from_env())?,
-        store: aws::state_store(&sdk)?,
+        // Per-record reads only (never on an empty poll's path): the write functions read
+        // appointments too. A family's list reads are this function's alone.
+        kareo: aws::kareo_client(&store, SharedOps::Only(vec!["GetAppointment"]))?,
+        store,
         secrets: aws::cached_secrets(&sdk, aws::POLL_SECRET_TTL),
         sink: LambdaSink::new(lambda.clone(), env("KAREO_DOCK_TASK_FUNCTION")?),
         shards: LambdaSink::new(lambda, env("AWS_LAMBDA_FUNCTION_NAME")?),

@@ -15,7 +15,8 @@ use aws::{DynamoStore, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
 use domain::ports::{SystemClock, TenantStore};
 use domain::ChangeEvent;
-use kareo::{ClientConfig, KareoClient};
+use kareo::budget::SharedOps;
+use kareo::KareoClient;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,11 +39,13 @@ struct Batch {
 async fn main() -> Result<(), Error> {
     aws::init_logging();
     let sdk = aws::sdk_config().await;
+    let store = aws::state_store(&sdk)?;
     let app = App {
-        store: aws::state_store(&sdk)?,
+        // Patient reads: the write and webhook functions read GetPatient of the same accounts.
+        kareo: aws::kareo_client(&store, SharedOps::Only(vec!["GetPatient"]))?,
+        store,
         secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
         dock: DockTasks::new(dock::DockClient::new(dock::DockConfig::from_env())?),
-        kareo: KareoClient::new(ClientConfig::from_env())?,
     };
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

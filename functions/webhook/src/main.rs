@@ -22,7 +22,8 @@ use aws::function_url;
 use aws::{DynamoStore, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
 use domain::ports::{Clock, SystemClock};
-use kareo::{ClientConfig, KareoClient};
+use kareo::budget::SharedOps;
+use kareo::KareoClient;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use writeback::webhook::gate::DIRECTORY_TTL;
@@ -75,11 +76,13 @@ impl App {
 async fn main() -> Result<(), Error> {
     aws::init_logging();
     let sdk = aws::sdk_config().await;
+    let store = aws::state_store(&sdk)?;
     let app = App {
-        store: aws::state_store(&sdk)?,
+        // Every operation: the write function writes to the same accounts.
+        kareo: aws::kareo_client(&store, SharedOps::Every)?,
+        store,
         directory: DirectoryCache::new(DIRECTORY_TTL),
         secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
-        kareo: KareoClient::new(ClientConfig::from_env())?,
         dock: dock::DockClient::new(dock::DockConfig::from_env())?,
     };
     // Read the directory before the first request: a cold start costs no query that a

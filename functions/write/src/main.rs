@@ -24,7 +24,8 @@ use aws::function_url;
 use aws::{DynamoStore, SecretsManagerSource};
 use domain::invocation::CachedSecrets;
 use domain::ports::{SystemClock, TenantStore};
-use kareo::{ClientConfig, KareoClient};
+use kareo::budget::SharedOps;
+use kareo::KareoClient;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use writeback::write::{forbidden, run_command, Caller, Problem, WriteResult, WriteStatus, Writer};
@@ -51,10 +52,13 @@ fn direct_invoke() -> Result<bool, String> {
 async fn main() -> Result<(), Error> {
     aws::init_logging();
     let sdk = aws::sdk_config().await;
+    let store = aws::state_store(&sdk)?;
     let app = App {
-        store: aws::state_store(&sdk)?,
+        // Every operation: the webhook function writes to the same accounts, and the task
+        // function reads their patients.
+        kareo: aws::kareo_client(&store, SharedOps::Every)?,
+        store,
         secrets: aws::cached_secrets(&sdk, aws::SECRET_TTL),
-        kareo: KareoClient::new(ClientConfig::from_env())?,
         direct_invoke: direct_invoke()?,
     };
     let app = &app;

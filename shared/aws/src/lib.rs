@@ -3,7 +3,8 @@
 //! - [`DynamoStore`]: cursors ([`CursorStore`](domain::ports::CursorStore)),
 //!   snapshots ([`SnapshotStore`](domain::ports::SnapshotStore)), tenant configs
 //!   ([`TenantStore`](domain::ports::TenantStore)) and the exactly-once ledger
-//!   ([`Ledger`](domain::ports::Ledger)) in one DynamoDB table;
+//!   ([`Ledger`](domain::ports::Ledger)) in one DynamoDB table, and Kareo accounts' call
+//!   budgets shared across functions ([`SharedBudget`](kareo::budget::SharedBudget));
 //! - [`SecretsManagerSource`]: secrets by name from Secrets Manager (cache them with
 //!   `domain::invocation::CachedSecrets`);
 //! - [`LambdaSink`]: change events handed to the task-creation function by an asynchronous
@@ -26,6 +27,8 @@
 //! | tenant | `tenant` | tenant id | `yaml` S (`TenantConfig::to_yaml`) |
 //! | breaker | `breaker` | Kareo secret name | `fingerprint` S (digest of the refused credentials), `opened_at` S, `by` S, `reason` S |
 //! | ledger | `ledger#{key}` | `ledger` | `state` S (`pending`/`done`/`needs_review`/`failed`), `attempts` N, `at` S, `owner` S?, `until` S?, `remote_id` S?, `result` S?, `reason` S? |
+//! | call slot | `budget#{account}` (a digest of the Kareo customer key) | `op#{operation}` | `next_ms` N (the next free slot, Unix ms), `expires_at` N |
+//! | live intervals | `budget#{account}` | `live` | `intervals` S? (JSON), `read_at_ms` N?, `claim_owner` S?, `claim_until` N?, `expires_at` N? |
 //!
 //! `?` marks an attribute that is absent when the value is `None`. `expires_at` (N, epoch
 //! seconds) is the table's TTL attribute, for items that should age out.
@@ -70,6 +73,7 @@
 //! Logs carry ids, counts and durations only.
 
 mod breakers;
+mod budget;
 mod dynamo;
 mod error;
 pub mod function_url;
@@ -153,6 +157,17 @@ pub fn state_store(sdk: &aws_config::SdkConfig) -> Result<DynamoStore, String> {
     let table = std::env::var("KAREO_DOCK_TABLE")
         .map_err(|_| "environment variable KAREO_DOCK_TABLE is not set".to_string())?;
     Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table))
+}
+
+/// The Kareo client of a function (`KAREO_*` settings), taking turns with the other functions
+/// calling the same accounts through the state table (`kareo::budget`): live intervals read
+/// by one function serve all, and each call of an operation in `ops` takes a slot first.
+pub fn kareo_client(
+    store: &DynamoStore,
+    ops: kareo::budget::SharedOps,
+) -> Result<kareo::KareoClient, kareo::KareoError> {
+    let sharing = kareo::budget::Sharing::new(std::sync::Arc::new(store.clone()), ops);
+    Ok(kareo::KareoClient::new(kareo::ClientConfig::from_env())?.with_sharing(sharing))
 }
 
 /// How long the task, write and webhook functions keep a secret: five minutes.

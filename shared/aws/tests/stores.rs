@@ -20,6 +20,7 @@ use domain::ports::{
     StoreError, TenantPurge, TenantStore,
 };
 use domain::{ChangeEvent, ChangeKind, TenantConfig};
+use kareo::budget::{AccountId, LiveIntervals, SharedBudget};
 use kareo::Family;
 use testkit::{moto, unique};
 
@@ -910,6 +911,88 @@ mod suite {
             .unwrap());
     }
 
+    /// Kareo accounts' shared call budgets: concurrent reservations of one (account,
+    /// operation) get distinct slots at least the interval apart, from now on; another
+    /// operation or account is not held up; a free slot is now. The first claim to read the
+    /// live intervals wins until it expires or they are stored; what is stored is read back.
+    pub async fn budget<S: SharedBudget>(s: &S) {
+        let acct = AccountId::of("customer-key-1");
+        let other = AccountId::of("customer-key-2");
+        let now = 1_800_000_000_000u64;
+        let slots = futures_util::future::join_all(
+            (0..12).map(|_| s.reserve(&acct, "GetPatient", 500, now)),
+        )
+        .await;
+        let mut slots: Vec<u64> = slots.into_iter().map(|r| r.unwrap()).collect();
+        slots.sort_unstable();
+        assert_eq!(slots[0], now, "the first slot is now");
+        for pair in slots.windows(2) {
+            assert!(
+                pair[1] >= pair[0] + 500,
+                "slots {pair:?} are closer than the interval"
+            );
+        }
+        assert!(
+            *slots.last().unwrap() <= now + 11 * 500 + 500,
+            "no slot skipped far ahead"
+        );
+        assert_eq!(s.reserve(&acct, "GetCharges", 500, now).await.unwrap(), now);
+        assert_eq!(
+            s.reserve(&other, "GetPatient", 500, now).await.unwrap(),
+            now
+        );
+        // Long after the last slot, the next is now again.
+        let later = now + 60_000;
+        assert_eq!(
+            s.reserve(&acct, "GetPatient", 500, later).await.unwrap(),
+            later
+        );
+        assert_eq!(
+            s.reserve(&acct, "GetPatient", 500, later).await.unwrap(),
+            later + 500
+        );
+
+        assert_eq!(s.live(&acct).await.unwrap(), None);
+        assert!(s.claim_read(&acct, "a", now, now + 30_000).await.unwrap());
+        assert!(
+            s.claim_read(&acct, "a", now + 1, now + 30_000)
+                .await
+                .unwrap(),
+            "same owner"
+        );
+        assert!(!s
+            .claim_read(&acct, "b", now + 1, now + 30_000)
+            .await
+            .unwrap());
+        assert!(s
+            .claim_read(&other, "b", now + 1, now + 30_000)
+            .await
+            .unwrap());
+        assert_eq!(
+            s.live(&acct).await.unwrap(),
+            None,
+            "a claim is not intervals"
+        );
+        assert!(
+            s.claim_read(&acct, "b", now + 30_000, now + 60_000)
+                .await
+                .unwrap(),
+            "expired"
+        );
+        let live = LiveIntervals {
+            read_at_ms: now,
+            intervals: vec![("GetPatient".into(), 300), ("GetCharges".into(), 1000)],
+        };
+        s.store_live(&acct, &live).await.unwrap();
+        assert_eq!(s.live(&acct).await.unwrap(), Some(live));
+        assert!(
+            s.claim_read(&acct, "c", now + 30_001, now + 60_000)
+                .await
+                .unwrap(),
+            "stored: the claim ended"
+        );
+    }
+
     /// A settled entry keeps its own expiry (the table's TTL attribute); a new claim replaces
     /// it with the ledger's retention from the claim.
     pub async fn ledger_expiry<S: Ledger>(s: &S) {
@@ -1127,7 +1210,7 @@ macro_rules! run_suite {
     ($store:ident, $fixture:path) => {
         mod $store {
             use super::*;
-            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, periods, unleased, purge);
+            run_suite!(@tests $fixture; lease, checkpoint, stale, release, fail, reset, list, snapshots_round_trip, tenants, ledger, hooks, links, ledger_expiry, breakers, periods, unleased, purge, budget);
         }
     };
     (@tests $fixture:path; $($behaviour:ident),*) => {

@@ -118,6 +118,9 @@ pub mod private {
 pub struct LocalStore {
     state: Arc<Mutex<State>>,
     file: Option<PathBuf>,
+    /// Kareo accounts' shared call budgets: this process's only (never saved; slots and
+    /// claims are seconds long).
+    budget: kareo::budget::MemoryBudget,
 }
 
 impl LocalStore {
@@ -140,6 +143,7 @@ impl LocalStore {
         Ok(LocalStore {
             state: Arc::new(Mutex::new(state)),
             file: Some(file),
+            budget: Default::default(),
         })
     }
 
@@ -677,6 +681,43 @@ impl PeriodStore for LocalStore {
             s.periods.insert(key, (owner.to_string(), expires));
             Ok(true)
         })
+    }
+}
+
+impl kareo::budget::SharedBudget for LocalStore {
+    fn reserve<'a>(
+        &'a self,
+        account: &'a kareo::budget::AccountId,
+        op: &'a str,
+        interval_ms: u64,
+        now_ms: u64,
+    ) -> kareo::budget::BudgetFuture<'a, u64> {
+        self.budget.reserve(account, op, interval_ms, now_ms)
+    }
+
+    fn live<'a>(
+        &'a self,
+        account: &'a kareo::budget::AccountId,
+    ) -> kareo::budget::BudgetFuture<'a, Option<kareo::budget::LiveIntervals>> {
+        self.budget.live(account)
+    }
+
+    fn claim_read<'a>(
+        &'a self,
+        account: &'a kareo::budget::AccountId,
+        owner: &'a str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> kareo::budget::BudgetFuture<'a, bool> {
+        self.budget.claim_read(account, owner, now_ms, until_ms)
+    }
+
+    fn store_live<'a>(
+        &'a self,
+        account: &'a kareo::budget::AccountId,
+        live: &'a kareo::budget::LiveIntervals,
+    ) -> kareo::budget::BudgetFuture<'a, ()> {
+        self.budget.store_live(account, live)
     }
 }
 

@@ -268,6 +268,72 @@ async fn without_spacing_the_simulator_throttles_and_the_client_waits_and_retrie
     assert!(outcomes.contains(&Outcome::Throttled), "{outcomes:?}");
 }
 
+/// Two clients (two processes) reading GetPatient of one account as fast as they may, each
+/// with its own throttle: what the simulator answered, and the GetThrottles calls it answered.
+async fn two_processes(shared: Option<&kareo::budget::MemoryBudget>) -> (Vec<Outcome>, usize) {
+    let sim = KareoSim::start(SimConfig {
+        enforce_throttle: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let make = || {
+        let c = client_with(&sim, |cfg| cfg.retry.max_total = Duration::from_secs(10));
+        match shared {
+            Some(b) => c.with_sharing(kareo::budget::Sharing::new(
+                std::sync::Arc::new(b.clone()),
+                kareo::budget::SharedOps::Only(vec!["GetPatient"]),
+            )),
+            None => c,
+        }
+    };
+    let (a, b) = (make(), make());
+    let cr = creds(&sim);
+    let id: i64 = sim.rows(Family::Patients)[0]["ID"].parse().unwrap();
+    a.throttles_once(&cr).await.unwrap();
+    b.throttles_once(&cr).await.unwrap();
+    let reads = |c: KareoClient| {
+        let cr = cr.clone();
+        async move {
+            // Alone, a read may run out of retries: what the simulator answered is the measure.
+            for _ in 0..4 {
+                let _ = c
+                    .call(
+                        &cr,
+                        op("GetPatient").unwrap(),
+                        &json!({"Filter": {"PatientID": id}}),
+                    )
+                    .await;
+            }
+        }
+    };
+    tokio::join!(reads(a), reads(b));
+    let outcomes = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "GetPatient")
+        .map(|c| c.outcome)
+        .collect();
+    (outcomes, sim.call_count("GetThrottles"))
+}
+
+#[tokio::test]
+async fn processes_sharing_an_accounts_budget_take_turns_and_read_its_throttles_once() {
+    // Alone, each process spaces only its own calls: the simulator's account-wide throttle
+    // answers some with 429 (retried), and each process reads GetThrottles.
+    let (alone, throttles_alone) = two_processes(None).await;
+    assert!(alone.contains(&Outcome::Throttled), "{alone:?}");
+    assert!(
+        throttles_alone >= 2,
+        "each read it (the second one throttled, 5 s apart)"
+    );
+    // Sharing one budget, they take turns: no 429, every read answered, one GetThrottles.
+    let budget = kareo::budget::MemoryBudget::default();
+    let (shared, throttles_shared) = two_processes(Some(&budget)).await;
+    assert_eq!(shared.len(), 8, "{shared:?}");
+    assert!(shared.iter().all(|o| *o == Outcome::Ok), "{shared:?}");
+    assert_eq!(throttles_shared, 1);
+}
+
 #[tokio::test]
 async fn escaped_password_authenticates_and_wrong_credentials_are_security_errors() {
     let sim = sim().await;

@@ -20,6 +20,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio_util::io::StreamReader;
 
+use crate::budget::{self, AccountId, LiveIntervals, Sharing};
 use crate::envelope::{self, Credentials};
 use crate::error::{KareoError, TransportKind};
 use crate::reader::ResponseReader;
@@ -87,6 +88,8 @@ pub struct KareoClient {
     practices: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i64>>>,
     /// Accounts (customer keys) whose GetThrottles this process has read.
     throttles_read: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The accounts' budgets shared with other processes, if any (see [`crate::budget`]).
+    sharing: Option<Sharing>,
 }
 
 impl std::fmt::Debug for KareoClient {
@@ -192,11 +195,23 @@ impl KareoClient {
             throttle,
             practices: Arc::default(),
             throttles_read: Arc::default(),
+            sharing: None,
         }
     }
 
+    /// This client, taking turns with other processes through `sharing`: live intervals read
+    /// by any of them, and a slot per call of the operations `sharing` names.
+    pub fn with_sharing(mut self, sharing: Sharing) -> Self {
+        self.sharing = Some(sharing);
+        self
+    }
+
     /// Reads GetThrottles for this account once per process (a container start): its live
-    /// intervals then space every call. Later calls do nothing and return `Ok(false)`.
+    /// intervals then space every call. With [`Sharing`], intervals another process stored
+    /// less than [`budget::LIVE_FOR`] ago are loaded instead, and only the process that claims
+    /// the read calls GetThrottles (one that loses the claim uses the documented intervals and
+    /// looks again next time). `Ok(true)`: live intervals are in use from now on; later calls
+    /// do nothing and return `Ok(false)`.
     pub async fn throttles_once(&self, creds: &Credentials) -> Result<bool, KareoError> {
         let first = self
             .throttles_read
@@ -205,6 +220,21 @@ impl KareoClient {
             .insert(creds.customer_key.clone());
         if !first {
             return Ok(false);
+        }
+        let forget = || {
+            self.throttles_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&creds.customer_key);
+        };
+        let account = AccountId::of(&creds.customer_key);
+        match self.shared_live(creds, &account).await {
+            SharedLive::Loaded => return Ok(true),
+            SharedLive::Claimed => {
+                forget();
+                return Ok(false);
+            }
+            SharedLive::Read => {}
         }
         match self.refresh_throttles(creds).await {
             Ok(n) => {
@@ -218,12 +248,57 @@ impl KareoClient {
                 if matches!(e, KareoError::Security { .. }) {
                     // These credentials were refused: another tenant's (same key, another
                     // user) may still read them.
-                    self.throttles_read
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&creds.customer_key);
+                    forget();
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// What the shared store says of the account's live intervals: loaded from it, claimed by
+    /// another process, or to be read by this one (also when there is no store, or it failed).
+    async fn shared_live(&self, creds: &Credentials, account: &AccountId) -> SharedLive {
+        let Some(sharing) = &self.sharing else {
+            return SharedLive::Read;
+        };
+        let now = budget::now_ms();
+        match sharing.budget.live(account).await {
+            Ok(Some(live))
+                if now.saturating_sub(live.read_at_ms) < budget::LIVE_FOR.as_millis() as u64 =>
+            {
+                let n = live.intervals.len();
+                self.throttle.set_live(
+                    &creds.customer_key,
+                    live.intervals
+                        .into_iter()
+                        .map(|(op, ms)| (op, Duration::from_millis(ms))),
+                );
+                tracing::info!(
+                    intervals = n,
+                    "Kareo's live throttle intervals loaded from the shared store"
+                );
+                return SharedLive::Loaded;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "shared budget unavailable: reading GetThrottles");
+                return SharedLive::Read;
+            }
+        }
+        let until = now + budget::CLAIM_FOR.as_millis() as u64;
+        match sharing
+            .budget
+            .claim_read(account, &sharing.owner, now, until)
+            .await
+        {
+            Ok(true) => SharedLive::Read,
+            Ok(false) => {
+                tracing::info!("another process is reading GetThrottles: documented intervals until it stores them");
+                SharedLive::Claimed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shared budget unavailable: reading GetThrottles");
+                SharedLive::Read
             }
         }
     }
@@ -420,8 +495,47 @@ impl KareoClient {
             })
             .collect();
         let n = live.len();
+        let account = AccountId::of(&creds.customer_key);
+        if let Some(sharing) = &self.sharing {
+            let stored = LiveIntervals {
+                read_at_ms: budget::now_ms(),
+                intervals: live
+                    .iter()
+                    .map(|(op, d)| (op.clone(), d.as_millis() as u64))
+                    .collect(),
+            };
+            if let Err(e) = sharing.budget.store_live(&account, &stored).await {
+                tracing::warn!(error = %e, "shared budget unavailable: live intervals kept in this process only");
+            }
+        }
         self.throttle.set_live(&creds.customer_key, live);
         Ok(n)
+    }
+
+    /// Waits for this process's next slot of `op` on the account, then, when `op` is shared,
+    /// for the next slot every process sharing the account's budget agrees on.
+    async fn take_slot(&self, creds: &Credentials, op: &'static OpDef) {
+        self.throttle.wait(&creds.customer_key, op).await;
+        let Some(sharing) = self.sharing.as_ref().filter(|s| s.ops.includes(op.name)) else {
+            return;
+        };
+        let account = AccountId::of(&creds.customer_key);
+        let interval = self.throttle.interval(&creds.customer_key, op).as_millis() as u64;
+        match sharing
+            .budget
+            .reserve(&account, op.name, interval, budget::now_ms())
+            .await
+        {
+            Ok(slot) => {
+                let wait = Duration::from_millis(slot.saturating_sub(budget::now_ms()));
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait.min(budget::MAX_WAIT)).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(op = op.name, error = %e, "shared budget unavailable: spacing this process's calls only");
+            }
+        }
     }
 
     /// Checks the credentials with GetCustomerIdFromKey; returns the customer id.
@@ -456,7 +570,7 @@ impl KareoClient {
     ) -> Result<(String, u16, Bytes), KareoError> {
         let op = envelope::operation(op)?;
         let xml = envelope::write(op, creds, &self.cfg.client_version, body)?;
-        self.throttle.wait(&creds.customer_key, op).await;
+        self.take_slot(creds, op).await;
         let resp = self
             .http
             .post(&self.cfg.endpoint)
@@ -494,7 +608,7 @@ impl KareoClient {
         op: &'static OpDef,
         xml: Bytes,
     ) -> Result<RecordStream, KareoError> {
-        self.throttle.wait(&creds.customer_key, op).await;
+        self.take_slot(creds, op).await;
         let started = Instant::now();
         let resp = self
             .http
@@ -559,6 +673,16 @@ impl KareoClient {
             }),
         }
     }
+}
+
+/// See [`KareoClient::shared_live`].
+enum SharedLive {
+    /// Loaded from the shared store.
+    Loaded,
+    /// Another process holds the claim to read them.
+    Claimed,
+    /// This process reads GetThrottles.
+    Read,
 }
 
 /// The operation a GetThrottles `Endpoint` names, matched loosely: Kareo documents neither the

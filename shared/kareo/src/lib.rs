@@ -7,6 +7,7 @@
 //! - [`dates`]: the date forms Kareo sends, read in the practice's time zone.
 //! - [`error`]: one error type: retryable? ambiguous?
 //! - [`throttle`]: per (account, operation) spacing, retry with backoff.
+//! - [`budget`]: one account's spacing shared by every process that calls it.
 //! - [`client`]: the HTTP client tying them together.
 
 pub mod codes;
@@ -24,6 +25,7 @@ pub use error::KareoError;
 pub use family::Family;
 pub use reader::ResponseReader;
 pub use record::{Nested, Record, RecordKind, Value};
+pub mod budget;
 pub mod client;
 pub mod throttle;
 
