@@ -4,11 +4,12 @@ inside any crate, and no product function over 100 lines without a `// Long: <re
 above it. Run by scripts/test; exit 1 names the offending arrow, cycle or function.
 
 Layers (a crate may depend only on crates in lower layers):
-  0  kareo, dock, testkit, simkit    the API clients; test helpers; the simulators' skeleton
-  1  kareo-sim, dock-sim, domain     simulators; the vocabulary (config, events, ports)
-  2  sync, tasks, writeback          the jobs (never each other)
-  3  aws, embedded                   the AWS adapters (edges); the product in one process
-  4  functions/*, cli, tests, bench  binaries and end-to-end tests
+  0  https                          the one TLS configuration every HTTP client starts from
+  1  kareo, dock, testkit, simkit    the API clients; test helpers; the simulators' skeleton
+  2  kareo-sim, dock-sim, domain     simulators; the vocabulary (config, events, ports)
+  3  sync, tasks, writeback          the jobs (never each other)
+  4  aws, embedded                   the AWS adapters (edges); the product in one process
+  5  functions/*, cli, tests, bench  binaries and end-to-end tests
 """
 import re
 import sys
@@ -16,8 +17,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"kareo": 0, "dock": 0, "testkit": 0, "simkit": 0, "kareo-sim": 1, "dock-sim": 1, "domain": 1,
-         "sync": 2, "tasks": 2, "writeback": 2, "aws": 3, "embedded": 3}
+LAYER = {"https": 0, "kareo": 1, "dock": 1, "testkit": 1, "simkit": 1, "kareo-sim": 2, "dock-sim": 2,
+         "domain": 2, "sync": 3, "tasks": 3, "writeback": 3, "aws": 4, "embedded": 4}
 # What each function binary's job needs, and nothing else.
 FUNCTION_JOB = {"poll": "sync", "task": "tasks", "write": "writeback", "webhook": "writeback"}
 JOBS = {"sync", "tasks", "writeback"}
@@ -38,7 +39,7 @@ def workspace_crates():
 for path in workspace_crates():
     manifest = path / "Cargo.toml"
     name = tomllib.loads(manifest.read_text())["package"]["name"]
-    mine = LAYER.get(name, 4)
+    mine = LAYER.get(name, 5)
     if path.parent.name == "shared" and path.name != name:
         problems.append(f"{path.relative_to(ROOT)}: folder name differs from package '{name}'")
     for dep in deps(manifest):

@@ -1727,7 +1727,7 @@ async fn webhook_register_creates_a_verified_hook_with_a_token_url_and_rotates_i
     assert!(!stored.contains(token), "only the token's hash is stored");
 
     // Registered: the challenge is disarmed, and the tenant's path without the token is 404.
-    let http = reqwest::Client::new();
+    let http = https::client();
     let status = |u: String| {
         let http = http.clone();
         async move { http.get(u).send().await.unwrap().status().as_u16() }

@@ -405,7 +405,7 @@ async fn throttling_proxy(upstream: String, throttle: Arc<AtomicUsize>) -> Strin
     let app = axum::Router::new().fallback(forward).with_state((
         upstream.trim_end_matches('/').to_string(),
         throttle,
-        reqwest::Client::new(),
+        https::client(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -137,7 +137,7 @@ impl Watch {
     /// A synchronous invoke through the emulated Invoke API, under a hard timeout (a function
     /// that fails at start would otherwise leave the request waiting).
     async fn invoke(&self, function: &str, payload: Value, within: Duration) -> Value {
-        let http = reqwest::Client::builder().timeout(within).build().unwrap();
+        let http = https::client_builder().timeout(within).build().unwrap();
         let res = http
             .post(format!(
                 "{}/2015-03-31/functions/{function}/invocations",

@@ -90,11 +90,45 @@ pub use secrets::SecretsManagerSource;
 
 /// The AWS SDK configuration from the environment: `aws_config::defaults` with the latest
 /// behaviour version, which honours `AWS_ENDPOINT_URL` (how tests reach the emulator),
-/// `AWS_REGION`, and the usual credential chain.
+/// `AWS_REGION`, and the usual credential chain — on [`sdk_http_client`].
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(sdk_http_client())
         .load()
         .await
+}
+
+/// The SDK's HTTPS client: rustls on aws-lc-rs (the process's one provider, `https`), trusting
+/// Amazon Trust Services' roots ([`https::AMAZON_ROOTS_PEM`], compiled in) instead of the
+/// SDK's default of the system's certificate files, which it reads and parses at client
+/// construction (half of a function's start). `AWS_CA_BUNDLE` — a PEM file, for a
+/// TLS-inspecting proxy in front of AWS — adds its certificates; one that cannot be read is
+/// logged by name and left out.
+pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let mut trust = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(https::AMAZON_ROOTS_PEM);
+    if let Ok(path) = std::env::var("AWS_CA_BUNDLE") {
+        match std::fs::read(&path) {
+            Ok(pem) => trust = trust.with_pem_certificate(pem),
+            Err(e) => tracing::error!(
+                variable = "AWS_CA_BUNDLE",
+                error = %e.kind(),
+                "CA bundle unreadable: trusting Amazon's roots alone"
+            ),
+        }
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a trust store of PEM certificates builds");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https()
 }
 
 /// The libraries that print whole request or response bodies at debug or trace — the Lambda

@@ -177,7 +177,7 @@ pub(crate) async fn verify_endpoint(
 ) {
     let sep = if url.contains('?') { '&' } else { '?' };
     let target = format!("{url}{sep}message={message}");
-    let ok = match reqwest::Client::new()
+    let ok = match https::client()
         .get(&target)
         .timeout(std::time::Duration::from_secs(10))
         .send()

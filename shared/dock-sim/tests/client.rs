@@ -120,7 +120,7 @@ async fn the_four_headers_are_required() {
     client.list_users(&secret).await.unwrap();
 
     // Raw requests with one header missing or wrong each fail as the docs suggest.
-    let http = reqwest::Client::new();
+    let http = https::client();
     let tok: serde_json::Value = http
         .post(format!("{}/oauth2/token", sim.auth_url()))
         .form(&[
@@ -931,7 +931,7 @@ custom_fields:
         .await
         .unwrap();
     assert_eq!(groups[0].group_name, "Refills");
-    let tok: serde_json::Value = reqwest::Client::new()
+    let tok: serde_json::Value = https::client()
         .post(format!("{}/oauth2/token", sim.auth_url()))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -965,7 +965,7 @@ async fn call_log_holds_no_bodies_and_scopes_are_checked() {
     assert_eq!(calls[1].status, 200);
 
     // A token with read scopes only cannot create.
-    let http = reqwest::Client::new();
+    let http = https::client();
     let tok: serde_json::Value = http
         .post(format!("{}/oauth2/token", sim.auth_url()))
         .form(&[

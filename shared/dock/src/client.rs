@@ -294,7 +294,7 @@ impl DockClient {
                     op: "new",
                     reason: "auth URL does not parse",
                 })?;
-        let http = reqwest::Client::builder()
+        let http = https::client_builder()
             // A redirect would re-send the OAuth form or the API key to another host.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)

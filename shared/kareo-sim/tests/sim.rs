@@ -67,7 +67,7 @@ fn envelope(op: &str, wrapper_inner: &str) -> String {
 }
 
 async fn post_raw(sim: &KareoSim, action: Option<&str>, ct: &str, body: String) -> (u16, String) {
-    let client = reqwest::Client::new();
+    let client = https::client();
     let mut rb = client.post(sim.url()).header("Content-Type", ct).body(body);
     if let Some(a) = action {
         rb = rb.header("SOAPAction", a);
@@ -790,7 +790,7 @@ async fn every_fault_kind_is_observable() {
     // Reset: no response, or a body cut by a reset; either way the client sees an error.
     for _ in 0..4 {
         inject(Fault::Reset);
-        let client = reqwest::Client::new();
+        let client = https::client();
         let r = client
             .post(sim.url())
             .header("Content-Type", "text/xml; charset=utf-8")
@@ -810,7 +810,7 @@ async fn every_fault_kind_is_observable() {
 
     // Timeout: the client gives up first.
     inject(Fault::Timeout(Duration::from_millis(400)));
-    let client = reqwest::Client::builder()
+    let client = https::client_builder()
         .timeout(Duration::from_millis(100))
         .build()
         .unwrap();
@@ -882,7 +882,7 @@ async fn bulk_mode_streams_exactly_what_render_list_response_writes() {
     let sim = KareoSim::start(c.clone()).await;
     let n = 300u64;
     sim.set_bulk_patients(Some(n));
-    let client = reqwest::Client::new();
+    let client = https::client();
     let resp = client
         .post(sim.url())
         .header("Content-Type", "text/xml; charset=utf-8")
@@ -1180,7 +1180,7 @@ async fn every_response_validates_against_kareos_xsd() {
     let to = wall_filter(sim.now(), tz);
     let dir = std::env::temp_dir().join(format!("kareo-sim-xsd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let http = reqwest::Client::new();
+    let http = https::client();
     let mut files = Vec::new();
     for op in kareo::schema::OPS {
         let path = fixtures.join(format!("{}.json", op.name));

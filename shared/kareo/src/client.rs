@@ -171,7 +171,7 @@ impl KareoClient {
                 reason: "must be an https URL (plain http only to a loopback host)".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = https::client_builder()
             // A redirect would re-post the SOAP body, credentials included, to another host.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
