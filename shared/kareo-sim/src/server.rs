@@ -548,6 +548,10 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
 /// The bulk GetPatients body, generated lazily chunk by chunk. `cut`: `Some(false)` ends the
 /// body in the middle of the first record, `Some(true)` resets the connection there.
 fn bulk_body(inner: &Inner, n: u64, sel: Sel, cut: Option<bool>) -> Body {
+    let rendered = inner.lock().bulk_rendered.clone();
+    if let Some(body) = rendered {
+        return rendered_body(body, cut);
+    }
     let op = schema::op("GetPatients").expect("GetPatients in schema");
     let frame = xmlout::list_frame(op, inner.cfg.customer_id, inner.cfg.practice_id)
         .expect("GetPatients is a list");
@@ -620,4 +624,27 @@ fn bulk_body(inner: &Inner, n: u64, sel: Sel, cut: Option<bool>) -> Body {
         }
     });
     StreamBody::new(s).boxed()
+}
+
+/// A rendered bulk body in 64 KiB frames (slices of one buffer); `cut` as in [`bulk_body`]:
+/// the body stops inside its first frame, then ends (`false`) or the connection resets.
+fn rendered_body(body: Bytes, cut: Option<bool>) -> Body {
+    const FRAME: usize = 1 << 16;
+    let mut frames: Vec<Result<Frame<Bytes>, std::io::Error>> = match cut {
+        None => (0..body.len())
+            .step_by(FRAME)
+            .map(|at| Ok(Frame::data(body.slice(at..(at + FRAME).min(body.len())))))
+            .collect(),
+        Some(_) => {
+            let keep = (body.len().min(FRAME) / 2).clamp(1, 1500.min(body.len().max(1)));
+            vec![Ok(Frame::data(body.slice(..keep.min(body.len()))))]
+        }
+    };
+    if cut == Some(true) {
+        frames.push(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated reset",
+        )));
+    }
+    StreamBody::new(stream::iter(frames)).boxed()
 }

@@ -918,6 +918,28 @@ async fn bulk_mode_streams_exactly_what_render_list_response_writes() {
     sim.set_bulk_patients(Some(0));
     let (_, body) = call(&sim, "GetPatients", &patients_req(&c, "")).await;
     assert!(body.contains("<Patients><PatientData/></Patients>"));
+
+    // Rendered beforehand (benchmarks): the same bytes, in more than one frame, still behind
+    // authentication, and truncated when a fault says so.
+    let big: Vec<u8> = want.iter().cycle().take(want.len() * 3).copied().collect();
+    sim.set_bulk_patients(Some(n));
+    sim.set_bulk_rendered(Some(bytes::Bytes::from(big.clone())));
+    let (status, body) = call(&sim, "GetPatients", &patients_req(&c, "")).await;
+    assert_eq!(status, 200);
+    assert!(body.as_bytes() == &big[..], "served as given");
+    let mut wrong = c.clone();
+    wrong.password = "not-the-password".into();
+    let (_, body) = call(&sim, "GetPatients", &patients_req(&wrong, "")).await;
+    assert!(!body.contains("<PatientData>"), "no body before sign-in");
+    sim.inject(FaultRule::new(Fault::Truncated).on("GetPatients"));
+    let (_, body) = call(&sim, "GetPatients", &patients_req(&c, "")).await;
+    assert!(
+        !body.is_empty() && body.len() <= 1500,
+        "cut inside the first frame"
+    );
+    sim.set_bulk_rendered(None);
+    let (_, body) = call(&sim, "GetPatients", &patients_req(&c, "")).await;
+    assert_eq!(body.len(), want.len(), "rendering again");
 }
 
 #[test]

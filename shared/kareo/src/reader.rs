@@ -1,8 +1,8 @@
 //! Streaming response reader: one [`Record`] at a time, never a DOM of the whole body.
 //!
-//! A state machine fed by quick-xml events, driven either from a `BufRead`
-//! ([`ResponseReader::next_record`]) or from an `AsyncBufRead`
-//! ([`ResponseReader::next_record_async`], the HTTP body as it arrives). It tolerates what WCF
+//! A state machine fed by quick-xml events, driven from a `BufRead`
+//! ([`ResponseReader::next_record`]): a file, or the HTTP body as it arrives (the client's
+//! parser thread reads the body's chunks through a channel). It tolerates what WCF
 //! really sends: default-namespace declarations or prefixes (elements are matched by local
 //! name), `i:nil`, absent members, pretty-printed or compact bodies, an `s:Header`, members it
 //! does not know (newer Kareo versions add some: skipped), and the empty placeholder item of an
@@ -15,7 +15,6 @@ use std::io::BufRead;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use tokio::io::AsyncBufRead;
 
 use crate::error::{parse_throttle_message, KareoError, SecurityFlags, TransportKind};
 use crate::record::{Nested, Record};
@@ -40,6 +39,16 @@ impl<R> ResponseReader<R> {
             buf: Vec::with_capacity(4096),
             machine: Machine::new(op),
         }
+    }
+
+    /// The source the reader reads from (the client's parser thread batches records in it).
+    pub fn source_mut(&mut self) -> &mut R {
+        self.xml.get_mut()
+    }
+
+    /// The source, the reader done with.
+    pub fn into_source(self) -> R {
+        self.xml.into_inner()
     }
 
     /// For GetAllPatients: the `Key/nextStartKey` of this page (known before its first record).
@@ -85,24 +94,6 @@ impl<R: BufRead> ResponseReader<R> {
             out.push(r);
         }
         Ok(out)
-    }
-}
-
-impl<R: AsyncBufRead + Unpin> ResponseReader<R> {
-    /// The next record, reading the body as it arrives; `Ok(None)` at the end.
-    pub async fn next_record_async(&mut self) -> Result<Option<Record>, KareoError> {
-        loop {
-            self.buf.clear();
-            let ev = match self.xml.read_event_into_async(&mut self.buf).await {
-                Ok(ev) => ev,
-                Err(e) => return Err(self.xml_error(e)),
-            };
-            match self.machine.feed(ev).map_err(|e| *e)? {
-                Step::Continue => {}
-                Step::Record => return Ok(self.machine.ready.take()),
-                Step::End => return Ok(None),
-            }
-        }
     }
 }
 
@@ -915,18 +906,6 @@ mod tests {
         assert_eq!(first.id(), Some("1"));
         assert_eq!(r.next_start_key(), Some(501));
         assert!(r.next_record().unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn async_driver_reads_the_same() {
-        let body = response("GetPayments", &format!("{OK_HEAD}<Payments><PaymentData><ID>5</ID><ReferenceNumber>CHK-1</ReferenceNumber></PaymentData></Payments>"));
-        let mut r = ResponseReader::new(
-            schema::op("GetPayments").unwrap(),
-            tokio::io::BufReader::new(body.as_bytes()),
-        );
-        let rec = r.next_record_async().await.unwrap().unwrap();
-        assert_eq!(rec.get("ReferenceNumber"), Some("CHK-1"));
-        assert!(r.next_record_async().await.unwrap().is_none());
     }
 
     proptest! {
