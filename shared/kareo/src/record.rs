@@ -314,7 +314,7 @@ impl Record {
 
     /// Which members carry this record type's id, version, creation date and practice.
     pub fn kind(&self) -> RecordKind {
-        RecordKind::of(self.type_name())
+        RecordKind::of_type(self.ty)
     }
 
     /// The record's id (`ID`, `EncounterID`, `AppointmentId`… per [`RecordKind`]); `None`
@@ -399,6 +399,18 @@ pub struct RecordKind {
 }
 
 impl RecordKind {
+    /// The kind of a record type, by its schema type: worked out once per type (by name, as
+    /// [`RecordKind::of`]) and kept, since the reader asks for every record it reads.
+    pub fn of_type(ty: TypeId) -> RecordKind {
+        static KINDS: std::sync::LazyLock<Vec<RecordKind>> = std::sync::LazyLock::new(|| {
+            crate::schema::TYPES
+                .iter()
+                .map(|t| RecordKind::of(t.name))
+                .collect()
+        });
+        KINDS[ty.0 as usize]
+    }
+
     /// The kind of a record type, by its schema type name.
     pub fn of(type_name: &str) -> RecordKind {
         if let Some(f) = crate::Family::of_type(type_name) {
@@ -438,5 +450,20 @@ impl RecordKind {
             created,
             practice_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_kept_per_type_is_the_kind_by_name() {
+        for (i, t) in crate::schema::TYPES.iter().enumerate() {
+            let kept = RecordKind::of_type(TypeId(i as u16));
+            assert_eq!(kept, RecordKind::of(t.name), "{}", t.name);
+        }
+        let patient = crate::Family::Patients.data_type().name;
+        assert_eq!(RecordKind::of(patient).id, Some("ID"));
     }
 }
