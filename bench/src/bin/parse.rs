@@ -33,14 +33,8 @@ fn main() {
         let result = match phase.as_str() {
             "bare" => bare(&file),
             "typed" => typed(&file),
-            "http" => http(
-                &arg(&args, "--url").expect("--url"),
-                &arg(&args, "--n").expect("--n"),
-            ),
-            "drain" => drain(
-                &arg(&args, "--url").expect("--url"),
-                &arg(&args, "--n").expect("--n"),
-            ),
+            "http" => http(&arg(&args, "--url").expect("--url")),
+            "drain" => drain(&arg(&args, "--url").expect("--url")),
             other => panic!("unknown phase {other}"),
         };
         println!("{result}");
@@ -97,7 +91,6 @@ fn main() {
     }));
     sim.set_bulk_patients(Some(n));
     let url = sim.url();
-    let n_s = n.to_string();
 
     // Each phase's best of `runs`, the phases taken in turn round after round: the machine's
     // load drifts over seconds, and a ratio is fair only when both sides saw the same drift.
@@ -116,7 +109,7 @@ fn main() {
         }
         out
     };
-    let http_args = ["--url", url.as_str(), "--n", n_s.as_str()];
+    let http_args = ["--url", url.as_str()];
     // The simulator renders its synthetic patients as the client reads: one core's rendering
     // rate caps what it sends. Measured as such, then from the same bytes rendered beforehand
     // (`set_bulk_rendered`), so that the HTTP phases measure the client, not the simulator.
@@ -224,23 +217,30 @@ fn typed(file: &str) -> String {
     result(t.elapsed().as_secs_f64(), n)
 }
 
-/// The GetPatients body over HTTP, counted and dropped: the simulator's send rate, the ceiling
-/// of the `http` phase on this machine (returns bytes, not records).
-fn drain(url: &str, _n: &str) -> String {
+/// The simulator's credentials and a GetPatients request for every patient, on a runtime for
+/// one phase.
+fn on_sim<F: std::future::Future<Output = String>>(
+    phase: impl FnOnce(kareo::Credentials, serde_json::Value) -> F,
+) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let sim_cfg = kareo_sim::SimConfig::default();
-        let creds = kareo::Credentials {
-            customer_key: sim_cfg.customer_key,
-            user: sim_cfg.user,
-            password: sim_cfg.password,
-        };
+    let sim_cfg = kareo_sim::SimConfig::default();
+    let creds = kareo::Credentials {
+        customer_key: sim_cfg.customer_key,
+        user: sim_cfg.user,
+        password: sim_cfg.password,
+    };
+    let body = serde_json::json!({"Fields": {}, "Filter": {"PracticeName": sim_cfg.practice_name}});
+    rt.block_on(phase(creds, body))
+}
+
+/// The GetPatients body over HTTP, counted and dropped: the simulator's send rate, the ceiling
+/// of the `http` phase on this machine (returns bytes, not records).
+fn drain(url: &str) -> String {
+    on_sim(|creds, body| async move {
         let op = kareo::op(OP).unwrap();
-        let body =
-            serde_json::json!({"Fields": {}, "Filter": {"PracticeName": sim_cfg.practice_name}});
         let xml = kareo::envelope::write(op, &creds, "bench", &body).unwrap();
         let t = Instant::now();
         let mut resp = https::client()
@@ -260,25 +260,13 @@ fn drain(url: &str, _n: &str) -> String {
     })
 }
 
-fn http(url: &str, _n: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let sim_cfg = kareo_sim::SimConfig::default();
-        let creds = kareo::Credentials {
-            customer_key: sim_cfg.customer_key,
-            user: sim_cfg.user,
-            password: sim_cfg.password,
-        };
+fn http(url: &str) -> String {
+    on_sim(|creds, body| async move {
         let client = kareo::KareoClient::new(kareo::ClientConfig {
             endpoint: url.to_string(),
             ..Default::default()
         })
         .unwrap();
-        let body =
-            serde_json::json!({"Fields": {}, "Filter": {"PracticeName": sim_cfg.practice_name}});
         let t = Instant::now();
         let mut s = client
             .stream(&creds, kareo::op(OP).unwrap(), &body)

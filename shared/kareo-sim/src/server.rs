@@ -599,8 +599,7 @@ fn bulk_body(inner: &Inner, n: u64, sel: Sel, cut: Option<bool>) -> Body {
                     st.stage = 2;
                 }
                 if let Some(reset) = st.cut {
-                    let keep = (x.buf.len() / 2).clamp(1, 1500.min(x.buf.len().max(1)));
-                    x.buf.truncate(keep);
+                    x.buf.truncate(cut_len(x.buf.len()));
                     st.stage = if reset { 4 } else { 3 };
                 }
                 Some((Ok(Frame::data(Bytes::from(x.buf))), st))
@@ -626,6 +625,12 @@ fn bulk_body(inner: &Inner, n: u64, sel: Sel, cut: Option<bool>) -> Body {
     StreamBody::new(s).boxed()
 }
 
+/// Where a cut bulk body stops inside its first frame of `frame_len` bytes: half way, at
+/// most 1,500 bytes in, at least one byte.
+fn cut_len(frame_len: usize) -> usize {
+    (frame_len / 2).clamp(1, 1500.min(frame_len.max(1)))
+}
+
 /// A rendered bulk body in 64 KiB frames (slices of one buffer); `cut` as in [`bulk_body`]:
 /// the body stops inside its first frame, then ends (`false`) or the connection resets.
 fn rendered_body(body: Bytes, cut: Option<bool>) -> Body {
@@ -636,8 +641,8 @@ fn rendered_body(body: Bytes, cut: Option<bool>) -> Body {
             .map(|at| Ok(Frame::data(body.slice(at..(at + FRAME).min(body.len())))))
             .collect(),
         Some(_) => {
-            let keep = (body.len().min(FRAME) / 2).clamp(1, 1500.min(body.len().max(1)));
-            vec![Ok(Frame::data(body.slice(..keep.min(body.len()))))]
+            let keep = cut_len(body.len().min(FRAME)).min(body.len());
+            vec![Ok(Frame::data(body.slice(..keep)))]
         }
     };
     if cut == Some(true) {

@@ -292,30 +292,39 @@ fn spawn_parse(
             }
         }
     });
-    tokio::task::spawn_blocking(move || {
-        let mut reader = ResponseReader::new(op, ChunkReader::new(chunk_rx, rec_tx));
-        let mut key_tx = Some(key_tx);
-        let last = loop {
-            let next = reader.next_record();
-            if let Some(tx) = key_tx.take() {
-                // Known before the first record (GetAllPatients' `Key`).
-                let _ = tx.send(reader.next_start_key());
-            }
-            match next {
-                Ok(Some(r)) => {
-                    let source = reader.source_mut();
-                    source.push(r);
-                    if source.closed {
-                        return;
-                    }
-                }
-                Ok(None) => break Ok(Parsed::End),
-                Err(e) => break Err(e),
-            }
-        };
-        reader.into_source().finish(last);
-    });
+    tokio::task::spawn_blocking(move || parse_body(op, chunk_rx, rec_tx, key_tx));
     (rec_rx, key_rx)
+}
+
+/// The parser thread: reads the chunks with the synchronous reader, sends the paging key once
+/// (known before the first record), the records in batches, then `End` or the error; stops
+/// early when the caller is gone.
+fn parse_body(
+    op: &'static OpDef,
+    chunks: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+    out: mpsc::Sender<Sent>,
+    key: tokio::sync::oneshot::Sender<Option<i64>>,
+) {
+    let mut reader = ResponseReader::new(op, ChunkReader::new(chunks, out));
+    let mut key = Some(key);
+    let last = loop {
+        let next = reader.next_record();
+        if let Some(tx) = key.take() {
+            let _ = tx.send(reader.next_start_key());
+        }
+        match next {
+            Ok(Some(r)) => {
+                let source = reader.source_mut();
+                source.push(r);
+                if source.closed {
+                    return;
+                }
+            }
+            Ok(None) => break Ok(Parsed::End),
+            Err(e) => break Err(e),
+        }
+    };
+    reader.into_source().finish(last);
 }
 
 /// The records of one response, parsed as the body arrives.
