@@ -118,8 +118,17 @@ impl Record {
     /// UTF-8 once per record). Fails when the bytes are not UTF-8 or a slot is not on a
     /// character boundary.
     pub(crate) fn finish_text(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
-        let text = String::from_utf8(bytes).map_err(|_| ())?;
-        for s in &self.slots {
+        // simdutf8 checks with SIMD: a third of the time of `String::from_utf8` here.
+        simdutf8::basic::from_utf8(&bytes).map_err(|_| ())?;
+        // SAFETY: `bytes` was checked as UTF-8 on the line above.
+        let text = unsafe { String::from_utf8_unchecked(bytes) };
+        // In ASCII text (most records) every offset is a character boundary.
+        let check = if text.is_ascii() {
+            &[][..]
+        } else {
+            &self.slots[..]
+        };
+        for s in check {
             if let Slot::Text { start, end, .. } = *s {
                 if !text.is_char_boundary(start as usize) || !text.is_char_boundary(end as usize) {
                     return Err(());
@@ -320,11 +329,22 @@ impl Record {
     /// The record's id (`ID`, `EncounterID`, `AppointmentId`… per [`RecordKind`]); `None`
     /// when absent or empty (the placeholder item).
     pub fn id(&self) -> Option<&str> {
-        self.kind()
-            .id
-            .and_then(|m| self.get(m))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        // The id member's index, kept per type: the reader asks for every record it reads.
+        static ID_INDEX: std::sync::LazyLock<Vec<Option<u16>>> = std::sync::LazyLock::new(|| {
+            crate::schema::TYPES
+                .iter()
+                .map(|t| {
+                    let id = RecordKind::of(t.name).id?;
+                    t.index_of(id.as_bytes()).map(|i| i as u16)
+                })
+                .collect()
+        });
+        let i = ID_INDEX[self.ty.0 as usize]?;
+        let slot = self.slots.iter().find(|s| s.idx() == i)?;
+        match self.slot_value(*slot) {
+            Value::Text(t) => Some(t.trim()).filter(|s| !s.is_empty()),
+            _ => None,
+        }
     }
 
     /// The record's version: its last-modified instant.
