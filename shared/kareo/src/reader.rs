@@ -416,11 +416,7 @@ impl Machine {
             let name = e.name().into_inner();
             let from = open.cursor as usize;
             let members = open.rec.type_def().members;
-            let next = members[from.min(members.len())..]
-                .iter()
-                .position(|m| same_name(m.name.as_bytes(), name));
-            if let Some(i) = next {
-                let at = from + i;
+            if let Some(at) = next_in_order(members, from, name) {
                 if !matches!(members[at].ty, Ty::Complex(_)) && e.attributes_raw().is_empty() {
                     open.cursor = (at + 1) as u16;
                     self.leaf = Some((at as u16, open.text.len() as u32));
@@ -609,19 +605,30 @@ fn has_cr(s: &[u8]) -> bool {
         return s.iter().any(|&b| b == b'\r');
     }
     // A byte of `x` is zero where the word has a `\r`; this test for a zero byte is exact.
-    let cr_in = |at: usize| {
-        let x = u64::from_ne_bytes(s[at..at + 8].try_into().expect("eight bytes")) ^ CRS;
-        x.wrapping_sub(ONES) & !x & HIGHS != 0
-    };
+    !every_word(n, |at| {
+        let x = word(s, at) ^ CRS;
+        x.wrapping_sub(ONES) & !x & HIGHS == 0
+    })
+}
+
+/// Whether `f` holds for every eight-byte word of a slice of `n ≥ 8` bytes (given by offset):
+/// every eighth offset, then the last eight bytes, overlapping the word before when `n` is not
+/// a multiple of 8.
+#[inline]
+fn every_word(n: usize, mut f: impl FnMut(usize) -> bool) -> bool {
     let mut at = 0;
     while at + 8 < n {
-        if cr_in(at) {
-            return true;
+        if !f(at) {
+            return false;
         }
         at += 8;
     }
-    // The last eight bytes, overlapping the word before when `n` is not a multiple of 8.
-    cr_in(n - 8)
+    f(n - 8)
+}
+
+#[inline]
+fn word(s: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(s[at..at + 8].try_into().expect("eight bytes"))
 }
 
 /// Whether two element names are equal, compared eight bytes at a time in line: names are
@@ -635,16 +642,7 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
     if n < 8 {
         return a.iter().zip(b).all(|(x, y)| x == y);
     }
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8"));
-    let mut at = 0;
-    while at + 8 < n {
-        if word(a, at) != word(b, at) {
-            return false;
-        }
-        at += 8;
-    }
-    // The last eight bytes, overlapping the words before when `n` is not a multiple of 8.
-    word(a, n - 8) == word(b, n - 8)
+    every_word(n, |at| word(a, at) == word(b, at))
 }
 
 /// The element name without its prefix (names are short: a plain scan beats memchr's set-up).
@@ -676,17 +674,25 @@ fn has_nil(e: &BytesStart<'_>) -> bool {
     })
 }
 
+/// The first of `ms` at or after `from` named exactly `raw`.
+#[inline]
+fn next_in_order(ms: &[crate::schema::Member], from: usize, raw: &[u8]) -> Option<usize> {
+    let i = ms
+        .get(from..)?
+        .iter()
+        .position(|m| same_name(m.name.as_bytes(), raw))?;
+    Some(from + i)
+}
+
 /// The member of `def` named `name` (raw element name, maybe prefixed). Kareo sends members in
 /// schema order, so the search starts after the last member read (usually a match at once),
 /// then falls back to the index (a repeated member, a member out of order, a prefixed name).
 fn find_member(def: &'static TypeDef, cursor: &mut u16, raw: &[u8]) -> Option<usize> {
     let ms = def.members;
     let from = *cursor as usize;
-    for (i, m) in ms.iter().enumerate().skip(from) {
-        if m.name.as_bytes() == raw {
-            *cursor = (i + 1) as u16;
-            return Some(i);
-        }
+    if let Some(i) = next_in_order(ms, from, raw) {
+        *cursor = (i + 1) as u16;
+        return Some(i);
     }
     let name = match raw.iter().rposition(|&b| b == b':') {
         Some(i) => &raw[i + 1..],

@@ -195,7 +195,11 @@ impl Record {
 
     /// The value of a member, if present.
     pub fn value(&self, name: &str) -> Option<Value<'_>> {
-        let i = self.ty.def().index_of(name.as_bytes())? as u16;
+        self.value_at(self.ty.def().index_of(name.as_bytes())? as u16)
+    }
+
+    /// The value of the member with schema index `i`, if present.
+    fn value_at(&self, i: u16) -> Option<Value<'_>> {
         self.slots
             .iter()
             .find(|s| s.idx() == i)
@@ -329,19 +333,8 @@ impl Record {
     /// The record's id (`ID`, `EncounterID`, `AppointmentId`… per [`RecordKind`]); `None`
     /// when absent or empty (the placeholder item).
     pub fn id(&self) -> Option<&str> {
-        // The id member's index, kept per type: the reader asks for every record it reads.
-        static ID_INDEX: std::sync::LazyLock<Vec<Option<u16>>> = std::sync::LazyLock::new(|| {
-            crate::schema::TYPES
-                .iter()
-                .map(|t| {
-                    let id = RecordKind::of(t.name).id?;
-                    t.index_of(id.as_bytes()).map(|i| i as u16)
-                })
-                .collect()
-        });
-        let i = ID_INDEX[self.ty.0 as usize]?;
-        let slot = self.slots.iter().find(|s| s.idx() == i)?;
-        match self.slot_value(*slot) {
+        // The id member's index is kept per type: the reader asks for every record it reads.
+        match self.value_at(kind_table(self.ty).1?)? {
             Value::Text(t) => Some(t.trim()).filter(|s| !s.is_empty()),
             _ => None,
         }
@@ -418,17 +411,30 @@ pub struct RecordKind {
     pub practice_id: Option<&'static str>,
 }
 
+/// Each schema type's kind and its id member's index, worked out once.
+fn kind_table(ty: TypeId) -> (RecordKind, Option<u16>) {
+    static KINDS: std::sync::LazyLock<Vec<(RecordKind, Option<u16>)>> =
+        std::sync::LazyLock::new(|| {
+            crate::schema::TYPES
+                .iter()
+                .map(|t| {
+                    let kind = RecordKind::of(t.name);
+                    let id = kind
+                        .id
+                        .and_then(|m| t.index_of(m.as_bytes()))
+                        .map(|i| i as u16);
+                    (kind, id)
+                })
+                .collect()
+        });
+    KINDS[ty.0 as usize]
+}
+
 impl RecordKind {
     /// The kind of a record type, by its schema type: worked out once per type (by name, as
     /// [`RecordKind::of`]) and kept, since the reader asks for every record it reads.
     pub fn of_type(ty: TypeId) -> RecordKind {
-        static KINDS: std::sync::LazyLock<Vec<RecordKind>> = std::sync::LazyLock::new(|| {
-            crate::schema::TYPES
-                .iter()
-                .map(|t| RecordKind::of(t.name))
-                .collect()
-        });
-        KINDS[ty.0 as usize]
+        kind_table(ty).0
     }
 
     /// The kind of a record type, by its schema type name.
