@@ -37,13 +37,13 @@ fn env(name: &str) -> Result<String, Error> {
     std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     aws::init_logging();
     let family_name = env("KAREO_DOCK_FAMILY")?;
     let family = Family::from_name(&family_name)
         .ok_or_else(|| format!("KAREO_DOCK_FAMILY={family_name} is not a Kareo family"))?;
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::function_sdk_config().await;
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     let store = aws::state_store(&sdk)?;
     let app = App {

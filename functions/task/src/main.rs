@@ -35,10 +35,10 @@ struct Batch {
     events: Vec<ChangeEvent>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     aws::init_logging();
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::function_sdk_config().await;
     let store = aws::state_store(&sdk)?;
     let app = App {
         // Patient reads: the write and webhook functions read GetPatient of the same accounts.

@@ -72,10 +72,10 @@ impl App {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     aws::init_logging();
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::function_sdk_config().await;
     let store = aws::state_store(&sdk)?;
     let app = App {
         // Every operation: the write function writes to the same accounts.

@@ -48,10 +48,10 @@ fn direct_invoke() -> Result<bool, String> {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     aws::init_logging();
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::function_sdk_config().await;
     let store = aws::state_store(&sdk)?;
     let app = App {
         // Every operation: the webhook function writes to the same accounts, and the task

@@ -98,6 +98,29 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The SDK configuration of a Lambda function: [`sdk_config`], with the credentials Lambda puts
+/// in the environment — the execution role's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN` — read from there by the environment provider instead of through the
+/// default chain. Building that chain (web identity with its own STS client, SSO, profiles,
+/// the container and instance metadata providers) is done before the runtime is ready and
+/// none of it is used on Lambda. Without credentials in the environment (a function binary run
+/// somewhere else), the default chain, as [`sdk_config`].
+pub async fn function_sdk_config() -> aws_config::SdkConfig {
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(sdk_http_client());
+    let in_env = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    let loader = if in_env {
+        loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        )
+    } else {
+        loader
+    };
+    loader.load().await
+}
+
 /// The SDK's HTTPS client: rustls on aws-lc-rs (the process's one provider, `https`), trusting
 /// Amazon Trust Services' roots ([`https::AMAZON_ROOTS_PEM`], compiled in) instead of the
 /// SDK's default of the system's certificate files, which it reads and parses at client
