@@ -92,10 +92,12 @@ pub use secrets::SecretsManagerSource;
 /// behaviour version, which honours `AWS_ENDPOINT_URL` (how tests reach the emulator),
 /// `AWS_REGION`, and the usual credential chain — on [`sdk_http_client`].
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(sdk_http_client())
-        .load()
-        .await
+    sdk_loader().load().await
+}
+
+/// `aws_config::defaults` with the latest behaviour version, on [`sdk_http_client`].
+fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(sdk_http_client())
 }
 
 /// The SDK configuration of a Lambda function: [`sdk_config`], with the credentials Lambda puts
@@ -106,8 +108,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// none of it is used on Lambda. Without credentials in the environment (a function binary run
 /// somewhere else), the default chain, as [`sdk_config`].
 pub async fn function_sdk_config() -> aws_config::SdkConfig {
-    let loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(sdk_http_client());
+    let loader = sdk_loader();
     let in_env = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
         .iter()
         .all(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));

@@ -816,6 +816,15 @@ mod tests {
         ResponseReader::new(schema::op(op).unwrap(), body.as_bytes()).collect_all()
     }
 
+    /// The first patient of a GetPatients response whose one `PatientData` holds `members`.
+    fn one_patient(members: &str) -> Record {
+        let body = response(
+            "GetPatients",
+            &format!("{OK_HEAD}<Patients><PatientData>{members}</PatientData></Patients>"),
+        );
+        read("GetPatients", &body).unwrap().swap_remove(0)
+    }
+
     #[test]
     fn list_items_stream_with_escapes_nil_and_unknown_members() {
         let body = response(
@@ -1027,14 +1036,7 @@ mod tests {
 
     #[test]
     fn line_ends_are_normalised_in_short_and_long_texts_and_a_sent_cr_is_kept() {
-        let body = response(
-            "GetPatients",
-            &format!(
-                "{OK_HEAD}<Patients><PatientData><AddressLine1>a\r\nb</AddressLine1><AddressLine2>twelve bytes and then\r\nmore\rend</AddressLine2><City>x&#13;\r\n</City><ID>1</ID><LastName>0123456\r</LastName></PatientData></Patients>"
-            ),
-        );
-        let recs = read("GetPatients", &body).unwrap();
-        let r = &recs[0];
+        let r = one_patient("<AddressLine1>a\r\nb</AddressLine1><AddressLine2>twelve bytes and then\r\nmore\rend</AddressLine2><City>x&#13;\r\n</City><ID>1</ID><LastName>0123456\r</LastName>");
         assert_eq!(r.get("AddressLine1"), Some("a\nb"));
         assert_eq!(
             r.get("AddressLine2"),
@@ -1046,14 +1048,7 @@ mod tests {
 
     #[test]
     fn members_out_of_order_repeated_nil_or_with_attributes_read_as_in_order() {
-        let body = response(
-            "GetPatients",
-            &format!(
-                "{OK_HEAD}<Patients><PatientData><LastName>Doe</LastName><ID>7</ID><FirstName xmlns=\"http://www.kareo.com/api/schemas/\">Zoë</FirstName><MiddleName i:nil=\"true\"/><City>Ørsted</City><City>again</City></PatientData></Patients>"
-            ),
-        );
-        let recs = read("GetPatients", &body).unwrap();
-        let r = &recs[0];
+        let r = one_patient("<LastName>Doe</LastName><ID>7</ID><FirstName xmlns=\"http://www.kareo.com/api/schemas/\">Zoë</FirstName><MiddleName i:nil=\"true\"/><City>Ørsted</City><City>again</City>");
         assert_eq!(r.get("LastName"), Some("Doe"));
         assert_eq!(r.id(), Some("7"));
         assert_eq!(r.get("FirstName"), Some("Zoë"));
